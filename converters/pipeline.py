@@ -1,0 +1,265 @@
+"""The `edgekit convert` job: source model -> one verified artifact per (format, recipe).
+
+For every artifact: convert, run it with the device runtime on validation inputs, compare
+with the source model (parity), embed the manifest, and write it atomically next to its
+JSON manifest. Outputs are checked for collisions before any slow work starts.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+import edgekit
+from edgekit._deps import require
+from edgekit.dataset import Dataset, load_dataset
+from edgekit.errors import InputError
+from edgekit.fileio import atomic_write_bytes, atomic_write_text, check_writable
+from edgekit.manifest import Manifest
+from edgekit.parity import parity_report
+from edgekit.preprocess import ImageSpec
+from edgekit.recipes import TFLITE, Recipe
+from edgekit.runtime import Model
+from edgekit.tflite_file import embed_manifest
+
+from . import tflite as tflite_converter
+from ._native_output import captured_native_output
+from .sources import SourceModel, load_source
+
+SUFFIX = {TFLITE: ".tflite"}
+VALIDATION_CAP = 500       # more validation samples add time, not information, for parity
+SYNTHETIC_SAMPLES = 32
+RUN_BATCH = 32
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    model: Path
+    formats: tuple[str, ...]
+    recipes: tuple[Recipe, ...]
+    out_dir: Path
+    calibration: Path | None = None
+    validate: Path | None = None
+    calibration_samples: int = 200
+    labels: Path | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    io: str = "int8"
+    keep_float: tuple[str, ...] = ()
+    explain_errors: bool = True
+    force: bool = False
+
+
+@dataclass
+class ArtifactResult:
+    path: Path
+    format: str
+    recipe: str
+    size_bytes: int
+    seconds: float
+    parity: dict
+    manifest_path: Path
+    error_layers: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"path": str(self.path), "format": self.format, "quantize": self.recipe,
+                "size_bytes": self.size_bytes, "seconds": round(self.seconds, 3), "parity": self.parity,
+                "manifest": str(self.manifest_path), "largest_quantization_error": self.error_layers}
+
+
+@dataclass
+class ConvertResult:
+    source: str
+    artifacts: list[ArtifactResult]
+    calibration: dict | None
+    validation: dict
+    skipped_files: list[tuple[str, str]]
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "calibration": self.calibration, "validation": self.validation,
+                "skipped_files": [{"file": f, "reason": r} for f, r in self.skipped_files],
+                "artifacts": [a.to_dict() for a in self.artifacts]}
+
+
+def artifact_path(opts: ConvertOptions, fmt: str, recipe: str) -> Path:
+    return opts.out_dir / f"{opts.model.name.split('.')[0] or 'model'}_{recipe}{SUFFIX[fmt]}"
+
+
+def convert(opts: ConvertOptions, progress: Callable[[str], None] = lambda msg: None) -> ConvertResult:
+    unsupported = [f for f in opts.formats if f not in SUFFIX]
+    if unsupported:
+        raise InputError(f"--to {','.join(unsupported)} is not available in edgekit {edgekit.__version__} yet; "
+                         f"available: {', '.join(SUFFIX)}")
+    if opts.calibration_samples < 1:
+        raise InputError(f"--calibration-samples expects a positive number, got {opts.calibration_samples}")
+    targets = [(fmt, r.name, artifact_path(opts, fmt, r.name)) for fmt in opts.formats for r in opts.recipes]
+    check_writable([p for _, _, p in targets] + [p.with_suffix(".json") for _, _, p in targets], opts.force)
+    labels = _read_labels(opts.labels)
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO chatter is not ours to print
+    progress(f"loading {opts.model}")
+    with captured_native_output():
+        source = load_source(opts.model)
+    try:
+        spec = _image_spec(source, opts)
+        calibration, validation, notes = _datasets(source, spec, opts, progress)
+        _check_labels(labels, source, validation)
+        progress(f"source model on {len(validation)} validation inputs")
+        with captured_native_output():
+            reference = source.predict(validation.arrays)
+        results = []
+        for i, (fmt, recipe, path) in enumerate(targets, 1):
+            progress(f"[{i}/{len(targets)}] {fmt} {recipe}: converting")
+            results.append(_build_one(source, fmt, recipe, path, opts, spec, labels, calibration, validation,
+                                      reference, notes, progress))
+        cal_info = _dataset_info(calibration) if calibration is not None else None
+        return ConvertResult(str(opts.model), results, cal_info, {**_dataset_info(validation), "note": notes},
+                             (calibration.skipped if calibration is not None else []) + validation.skipped)
+    finally:
+        source.close()
+
+
+def _build_one(source: SourceModel, fmt: str, recipe: str, path: Path, opts: ConvertOptions, spec, labels,
+               calibration: Dataset | None, validation: Dataset, reference, notes: str, progress) -> ArtifactResult:
+    start = time.perf_counter()
+    with captured_native_output():
+        model_bytes = tflite_converter.convert(source, recipe, calibration, io=opts.io if recipe == "int8" else "float",
+                                               keep_float=opts.keep_float if recipe == "int8" else ())
+    seconds = time.perf_counter() - start
+    progress(f"    converted in {seconds:.1f}s; checking parity on {len(validation)} inputs")
+    with captured_native_output():
+        artifact = Model(model_bytes, origin=path.name)
+    outputs = _run_batched(artifact, validation.arrays)
+    parity = parity_report(source.output_names, reference, outputs, len(validation), notes)
+    error_layers = []
+    if recipe == "int8" and opts.explain_errors and calibration is not None:
+        progress("    ranking layers by quantization error")
+        tf = require("tensorflow", "quantization error analysis")
+        with captured_native_output():
+            error_layers = _explain(tf, source, calibration)
+    manifest = Manifest(
+        format=fmt, recipe=recipe, inputs=artifact.inputs, outputs=artifact.outputs,
+        preprocessing=spec.to_dict() if spec else None, labels=labels, parity=parity,
+        source={"file": opts.model.name, "kind": source.kind, "sha256": source.sha256()},
+        calibration=_dataset_info(calibration) if calibration is not None and recipe in ("int8", "int16x8") else None,
+        versions=_versions(), created_utc=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat())
+    if opts.keep_float and recipe == "int8":
+        manifest.source["keep_float"] = list(opts.keep_float)
+    final_bytes = embed_manifest(model_bytes, manifest.to_json())
+    atomic_write_bytes(path, final_bytes)
+    manifest_path = path.with_suffix(".json")
+    atomic_write_text(manifest_path, manifest.to_json())
+    return ArtifactResult(path, fmt, recipe, len(final_bytes), seconds, parity, manifest_path, error_layers)
+
+
+def _explain(tf, source, calibration) -> list[dict]:
+    from .quant_debug import explain_quantization_error
+
+    try:
+        return explain_quantization_error(tf, source, calibration)
+    except Exception as e:  # analysis is advisory: report why it is missing, keep the artifact
+        return [{"layer": None, "error": f"quantization debugger failed: {type(e).__name__}: {str(e)[:200]}"}]
+
+
+def _run_batched(model: Model, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    n = arrays[0].shape[0]
+    batch = RUN_BATCH if model.inputs[0].shape and model.inputs[0].shape[0] is None else 1
+    chunks = [model.run([a[i:i + batch] for a in arrays]) for i in range(0, n, batch)]
+    return [np.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))]
+
+
+def _image_spec(source: SourceModel, opts: ConvertOptions) -> ImageSpec | None:
+    first = source.inputs[0]
+    is_image = len(source.inputs) == 1 and len(first.shape) == 4 and first.shape[-1] in (1, 3)
+    if not is_image:
+        if opts.mean is not None or opts.std is not None:
+            raise InputError(f"--mean/--std describe image preprocessing, but the model input {first.name!r} has "
+                             f"shape {first.shape}, not NHWC with 1 or 3 channels; drop them and give tensors")
+        return None
+    return ImageSpec.for_input_shape(first.shape, opts.mean or (0.0,), opts.std or (1.0,))
+
+
+def _datasets(source: SourceModel, spec, opts: ConvertOptions, progress) -> tuple[Dataset | None, Dataset, str]:
+    """Calibration and validation sets, and a note saying where the validation inputs came from."""
+    needs_calibration = any(r.needs_calibration for r in opts.recipes)
+    calibration = None
+    if opts.calibration is not None:
+        progress(f"reading calibration data from {opts.calibration}")
+        pool = load_dataset(opts.calibration, source.inputs, spec,
+                            limit=opts.calibration_samples + (0 if opts.validate else VALIDATION_CAP))
+        calibration = pool.take(range(min(opts.calibration_samples, len(pool))))
+        calibration.skipped = pool.skipped
+        rest = len(pool) - len(calibration)
+    elif needs_calibration:
+        names = [r.name for r in opts.recipes if r.needs_calibration]
+        raise InputError(f"recipe {', '.join(names)} needs calibration data: pass --calibration DIR_OR_NPZ "
+                         "(a folder of representative images or a .npz of input tensors); edgekit never "
+                         "calibrates on random numbers")
+    if opts.validate is not None:
+        progress(f"reading validation data from {opts.validate}")
+        return calibration, load_dataset(opts.validate, source.inputs, spec, VALIDATION_CAP, "validate"), \
+            f"--validate {opts.validate}"
+    if calibration is not None and rest > 0:
+        return calibration, pool.take(range(len(calibration), len(pool))), \
+            "calibration inputs not used for calibration"
+    if calibration is not None and len(calibration) >= 2:
+        # Every calibration input was used: hold out a fifth so parity is not measured on
+        # the very data the quantization ranges were fitted to.
+        cut = max(1, len(calibration) * 4 // 5)
+        validation = calibration.take(range(cut, len(calibration)))
+        calibration_kept = calibration.take(range(cut))
+        calibration_kept.skipped = calibration.skipped
+        return calibration_kept, validation, f"held out {len(validation)} of the calibration inputs (no --validate)"
+    return calibration, _synthetic(source, spec), \
+        f"{SYNTHETIC_SAMPLES} synthetic uniform inputs over the input range (no --validate or --calibration)"
+
+
+def _synthetic(source: SourceModel, spec) -> Dataset:
+    rng = np.random.default_rng(0)
+    lo, hi = spec.value_range() if spec else (-1.0, 1.0)
+    arrays = [rng.uniform(lo, hi, size=(SYNTHETIC_SAMPLES, *[d or 1 for d in t.shape[1:]])).astype(np.float32)
+              for t in source.inputs]
+    return Dataset(arrays, "synthetic")
+
+
+def _read_labels(path: Path | None) -> list[str] | None:
+    if path is None:
+        return None
+    if not path.is_file():
+        raise InputError(f"--labels expects a text file with one class name per line, got {str(path)!r}, "
+                         "which is not a file")
+    labels = [ln.strip() for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+    if not labels:
+        raise InputError(f"--labels expects one class name per line, {str(path)!r} is empty")
+    return labels
+
+
+def _check_labels(labels, source: SourceModel, validation: Dataset) -> None:
+    if labels is None:
+        return
+    outputs = source.predict([a[:1] for a in validation.arrays])
+    classes = outputs[0].shape[-1]
+    if classes != len(labels):
+        raise InputError(f"--labels has {len(labels)} names but the model's first output has {classes} classes; "
+                         "give one label per class, in class-index order")
+
+
+def _dataset_info(ds: Dataset) -> dict:
+    return {"source": ds.source, "samples": len(ds), "sha256": ds.sha256(), "skipped": len(ds.skipped)}
+
+
+def _versions() -> dict[str, str]:
+    versions = {"edgekit": edgekit.__version__, "python": platform.python_version()}
+    for dist in ("tensorflow", "tensorflow-cpu", "keras", "ai-edge-litert", "numpy"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions

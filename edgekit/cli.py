@@ -1,0 +1,192 @@
+"""The `edgekit` command: a thin click layer that parses, calls the library, prints.
+
+Every EdgekitError becomes one line on stderr and its exit code; anything unexpected
+becomes one line too, with the traceback only when EDGEKIT_DEBUG=1.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import EdgekitError, InputError
+from .fileio import atomic_write_text, check_writable
+from .table import human_size, render
+
+DEBUG = os.environ.get("EDGEKIT_DEBUG") == "1"
+
+
+class EdgekitGroup(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except EdgekitError as e:
+            if DEBUG:
+                raise
+            click.echo(f"Error: {e}", err=True)
+            sys.exit(e.exit_code)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except KeyboardInterrupt:
+            click.echo("Interrupted; no partial outputs were left behind.", err=True)
+            sys.exit(130)
+        except Exception as e:  # a bug or an unforeseen backend failure: still one line
+            if DEBUG:
+                raise
+            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+            click.echo(f"Error: unexpected {type(e).__name__}: {first} (set EDGEKIT_DEBUG=1 for the traceback)",
+                       err=True)
+            sys.exit(70)
+
+
+@click.group(cls=EdgekitGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgekit")
+def main() -> None:
+    """edgekit: convert trained models for phones and small boards, verify and run them."""
+
+
+def _progress(message: str) -> None:
+    click.echo(f"  {message}", err=True)
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--to", "to", default="tflite", show_default=True, help="Target format(s), comma-separated: tflite.")
+@click.option("--quantize", "-q", default="fp32,fp16,int8-weights", show_default=True,
+              help="Recipes, comma-separated (see `edgekit recipes`).")
+@click.option("--calibration", type=click.Path(path_type=Path), help="Folder of images or .npy/.npz of tensors.")
+@click.option("--calibration-samples", default=200, show_default=True, type=int)
+@click.option("--validate", type=click.Path(path_type=Path), help="Validation inputs for parity (images or .npz).")
+@click.option("--labels", type=click.Path(path_type=Path), help="Text file, one class name per line.")
+@click.option("--mean", help="Normalization mean, one value or one per channel: (pixel - mean) / std.")
+@click.option("--std", help="Normalization std, one value or one per channel.")
+@click.option("--io", default="int8", show_default=True, type=click.Choice(["float", "int8", "uint8"]),
+              help="Input/output type of the full-integer int8 recipe.")
+@click.option("--keep-float", default="", help="int8: layers (Keras names) or op types to leave in float.")
+@click.option("--explain/--no-explain", default=True, show_default=True,
+              help="int8: rank layers by quantization error.")
+@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), default=Path("artifacts"),
+              show_default=True, help="Output folder.")
+@click.option("--report", type=click.Path(path_type=Path), help="Also write the summary as JSON here.")
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+def convert(model, to, quantize, calibration, calibration_samples, validate, labels, mean, std, io, keep_float,
+            explain, out_dir, report, force):
+    """Convert MODEL (.keras, .h5 or SavedModel folder) into verified edge artifacts."""
+    from .preprocess import parse_floats
+    from .recipes import parse_formats, parse_recipes
+
+    formats = parse_formats(to)
+    recipes = parse_recipes(quantize, formats)
+    if report is not None:
+        check_writable([report], force)
+    from .converters.pipeline import ConvertOptions, convert as run_convert
+
+    opts = ConvertOptions(
+        model=model, formats=tuple(formats), recipes=tuple(recipes), out_dir=out_dir, calibration=calibration,
+        validate=validate, calibration_samples=calibration_samples, labels=labels,
+        mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"), io=io,
+        keep_float=tuple(k.strip() for k in keep_float.split(",") if k.strip()), explain_errors=explain, force=force)
+    start = time.perf_counter()
+    result = run_convert(opts, progress=_progress)
+    click.echo(format_convert_summary(result))
+    if report is not None:
+        atomic_write_text(report, json.dumps(result.to_dict(), indent=2) + "\n")
+        click.echo(f"report: {report}")
+    click.echo(f"done in {time.perf_counter() - start:.1f}s. Next: edgekit inspect {result.artifacts[0].path}")
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def format_convert_summary(result) -> str:
+    fp32 = next((a.size_bytes for a in result.artifacts if a.recipe == "fp32"), None)
+    rows = []
+    for a in result.artifacts:
+        p = a.parity
+        rows.append([a.format, a.recipe, human_size(a.size_bytes),
+                     f"{a.size_bytes / fp32:.2f}x" if fp32 else "-", f"{p['cosine']:.6f}", f"{p['snr_db']:.1f}",
+                     f"{p['max_abs_err']:.3g}", _pct(p["top1_agreement"]), f"{a.seconds:.1f}"])
+    table = render(["format", "recipe", "size", "vs fp32", "cosine", "snr dB", "max abs err", "top-1 agree", "sec"],
+                   rows, align="llrrrrrrr")
+    lines = [table, "", f"parity inputs: {result.validation['samples']} ({result.validation['note']})"]
+    if result.skipped_files:
+        lines.append(f"skipped {len(result.skipped_files)} unreadable files, e.g. {result.skipped_files[0][0]}: "
+                     f"{result.skipped_files[0][1]}")
+    for a in result.artifacts:
+        worst = [e for e in a.error_layers if e.get("layer")]
+        if worst:
+            lines.append(f"{a.recipe}: largest quantization error (RMSE in quantization steps; rounding alone "
+                         f"≈ 0.29): " + ", ".join(f"{e['layer']} {e['rmse_over_scale']:.2f}" for e in worst[:3]))
+            lines.append(f"  to keep one in float: --keep-float {worst[0]['layer']}")
+        elif a.error_layers:
+            lines.append(f"{a.recipe}: {a.error_layers[0]['error']}")
+    lines.append("artifacts:")
+    lines.extend(f"  {a.path}  (+ {a.manifest_path.name})" for a in result.artifacts)
+    return "\n".join(lines)
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+def inspect(artifact, as_json):
+    """Show inputs, outputs, quantization, ops and manifest of a .tflite (any, not only edgekit's)."""
+    from .tflite_file import inspect_bytes, read_bytes
+
+    if artifact.suffix.lower() != ".tflite":
+        raise InputError(f"expected a .tflite file, got {str(artifact)!r}; Core ML packages are not inspectable yet")
+    info = inspect_bytes(read_bytes(artifact), artifact.name)
+    if as_json:
+        click.echo(json.dumps({
+            "path": str(artifact), "size_bytes": info.size_bytes,
+            "inputs": [t.to_dict() for t in info.inputs], "outputs": [t.to_dict() for t in info.outputs],
+            "ops": dict(info.op_counts.most_common()), "custom_ops": info.custom_ops, "flex_ops": info.flex_ops,
+            "signatures": info.signatures, "metadata": info.metadata_names, "manifest": info.manifest}, indent=2))
+        return
+    click.echo(f"{artifact}  {human_size(info.size_bytes)}  schema v{info.schema_version}  "
+               f"subgraphs {info.subgraphs}  signatures {', '.join(info.signatures) or '-'}")
+    rows = [[kind, t.name, "x".join("?" if d is None else str(d) for d in t.shape), t.dtype,
+             t.scale, t.zero_point] for kind, ts in (("input", info.inputs), ("output", info.outputs)) for t in ts]
+    click.echo(render(["", "tensor", "shape", "dtype", "scale", "zero point"], rows, align="lllllr"))
+    click.echo("")
+    click.echo(render(["op", "count"], [[op, n] for op, n in info.op_counts.most_common()], align="lr"))
+    if info.custom_ops:
+        click.echo(f"custom ops (need a registered kernel on the device): {', '.join(info.custom_ops)}")
+    if info.flex_ops:
+        click.echo(f"flex ops (need the TF Select delegate): {', '.join(info.flex_ops)}")
+    m = info.manifest
+    if m:
+        parity = m.get("parity") or {}
+        click.echo(f"\nedgekit manifest: recipe {m.get('recipe')}, source {m.get('source', {}).get('file')} "
+                   f"(sha256 {str(m.get('source', {}).get('sha256'))[:12]}), edgekit {m.get('versions', {}).get('edgekit')}")
+        if m.get("preprocessing"):
+            pp = m["preprocessing"]
+            click.echo(f"preprocessing: {pp['height']}x{pp['width']}x{pp['channels']} {pp['layout']}, "
+                       f"(pixel - {pp['mean']}) / {pp['std']}")
+        if m.get("labels"):
+            labels = m["labels"]
+            click.echo(f"labels: {len(labels)} ({', '.join(labels[:5])}{' ...' if len(labels) > 5 else ''})")
+        if parity:
+            click.echo(f"parity vs source: cosine {parity.get('cosine'):.6f}, SNR {parity.get('snr_db'):.1f} dB, "
+                       f"top-1 agreement {parity.get('top1_agreement')} on {parity.get('samples')} inputs")
+    else:
+        other = [n for n in info.metadata_names if n]
+        click.echo(f"\nno edgekit manifest{' (metadata: ' + ', '.join(other) + ')' if other else ''}")
+
+
+@main.command()
+def recipes():
+    """List compression recipes and which formats support them."""
+    from .recipes import FORMATS, RECIPES
+
+    rows = [[r.name, r.summary] + ["yes" if r.supports(f) else "-" for f in FORMATS] for r in RECIPES.values()]
+    click.echo(render(["recipe", "what it does", *FORMATS], rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""Outputs appear whole or not at all, and never replace a file without --force."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from .errors import OutputExistsError
+
+
+def check_writable(paths: list[Path], force: bool) -> None:
+    """Refuse up front, before any slow work, if an output exists and --force is off."""
+    existing = [p for p in paths if p.exists()]
+    if existing and not force:
+        names = ", ".join(str(p) for p in existing[:3]) + (" ..." if len(existing) > 3 else "")
+        raise OutputExistsError(f"output already exists: {names}; pass --force to overwrite or choose another -o")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write beside the target, fsync, then rename: readers see the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+

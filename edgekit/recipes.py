@@ -1,0 +1,90 @@
+"""Compression recipes: one table that the CLI choices, validation and docs read from.
+
+A recipe name means the same thing in every format that supports it; a format that
+cannot do a recipe says so here, with the reason, instead of silently doing something
+close to it.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+from .errors import InputError
+
+TFLITE = "tflite"
+COREML = "coreml"
+FORMATS = (TFLITE, COREML)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    summary: str
+    # format -> how that format realises the recipe; absent = unsupported
+    realisations: dict[str, str]
+    needs_calibration: bool = False
+
+    def supports(self, fmt: str) -> bool:
+        return fmt in self.realisations
+
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in [
+        Recipe("fp32", "float32 weights and activations (reference)",
+               {TFLITE: "no optimization", COREML: "compute precision float32"}),
+        Recipe("fp16", "float16 weights",
+               {TFLITE: "float16 weights, dequantized to float32 at load on CPU",
+                COREML: "compute precision float16"}),
+        Recipe("int8-weights", "8-bit weights, float activations (dynamic range)",
+               {TFLITE: "dynamic-range quantization", COREML: "linear 8-bit weight quantization"}),
+        Recipe("int8", "full integer: 8-bit weights and activations, calibrated",
+               {TFLITE: "full-integer quantization with a representative dataset"}, needs_calibration=True),
+        Recipe("int16x8", "16-bit activations, 8-bit weights, calibrated",
+               {TFLITE: "EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8"}, needs_calibration=True),
+        Recipe("int4-weights", "4-bit weights, float activations",
+               {COREML: "linear 4-bit weight quantization (iOS 18)"}),
+        Recipe("palettize-2", "2-bit k-means weight palettes", {COREML: "k-means palettization, 4 entries"}),
+        Recipe("palettize-4", "4-bit k-means weight palettes", {COREML: "k-means palettization, 16 entries"}),
+        Recipe("palettize-6", "6-bit k-means weight palettes", {COREML: "k-means palettization, 64 entries"}),
+        Recipe("palettize-8", "8-bit k-means weight palettes", {COREML: "k-means palettization, 256 entries"}),
+        Recipe("prune-50", "50% magnitude sparsity", {COREML: "magnitude pruning to 50% sparsity"}),
+        Recipe("prune-75", "75% magnitude sparsity", {COREML: "magnitude pruning to 75% sparsity"}),
+    ]
+}
+
+
+def names_for(fmt: str) -> list[str]:
+    return [name for name, r in RECIPES.items() if r.supports(fmt)]
+
+
+def parse_recipes(text: str, formats: list[str]) -> list[Recipe]:
+    """Parse a comma list like "fp32,int8" and check every format can do every recipe."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise InputError(f"--quantize expects a comma-separated list of recipes, got {text!r}; "
+                         f"valid: {', '.join(RECIPES)}")
+    recipes = []
+    for name in names:
+        if name not in RECIPES:
+            close = difflib.get_close_matches(name, list(RECIPES), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise InputError(f"unknown recipe {name!r}.{hint} Valid recipes: {', '.join(RECIPES)}")
+        recipe = RECIPES[name]
+        for fmt in formats:
+            if not recipe.supports(fmt):
+                raise InputError(f"recipe {name!r} is not available for {fmt}; "
+                                 f"{fmt} supports: {', '.join(names_for(fmt))}")
+        if name not in [r.name for r in recipes]:
+            recipes.append(recipe)
+    return recipes
+
+
+def parse_formats(text: str) -> list[str]:
+    formats = [f.strip().lower() for f in text.split(",") if f.strip()]
+    for fmt in formats:
+        if fmt not in FORMATS:
+            raise InputError(f"unknown target format {fmt!r}; valid: {', '.join(FORMATS)}")
+    if not formats:
+        raise InputError(f"--to expects one or more of {', '.join(FORMATS)}, got {text!r}")
+    return list(dict.fromkeys(formats))
