@@ -31,7 +31,7 @@ from edgekit.tflite_file import embed_manifest
 
 from . import tflite as tflite_converter
 from ._native_output import captured_native_output
-from .sources import SourceModel, load_source
+from .sources import SourceModel, load_source, source_kind
 
 SUFFIX = {TFLITE: ".tflite"}
 VALIDATION_CAP = 500       # more validation samples add time, not information, for parity
@@ -102,6 +102,7 @@ def convert(opts: ConvertOptions, progress: Callable[[str], None] = lambda msg: 
     targets = [(fmt, r.name, artifact_path(opts, fmt, r.name)) for fmt in opts.formats for r in opts.recipes]
     check_writable([p for _, _, p in targets] + [p.with_suffix(".json") for _, _, p in targets], opts.force)
     labels = _read_labels(opts.labels)
+    source_kind(opts.model)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO chatter is not ours to print
     progress(f"loading {opts.model}")

@@ -22,6 +22,7 @@ from .sources import SourceModel
 ROUNDING_ONLY_RMSE_OVER_SCALE = 1 / math.sqrt(12)
 DEBUG_SAMPLES = 16
 NUMERIC_VERIFY = "NumericVerify/"  # the debug model prefixes some tensor names with this
+_NOT_USER_OPS = {"DELEGATE", "NumericVerify", "QUANTIZE", "DEQUANTIZE"}  # debug-model plumbing
 
 
 def _debug_dataset(calibration: Dataset, samples: int):
@@ -38,17 +39,22 @@ def _debugger(tf, converter, calibration: Dataset, options=None):
         converter=converter, debug_dataset=_debug_dataset(calibration, DEBUG_SAMPLES), debug_options=options)
 
 
-def layer_of(tensor_name: str, layer_names: set[str]) -> str:
-    """'functional_1/conv1_1/Relu;...' -> 'conv1' (the Keras layer), else the tensor name
-    without the debug model's NumericVerify/ prefix."""
-    tensor_name = tensor_name.removeprefix(NUMERIC_VERIFY)
-    for part in tensor_name.split(";"):
-        segments = part.split("/")
-        for seg in segments[1:2] + segments[:1]:
+def layers_of(tensor_name: str, layer_names: set[str]) -> list[str]:
+    """'functional_1/pw_relu6_1/Relu6;functional_1/pw_bn_1/...' -> ['pw_relu6', 'pw_bn']: every
+    Keras layer fused into the op that produced this tensor."""
+    found = []
+    for part in tensor_name.removeprefix(NUMERIC_VERIFY).split(";"):
+        for seg in part.split("/"):
             for candidate in (seg, re.sub(r"_\d+$", "", seg)):
-                if candidate in layer_names:
-                    return candidate
-    return tensor_name.split(";")[0]
+                if candidate in layer_names and candidate not in found:
+                    found.append(candidate)
+    return found
+
+
+def layer_of(tensor_name: str, layer_names: set[str]) -> str:
+    """The first Keras layer behind a tensor, else the tensor name without the debug prefix."""
+    found = layers_of(tensor_name, layer_names)
+    return found[0] if found else tensor_name.removeprefix(NUMERIC_VERIFY).split(";")[0]
 
 
 def _layer_names(source: SourceModel) -> set[str]:
@@ -97,17 +103,18 @@ def convert_keeping_float(tf, converter, source: SourceModel, calibration: Datas
     debugger.run()  # calibrates, and lists the quantized tensors --keep-float may name
     names = _layer_names(source)
     tensors = list(debugger.layer_statistics)
-    op_types = {d["op_name"] for d in debugger._quant_interpreter._get_ops_details()}
+    op_types = {d["op_name"] for d in debugger._quant_interpreter._get_ops_details()} - _NOT_USER_OPS
     nodes, ops, unknown = [], [], []
     for item in keep_float:
         if item in op_types:
             ops.append(item)
             continue
         matched = [t.removeprefix(NUMERIC_VERIFY) for t in tensors
-                   if item in (t, t.removeprefix(NUMERIC_VERIFY), layer_of(t, names))]
+                   if item in (t, t.removeprefix(NUMERIC_VERIFY)) or item in layers_of(t, names)]
         nodes.extend(matched) if matched else unknown.append(item)
     if unknown:
-        layers = sorted({layer_of(t, names) for t in tensors})
+        layers = sorted({layer for t in tensors for layer in layers_of(t, names)} or
+                        {layer_of(t, names) for t in tensors})
         raise InputError(f"--keep-float names {', '.join(unknown)}, which match no quantized layer or op; "
                          f"layers: {', '.join(layers)}; op types: {', '.join(sorted(op_types))}")
     # The public debugger re-quantizes with float I/O only; the same private call with the

@@ -65,8 +65,8 @@ def path_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_source(path: str | Path) -> SourceModel:
-    path = Path(path)
+def source_kind(path: Path) -> str:
+    """Validate the path cheaply (before any heavy import) and say what it is."""
     if not path.exists():
         raise InputError(f"expected a model file (.keras, .h5) or SavedModel folder, got {str(path)!r}, "
                          "which does not exist")
@@ -74,14 +74,20 @@ def load_source(path: str | Path) -> SourceModel:
         if not (path / "saved_model.pb").exists():
             raise InputError(f"expected a SavedModel folder (with saved_model.pb), got folder {str(path)!r} "
                              "without one; export with model.export(dir) or tf.saved_model.save")
-        return _load_saved_model(path)
+        return "saved_model"
     if path.suffix.lower() in KERAS_SUFFIXES:
-        return _load_keras(path)
+        return "keras" if path.suffix.lower() == ".keras" else "h5"
     raise InputError(f"expected a Keras .keras/.h5 file or a SavedModel folder, got {path.name!r}; "
                      "save the model with model.save('model.keras')")
 
 
-def _load_keras(path: Path) -> SourceModel:
+def load_source(path: str | Path) -> SourceModel:
+    path = Path(path)
+    kind = source_kind(path)
+    return _load_saved_model(path) if kind == "saved_model" else _load_keras(path, kind)
+
+
+def _load_keras(path: Path, kind: str) -> SourceModel:
     require("tensorflow", "converting Keras models")
     keras = require("keras", "loading Keras models")
     try:
@@ -106,7 +112,6 @@ def _load_keras(path: Path) -> SourceModel:
             outs = list(out.values())
         return [np.asarray(o) for o in outs]
 
-    kind = "keras" if path.suffix.lower() == ".keras" else "h5"
     return SourceModel(path, kind, inputs, output_names, saved, predict_batch, model, tmp)
 
 

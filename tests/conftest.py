@@ -1,0 +1,60 @@
+"""Shared fixtures: the bundled sample model, converted once per session with every recipe."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "sample_models"
+ALL_TFLITE_RECIPES = ["fp32", "fp16", "int8-weights", "int8", "int16x8"]
+
+
+@pytest.fixture(scope="session")
+def samples() -> Path:
+    return SAMPLES
+
+
+def run_cli(*args: str):
+    from edgekit.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="session")
+def converted(tmp_path_factory):
+    """`edgekit convert` on digits_cnn.keras with all five TFLite recipes, through the CLI."""
+    out = tmp_path_factory.mktemp("converted")
+    report = out / "report.json"
+    result = run_cli("convert", SAMPLES / "digits_cnn.keras", "--to", "tflite",
+                     "--quantize", ",".join(ALL_TFLITE_RECIPES),
+                     "--calibration", SAMPLES / "calibration", "--validate", SAMPLES / "validation",
+                     "--labels", SAMPLES / "labels.txt", "--mean", "0", "--std", "255",
+                     "-o", out, "--report", report)
+    assert result.exit_code == 0, result.output + result.stderr
+    return {"dir": out, "stdout": result.stdout, "stderr": result.stderr,
+            "report": json.loads(report.read_text())}
+
+
+@pytest.fixture(scope="session")
+def validation_set(samples):
+    """Validation images as the model sees them, and their true labels (from the file names)."""
+    import numpy as np
+    from PIL import Image
+
+    files = sorted((samples / "validation").glob("*.png"))
+    x = np.stack([np.asarray(Image.open(f), dtype=np.float32)[..., None] / 255.0 for f in files])
+    y = np.array([int(f.stem.split("label")[1]) for f in files])
+    return x, y
+
+
+@pytest.fixture(scope="session")
+def keras_model(samples):
+    import keras
+
+    return keras.models.load_model(samples / "digits_cnn.keras", compile=False)

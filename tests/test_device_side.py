@@ -1,0 +1,105 @@
+"""The device half: `import edgekit`, inspect and run artifacts with TensorFlow unimportable."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+
+from conftest import ROOT, run_cli
+
+BLOCK_TF = "import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None\n"
+
+
+def test_import_and_run_without_tensorflow(converted, validation_set, tmp_path):
+    x, _ = validation_set
+    np.save(tmp_path / "x.npy", x[:16])
+    script = BLOCK_TF + textwrap.dedent(f"""
+        import json, numpy as np, edgekit
+        from edgekit.cli import main
+        m = edgekit.load({str(converted['dir'] / 'digits_cnn_int8.tflite')!r}, threads=1)
+        y = m.predict(np.load({str(tmp_path / 'x.npy')!r}))
+        try:
+            main(["inspect", {str(converted['dir'] / 'digits_cnn_int8.tflite')!r}])
+        except SystemExit as e:
+            assert e.code in (0, None), e.code
+        loaded = [name for name in sys.modules if name.split('.')[0] in ('tensorflow', 'keras')
+                  and sys.modules[name] is not None]
+        print(json.dumps({{"backend": m.backend, "shape": list(y.shape), "argmax": y.argmax(1).tolist(),
+                          "tf_modules": loaded}}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["backend"] == "ai_edge_litert"
+    assert result["shape"] == [16, 10] and result["tf_modules"] == []
+    assert "edgekit manifest: recipe int8" in proc.stdout
+
+
+def test_converter_needs_tensorflow_message(tmp_path, samples):
+    script = BLOCK_TF + textwrap.dedent(f"""
+        from edgekit.cli import main
+        main(["convert", {str(samples / 'digits_cnn.keras')!r}, "-o", {str(tmp_path)!r}])
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 6
+    assert "needs tensorflow" in proc.stderr and "pip install 'edgekit[convert]'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_runtime_quantized_io_matches_float_artifact(converted, validation_set):
+    import edgekit
+
+    x, _ = validation_set
+    fp32 = edgekit.load(converted["dir"] / "digits_cnn_fp32.tflite").predict(x[:40])
+    int8_model = edgekit.load(converted["dir"] / "digits_cnn_int8.tflite")
+    assert int8_model.inputs[0].dtype == "int8" and int8_model.inputs[0].name == "image"
+    int8 = int8_model.predict(x[:40])
+    assert int8.dtype == np.float32 and int8.shape == (40, 10)
+    assert np.mean(fp32.argmax(1) == int8.argmax(1)) >= 0.95
+    assert np.max(np.abs(fp32 - int8)) < 0.5
+    assert np.allclose(int8.sum(1), 1.0, atol=0.05)  # dequantized softmax, not raw int8 codes
+
+
+def test_runtime_rejects_wrong_shape(converted):
+    import edgekit
+    import pytest
+
+    model = edgekit.load(converted["dir"] / "digits_cnn_fp32.tflite")
+    with pytest.raises(edgekit.InputError, match=r"expects shape \(N, 32, 32, 1\), got \(2, 32, 32, 3\)"):
+        model.predict(np.zeros((2, 32, 32, 3), np.float32))
+
+
+def test_inspect_third_party_tflite_without_manifest(tmp_path):
+    """A model converted by TensorFlow directly, not by edgekit."""
+    import tensorflow as tf
+
+    class Affine(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([1, 8], tf.float32)])
+        def __call__(self, x):
+            return tf.nn.relu(tf.matmul(x, tf.ones([8, 4])) + 1.0)
+
+    module = Affine()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([module.__call__.get_concrete_function()], module)
+    path = tmp_path / "third_party.tflite"
+    path.write_bytes(converter.convert())
+    result = run_cli("inspect", path, "--json")
+    assert result.exit_code == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["manifest"] is None
+    assert info["inputs"][0]["shape"] == [1, 8] and info["outputs"][0]["shape"] == [1, 4]
+    assert "FULLY_CONNECTED" in info["ops"]
+    text = run_cli("inspect", path)
+    assert "no edgekit manifest" in text.stdout
+
+
+def test_inspect_table_lists_quantization_and_ops(converted):
+    result = run_cli("inspect", converted["dir"] / "digits_cnn_int8.tflite")
+    assert result.exit_code == 0
+    out = result.stdout
+    assert "input   serving_default_image:0    ?x32x32x1  int8   0.003922        -128" in out
+    assert "CONV_2D                3" in out and "DEPTHWISE_CONV_2D      1" in out
+    assert "labels: 10 (0, 1, 2, 3, 4 ...)" in out
+    assert "preprocessing: 32x32x1 NHWC, (pixel - [0.0]) / [255.0]" in out
