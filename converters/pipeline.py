@@ -20,10 +20,10 @@ import numpy as np
 import edgekit
 from edgekit._deps import require
 from edgekit.dataset import Dataset, load_dataset
-from edgekit.errors import InputError
+from edgekit.errors import ArtifactError, ConversionError, InputError
 from edgekit.fileio import atomic_write_bytes, atomic_write_text, check_writable
 from edgekit.manifest import Manifest
-from edgekit.parity import parity_report
+from edgekit.parity import looks_like_probabilities, parity_report
 from edgekit.preprocess import ImageSpec
 from edgekit.recipes import TFLITE, Recipe
 from edgekit.runtime import Model
@@ -65,13 +65,18 @@ class ArtifactResult:
     size_bytes: int
     seconds: float
     parity: dict
-    manifest_path: Path
+    manifest_path: Path | None
     error_layers: list[dict] = field(default_factory=list)
+    error: str | None = None  # set when this recipe failed; nothing was written for it
 
     def to_dict(self) -> dict:
-        return {"path": str(self.path), "format": self.format, "quantize": self.recipe,
-                "size_bytes": self.size_bytes, "seconds": round(self.seconds, 3), "parity": self.parity,
-                "manifest": str(self.manifest_path), "largest_quantization_error": self.error_layers}
+        d = {"path": str(self.path), "format": self.format, "quantize": self.recipe,
+             "size_bytes": self.size_bytes, "seconds": round(self.seconds, 3), "parity": self.parity,
+             "manifest": str(self.manifest_path) if self.manifest_path else None,
+             "largest_quantization_error": self.error_layers}
+        if self.error:
+            d["error"] = self.error
+        return d
 
 
 @dataclass
@@ -81,6 +86,10 @@ class ConvertResult:
     calibration: dict | None
     validation: dict
     skipped_files: list[tuple[str, str]]
+
+    @property
+    def failed(self) -> list[ArtifactResult]:
+        return [a for a in self.artifacts if a.error]
 
     def to_dict(self) -> dict:
         return {"source": self.source, "calibration": self.calibration, "validation": self.validation,
@@ -118,8 +127,14 @@ def convert(opts: ConvertOptions, progress: Callable[[str], None] = lambda msg: 
         results = []
         for i, (fmt, recipe, path) in enumerate(targets, 1):
             progress(f"[{i}/{len(targets)}] {fmt} {recipe}: converting")
-            results.append(_build_one(source, fmt, recipe, path, opts, spec, labels, calibration, validation,
-                                      reference, notes, progress))
+            try:
+                results.append(_build_one(source, fmt, recipe, path, opts, spec, labels, calibration, validation,
+                                          reference, notes, progress))
+            except (ConversionError, ArtifactError) as e:
+                # One recipe failing must not cost the user the others: record it, carry on,
+                # and let the caller turn it into a non-zero exit.
+                progress(f"    failed: {e}")
+                results.append(ArtifactResult(path, fmt, recipe, 0, 0.0, {}, None, error=str(e)))
         cal_info = _dataset_info(calibration) if calibration is not None else None
         return ConvertResult(str(opts.model), results, cal_info, {**_dataset_info(validation), "note": notes},
                              (calibration.skipped if calibration is not None else []) + validation.skipped)
@@ -135,10 +150,15 @@ def _build_one(source: SourceModel, fmt: str, recipe: str, path: Path, opts: Con
                                                keep_float=opts.keep_float if recipe == "int8" else ())
     seconds = time.perf_counter() - start
     progress(f"    converted in {seconds:.1f}s; checking parity on {len(validation)} inputs")
-    with captured_native_output():
-        artifact = Model(model_bytes, origin=path.name)
+    try:
+        with captured_native_output():
+            artifact = Model(model_bytes, origin=path.name)
+    except ArtifactError as e:
+        raise ConversionError(f"the {recipe} artifact was produced but LiteRT refuses to run it ({e}); "
+                              "try another recipe (int8 or int8-weights)") from e
     outputs = _run_batched(artifact, validation.arrays)
-    parity = parity_report(source.output_names, reference, outputs, len(validation), notes)
+    parity = parity_report(source.output_names, reference, outputs, len(validation), notes,
+                           _classifier_outputs(source.output_names, reference, labels))
     error_layers = []
     if recipe == "int8" and opts.explain_errors and calibration is not None:
         progress("    ranking layers by quantization error")
@@ -158,6 +178,12 @@ def _build_one(source: SourceModel, fmt: str, recipe: str, path: Path, opts: Con
     manifest_path = path.with_suffix(".json")
     atomic_write_text(manifest_path, manifest.to_json())
     return ArtifactResult(path, fmt, recipe, len(final_bytes), seconds, parity, manifest_path, error_layers)
+
+
+def _classifier_outputs(names: list[str], reference: list[np.ndarray], labels) -> list[str]:
+    if labels is not None:
+        return names[:1]  # labels describe the first output (checked in _check_labels)
+    return [n for n, r in zip(names, reference) if looks_like_probabilities(r)]
 
 
 def _explain(tf, source, calibration) -> list[dict]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import EdgekitError, InputError
+from .errors import ConversionError, EdgekitError, InputError
 from .fileio import atomic_write_text, check_writable
 from .table import human_size, render
 
@@ -97,6 +97,9 @@ def convert(model, to, quantize, calibration, calibration_samples, validate, lab
     if report is not None:
         atomic_write_text(report, json.dumps(result.to_dict(), indent=2) + "\n")
         click.echo(f"report: {report}")
+    if result.failed:
+        raise ConversionError(f"{len(result.failed)} of {len(result.artifacts)} recipes failed: "
+                              + "; ".join(f"{a.recipe}: {a.error}" for a in result.failed))
     click.echo(f"done in {time.perf_counter() - start:.1f}s. Next: edgekit inspect {result.artifacts[0].path}")
 
 
@@ -105,9 +108,12 @@ def _pct(value: float | None) -> str:
 
 
 def format_convert_summary(result) -> str:
-    fp32 = next((a.size_bytes for a in result.artifacts if a.recipe == "fp32"), None)
+    fp32 = next((a.size_bytes for a in result.artifacts if a.recipe == "fp32" and not a.error), None)
     rows = []
     for a in result.artifacts:
+        if a.error:
+            rows.append([a.format, a.recipe, "FAILED", "-", "-", "-", "-", "-", "-"])
+            continue
         p = a.parity
         rows.append([a.format, a.recipe, human_size(a.size_bytes),
                      f"{a.size_bytes / fp32:.2f}x" if fp32 else "-", f"{p['cosine']:.6f}", f"{p['snr_db']:.1f}",
@@ -127,7 +133,7 @@ def format_convert_summary(result) -> str:
         elif a.error_layers:
             lines.append(f"{a.recipe}: {a.error_layers[0]['error']}")
     lines.append("artifacts:")
-    lines.extend(f"  {a.path}  (+ {a.manifest_path.name})" for a in result.artifacts)
+    lines.extend(f"  {a.path}  (+ {a.manifest_path.name})" for a in result.artifacts if not a.error)
     return "\n".join(lines)
 
 

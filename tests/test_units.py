@@ -9,7 +9,7 @@ import pytest
 from edgekit.dataset import load_dataset
 from edgekit.errors import InputError
 from edgekit.manifest import TensorInfo
-from edgekit.parity import output_parity
+from edgekit.parity import looks_like_probabilities, output_parity
 from edgekit.preprocess import ImageSpec
 from edgekit.recipes import parse_recipes
 from edgekit.runtime import dequantize, quantize
@@ -25,6 +25,13 @@ def test_parity_metrics_by_hand():
     assert p["top1_agreement"] == 0.5
     assert output_parity("y", ref, ref)["snr_db"] == 200.0
     assert output_parity("v", np.ones((3,)), np.ones((3,)))["top1_agreement"] is None
+    assert output_parity("y", ref, got, classifier=False)["top1_agreement"] is None
+
+
+def test_probability_detection():
+    assert looks_like_probabilities(np.array([[0.2, 0.8], [1.0, 0.0]]))
+    assert not looks_like_probabilities(np.array([[2.0, -1.0], [0.5, 0.5]]))  # logits
+    assert not looks_like_probabilities(np.array([0.5, 0.5]))
 
 
 def test_quantize_round_trip_and_saturation():
@@ -62,3 +69,31 @@ def test_npz_dataset_by_input_name_and_limit(tmp_path):
     np.savez(tmp_path / "bad.npz", a=np.zeros((5, 2)))
     with pytest.raises(InputError, match="named a, b; it has a"):
         load_dataset(tmp_path / "bad.npz", inputs, None)
+
+
+def test_one_failing_recipe_keeps_the_others_and_exits_non_zero(tmp_path, samples, monkeypatch):
+    """The orchestration around a converter failure: other artifacts are written, the failed one
+    is not, the report records the error, and the CLI exits 5 with one line."""
+    import json
+
+    from conftest import run_cli
+    from edgekit.converters import tflite as tflite_converter
+    from edgekit.errors import ConversionError
+
+    real = tflite_converter.convert
+
+    def fail_fp16(source, recipe, *args, **kwargs):
+        if recipe == "fp16":
+            raise ConversionError("simulated rejection of fp16")
+        return real(source, recipe, *args, **kwargs)
+
+    monkeypatch.setattr(tflite_converter, "convert", fail_fp16)
+    report = tmp_path / "r.json"
+    result = run_cli("convert", samples / "digits_cnn.keras", "-q", "fp32,fp16", "--std", "255",
+                     "-o", tmp_path, "--report", report)
+    assert result.exit_code == 5
+    assert result.stderr.strip().splitlines()[-1] == "Error: 1 of 2 recipes failed: fp16: simulated rejection of fp16"
+    assert (tmp_path / "digits_cnn_fp32.tflite").exists() and not (tmp_path / "digits_cnn_fp16.tflite").exists()
+    rows = {a["quantize"]: a for a in json.loads(report.read_text())["artifacts"]}
+    assert rows["fp16"]["error"] == "simulated rejection of fp16" and "error" not in rows["fp32"]
+    assert "FAILED" in result.stdout
