@@ -1,151 +1,256 @@
-"""Run a `.tflite` artifact: numpy + a LiteRT runtime, never TensorFlow unless asked.
+"""Run a `.tflite` artifact on the device: numpy + a LiteRT runtime, never TensorFlow.
 
-`load(path)` builds the interpreter once; `Model.run` takes real-valued float arrays,
-quantizes them for integer inputs, resizes the batch dimension when the model allows it,
-and returns real-valued outputs in a stable order (the manifest's, else the signature's).
-One lock serialises interpreter access: a LiteRT interpreter is not re-entrant.
+`load(path)` verifies the file and builds the interpreter once. Callers deal in real values:
+images are preprocessed with the manifest's spec, integer inputs are quantized with the
+tensor's scale/zero-point, integer outputs dequantized, and the batch dimension is resized
+when the model allows it. One lock serialises interpreter access (a LiteRT interpreter is
+not re-entrant), so a Model can be shared by threads.
 """
 from __future__ import annotations
 
-import importlib
+import io
+import re
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .errors import ArtifactError, InputError, MissingDependencyError
+from .backends import interpreter_class
+from .errors import ArtifactError, InputError
+from .integrity import verify_tflite
 from .manifest import Manifest, TensorInfo
-from .tflite_file import check_identifier, read_bytes, read_manifest
+from .preprocess import ImageSpec
+from .tflite_file import read_bytes, read_manifest
 
-# (backend name, module holding Interpreter), in order of preference
-BACKENDS = (
-    ("ai_edge_litert", "ai_edge_litert.interpreter"),
-    ("tflite_runtime", "tflite_runtime.interpreter"),
-    ("tensorflow", "tensorflow.lite"),
-)
-
-
-def _interpreter_class(backend: str):
-    candidates = BACKENDS if backend == "auto" else [b for b in BACKENDS if b[0] == backend]
-    if not candidates:
-        raise InputError(f"backend expects one of auto, {', '.join(b[0] for b in BACKENDS)}, got {backend!r}")
-    errors = []
-    for name, module in candidates:
-        if backend == "auto" and name == "tensorflow":
-            continue  # never pull in TensorFlow implicitly: it is not a device runtime
-        try:
-            return name, importlib.import_module(module).Interpreter
-        except ImportError as e:
-            errors.append(f"{name}: {e}")
-    raise MissingDependencyError("running .tflite needs a LiteRT runtime: pip install ai-edge-litert "
-                                 f"(tried {'; '.join(errors)})")
-
-
-def _dtype_info(dtype: np.dtype) -> tuple[int, int]:
-    info = np.iinfo(dtype)
-    return int(info.min), int(info.max)
+_UNRESOLVED_OP = re.compile(r"unresolved custom op:\s*([A-Za-z0-9_]+)", re.IGNORECASE)
 
 
 def quantize(x: np.ndarray, info: TensorInfo) -> np.ndarray:
     dtype = np.dtype(info.dtype)
-    lo, hi = _dtype_info(dtype)
+    limits = np.iinfo(dtype)
     q = np.round(np.asarray(x, dtype=np.float32) / np.float32(info.scale)) + info.zero_point
-    return np.clip(q, lo, hi).astype(dtype)
+    return np.clip(q, limits.min, limits.max).astype(dtype)
 
 
 def dequantize(q: np.ndarray, info: TensorInfo) -> np.ndarray:
     return ((q.astype(np.float32) - np.float32(info.zero_point)) * np.float32(info.scale)).astype(np.float32)
 
 
-class Model:
-    """A loaded artifact. Build once, call `run`/`predict` from any thread."""
+@dataclass
+class _Binding:
+    """One signature (or the bare subgraph 0 of a model without signatures)."""
+    name: str | None
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    input_index: list[int]
+    output_index: list[int]
+    runner: Any = None  # SignatureRunner, for models with several signatures
 
-    def __init__(self, data: bytes, origin: str = "model", threads: int | None = None, backend: str = "auto"):
-        check_identifier(data, origin)
+
+class Model:
+    """A loaded artifact. Build once; call `predict`/`run` from any thread."""
+
+    def __init__(self, data: bytes, origin: str = "model", threads: int | None = None, backend: str = "auto",
+                 labels: Sequence[str] | None = None, preprocessing: ImageSpec | None = None):
+        verify_tflite(data, origin)
         self.origin = origin
+        self.size_bytes = len(data)
         manifest = read_manifest(data, origin)
         self.manifest: Manifest | None = Manifest.from_dict(manifest) if manifest else None
-        self.backend, interpreter_cls = _interpreter_class(backend)
+        self.labels = list(labels) if labels is not None else (self.manifest.labels if self.manifest else None)
+        if preprocessing is None and self.manifest and self.manifest.preprocessing:
+            preprocessing = ImageSpec.from_dict(self.manifest.preprocessing)
+        self.preprocessing = preprocessing
+        self.backend, interpreter_cls = interpreter_class(backend)
         try:
             self._interpreter = interpreter_cls(model_content=data, num_threads=threads)
             self._interpreter.allocate_tensors()
         except (RuntimeError, ValueError) as e:
-            raise ArtifactError(f"the {self.backend} runtime cannot load {origin}: {str(e).strip().splitlines()[0]}") from e
+            raise _load_error(e, origin, self.backend) from e
         self._lock = threading.Lock()
-        self._bind_tensors()
+        self._shapes: dict[int, tuple] = {}
+        self._bindings = self._bind()
+        self._default = next(iter(self._bindings.values()))
 
-    def _bind_tensors(self) -> None:
-        """Map user-facing names (signature names) to tensor indices and quantization."""
+    # -- structure -------------------------------------------------------------------------
+    def _bind(self) -> dict[str | None, _Binding]:
         it = self._interpreter
-        signatures = it.get_signature_list()
-        if signatures:
-            runner = it.get_signature_runner(next(iter(signatures)))
+        signatures = list(it.get_signature_list())
+        if not signatures:
+            ins, outs = it.get_input_details(), it.get_output_details()
+            return {None: _Binding(None, [_info(d["name"], d) for d in ins], [_info(d["name"], d) for d in outs],
+                                   [d["index"] for d in ins], [d["index"] for d in outs])}
+        bindings = {}
+        for key in signatures:
+            runner = it.get_signature_runner(key)
             ins = list(runner.get_input_details().items())
             outs = list(runner.get_output_details().items())
-        else:
-            ins = [(d["name"], d) for d in it.get_input_details()]
-            outs = [(d["name"], d) for d in it.get_output_details()]
-        self._in = [(name, d["index"], _info(name, d)) for name, d in ins]
-        self._out = [(name, d["index"], _info(name, d)) for name, d in outs]
-        if self.manifest:  # the converter's order is the source model's order
-            order = {t.name: i for i, t in enumerate(self.manifest.outputs)}
-            self._out.sort(key=lambda o: order.get(o[0], len(order)))
-            order = {t.name: i for i, t in enumerate(self.manifest.inputs)}
-            self._in.sort(key=lambda o: order.get(o[0], len(order)))
+            ins, outs = self._manifest_order(ins, "inputs"), self._manifest_order(outs, "outputs")
+            bindings[key] = _Binding(key, [_info(n, d) for n, d in ins], [_info(n, d) for n, d in outs],
+                                     [d["index"] for _, d in ins], [d["index"] for _, d in outs],
+                                     runner if len(signatures) > 1 else None)
+        return bindings
+
+    def _manifest_order(self, named: list, kind: str) -> list:
+        """The converter recorded the source model's order; signatures sort names alphabetically."""
+        if not self.manifest:
+            return named
+        order = {t.name: i for i, t in enumerate(getattr(self.manifest, kind))}
+        return sorted(named, key=lambda nd: order.get(nd[0], len(order)))
+
+    def _binding(self, signature: str | None) -> _Binding:
+        if signature is None:
+            return self._default
+        if signature not in self._bindings:
+            raise InputError(f"signature {signature!r} not in {self.origin}; it has {self.signatures}")
+        return self._bindings[signature]
+
+    @property
+    def signatures(self) -> list[str]:
+        return [k for k in self._bindings if k is not None]
 
     @property
     def inputs(self) -> list[TensorInfo]:
-        return [info for _, _, info in self._in]
+        return self._default.inputs
 
     @property
     def outputs(self) -> list[TensorInfo]:
-        return [info for _, _, info in self._out]
+        return self._default.outputs
 
-    def run(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Real-valued inputs (batch first, one per input) -> real-valued outputs."""
-        if len(arrays) != len(self._in):
-            raise InputError(f"{self.origin} expects {len(self._in)} inputs "
-                             f"({', '.join(n for n, _, _ in self._in)}), got {len(arrays)}")
-        prepared = [self._prepare(np.asarray(a), info) for a, (_, _, info) in zip(arrays, self._in)]
+    @property
+    def resizable_batch(self) -> bool:
+        return all(t.shape and t.shape[0] is None for t in self.inputs)
+
+    # -- execution ---------------------------------------------------------------------------
+    def run(self, arrays: Sequence[np.ndarray], signature: str | None = None) -> list[np.ndarray]:
+        """Real-valued inputs (batch first, in input order) -> real-valued outputs."""
+        b = self._binding(signature)
+        if len(arrays) != len(b.inputs):
+            raise InputError(f"{self.origin} expects {len(b.inputs)} inputs "
+                             f"({', '.join(t.name for t in b.inputs)}), got {len(arrays)}")
+        prepared = [_prepare(np.asarray(a), info) for a, info in zip(arrays, b.inputs)]
+        raw = self._invoke(b, prepared)
+        return [dequantize(r, info) if info.quantized else r.astype(np.float32, copy=False)
+                for r, info in zip(raw, b.outputs)]
+
+    def _invoke(self, b: _Binding, arrays: list[np.ndarray]) -> list[np.ndarray]:
         with self._lock:
+            if b.runner is not None:
+                out = b.runner(**{t.name: a for t, a in zip(b.inputs, arrays)})
+                return [out[t.name] for t in b.outputs]
             it = self._interpreter
-            for (_, index, _), arr in zip(self._in, prepared):
-                if tuple(it.get_tensor(index).shape) != arr.shape:
-                    it.resize_tensor_input(index, arr.shape, strict=True)
+            for index, a in zip(b.input_index, arrays):
+                if self._shapes.get(index) != a.shape:
+                    it.resize_tensor_input(index, a.shape, strict=True)
                     it.allocate_tensors()
-            for (_, index, _), arr in zip(self._in, prepared):
-                it.set_tensor(index, arr)
+                    self._shapes[index] = a.shape
+                it.set_tensor(index, a)
             it.invoke()
-            raw = [it.get_tensor(index) for _, index, _ in self._out]
-        return [dequantize(r, info) if info.quantized else r.astype(np.float32, copy=True) for r, (_, _, info) in
-                zip(raw, self._out)]
+            return [it.get_tensor(index) for index in b.output_index]
 
-    def _prepare(self, x: np.ndarray, info: TensorInfo) -> np.ndarray:
-        expected = info.shape[1:]
-        if x.ndim != len(info.shape) or any(e is not None and e != g for e, g in zip(expected, x.shape[1:])):
-            shape = "(" + ", ".join("N" if i == 0 else ("?" if d is None else str(d)) for i, d in enumerate(info.shape)) + ")"
-            raise InputError(f"input {info.name!r} expects shape {shape}, got {x.shape}")
-        if info.shape and info.shape[0] is not None and x.shape[0] != info.shape[0]:
-            raise InputError(f"input {info.name!r} has a fixed batch of {info.shape[0]}, got {x.shape[0]}")
-        if info.quantized and np.dtype(info.dtype).kind in "iu":
-            return quantize(x, info)
-        return np.ascontiguousarray(x, dtype=np.dtype(info.dtype))
+    def predict(self, x: Any, signature: str | None = None) -> np.ndarray | dict[str, np.ndarray]:
+        """x: an array (one sample or a batch), a PIL image, an image path or bytes, a list of
+        those in input order, or a dict by input name. Returns the output (batch first), or a
+        dict by output name for multi-output models."""
+        b = self._binding(signature)
+        outs = self.run(self._coerce(x, b), signature)
+        return outs[0] if len(outs) == 1 else {t.name: o for o, t in zip(outs, b.outputs)}
 
-    def predict(self, x: Any) -> np.ndarray | dict[str, np.ndarray]:
-        """One array (single-input model), a list in input order, or a dict by input name.
-        Returns the output array, or a dict by output name for multi-output models."""
-        if isinstance(x, dict):
-            missing = [n for n, _, _ in self._in if n not in x]
-            if missing:
-                raise InputError(f"expected inputs named {[n for n, _, _ in self._in]}, missing {missing}")
-            arrays = [x[n] for n, _, _ in self._in]
-        elif isinstance(x, (list, tuple)):
-            arrays = list(x)
+    def classify(self, x: Any, top_k: int = 5) -> list[list[tuple[str, float]]]:
+        """Top-k (label, score) per sample from the first output; labels from the manifest."""
+        scores = self.run(self._coerce(x, self._default))[0]
+        if scores.ndim != 2:
+            raise InputError(f"classify expects a (batch, classes) output, {self.origin} gives {scores.shape}")
+        return [self._top_k(row, top_k) for row in scores]
+
+    def _top_k(self, row: np.ndarray, k: int) -> list[tuple[str, float]]:
+        order = np.argsort(-row, kind="stable")[:k]
+        labels = self.labels if self.labels and len(self.labels) == row.shape[0] else None
+        return [(labels[i] if labels else str(int(i)), float(row[i])) for i in order]
+
+    def predict_batch(self, items: Iterable[Any], batch_size: int = 32) -> list:
+        """Per-sample results (batch dimension removed) for an iterable of samples. Uses a real
+        batch dimension when the model allows resizing it, a loop otherwise."""
+        if batch_size < 1:
+            raise InputError(f"batch_size expects a positive number, got {batch_size}")
+        results: list = []
+        chunk: list = []
+        for item in items:
+            chunk.append(self._coerce(item, self._default))
+            if len(chunk) == batch_size:
+                results.extend(self._run_chunk(chunk))
+                chunk = []
+        if chunk:
+            results.extend(self._run_chunk(chunk))
+        return results
+
+    def _run_chunk(self, samples: list[list[np.ndarray]]) -> list:
+        names = [t.name for t in self.outputs]
+        if self.resizable_batch:
+            stacked = [np.concatenate([s[k] for s in samples]) for k in range(len(self.inputs))]
+            outs = self.run(stacked)
+            per_sample = [[o[i] for o in outs] for i in range(len(samples))]
         else:
-            arrays = [x]
-        outs = self.run(arrays)
-        return outs[0] if len(outs) == 1 else {info.name: o for o, info in zip(outs, self.outputs)}
+            per_sample = [[o[0] for o in self.run(s)] for s in samples]
+        return [p[0] if len(p) == 1 else dict(zip(names, p)) for p in per_sample]
+
+    # -- input coercion -----------------------------------------------------------------------
+    def _coerce(self, x: Any, b: _Binding) -> list[np.ndarray]:
+        if isinstance(x, dict):
+            missing = [t.name for t in b.inputs if t.name not in x]
+            if missing:
+                raise InputError(f"expected inputs named {[t.name for t in b.inputs]}, missing {missing}")
+            return [self._one(x[t.name], t) for t in b.inputs]
+        if isinstance(x, (list, tuple)):
+            if len(x) != len(b.inputs):
+                raise InputError(f"a list is one value per input: {self.origin} has {len(b.inputs)} inputs "
+                                 f"({', '.join(t.name for t in b.inputs)}), got {len(x)} values; "
+                                 "for many samples use predict_batch")
+            return [self._one(v, t) for v, t in zip(x, b.inputs)]
+        if len(b.inputs) != 1:
+            raise InputError(f"{self.origin} has {len(b.inputs)} inputs; pass a list or a dict by input name")
+        return [self._one(x, b.inputs[0])]
+
+    def _one(self, value: Any, info: TensorInfo) -> np.ndarray:
+        if _is_image(value):
+            return self._image(value, info)[None]
+        array = np.asarray(value)
+        if array.dtype.kind not in "biuf":
+            raise InputError(f"input {info.name!r} expects numbers ({info.dtype}), got an array of {array.dtype}")
+        if array.ndim == len(info.shape) - 1:  # one sample without its batch dimension
+            array = array[None]
+        return array
+
+    def _image(self, value: Any, info: TensorInfo) -> np.ndarray:
+        if self.preprocessing is not None:
+            return self.preprocessing.load(value)
+        if info.dtype == "uint8" and len(info.shape) == 4 and info.shape[-1] in (1, 3):
+            # TFLite convention for uint8 image models: raw pixels are the input codes.
+            raw = ImageSpec(info.shape[1], info.shape[2], info.shape[-1]).load(value)
+            return dequantize(raw.astype(np.uint8), info) if info.quantized else raw
+        raise InputError(f"{self.origin} has no preprocessing in its manifest, so edgekit cannot turn an image "
+                         f"into input {info.name!r}; pass preprocessing=ImageSpec(...) to edgekit.load or give arrays")
+
+
+def _is_image(value: Any) -> bool:
+    if isinstance(value, (bytes, bytearray, str, Path, io.IOBase)):
+        return True
+    return type(value).__module__.startswith("PIL.")
+
+
+def _prepare(x: np.ndarray, info: TensorInfo) -> np.ndarray:
+    expected = info.shape[1:]
+    if x.ndim != len(info.shape) or any(e is not None and e != g for e, g in zip(expected, x.shape[1:])):
+        shape = "(" + ", ".join("N" if i == 0 else ("?" if d is None else str(d)) for i, d in enumerate(info.shape)) + ")"
+        raise InputError(f"input {info.name!r} expects shape {shape}, got {x.shape}")
+    if info.shape and info.shape[0] is not None and x.shape[0] != info.shape[0]:
+        raise InputError(f"input {info.name!r} has a fixed batch of {info.shape[0]}, got {x.shape[0]}; "
+                         "use predict_batch to loop")
+    if info.quantized and np.dtype(info.dtype).kind in "iu":
+        return quantize(x, info)
+    return np.ascontiguousarray(x, dtype=np.dtype(info.dtype))
 
 
 def _info(name: str, details: dict) -> TensorInfo:
@@ -157,8 +262,26 @@ def _info(name: str, details: dict) -> TensorInfo:
                       float(scale) if quantized else None, int(zero_point) if quantized else None)
 
 
-def load(path: str | Path, threads: int | None = None, backend: str = "auto") -> Model:
+def _load_error(error: Exception, origin: str, backend: str) -> ArtifactError:
+    text = str(error)
+    ops = sorted(set(_UNRESOLVED_OP.findall(text)))
+    if ops:
+        return ArtifactError(f"{origin} uses custom op {', '.join(ops)}, which the {backend} runtime does not have; "
+                             "register the op's kernel or re-convert the model without it")
+    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    return ArtifactError(f"the {backend} runtime cannot load {origin}: {first}")
+
+
+def load(path: str | Path, threads: int | None = None, backend: str = "auto", labels: Sequence[str] | None = None,
+         preprocessing: ImageSpec | None = None) -> Model:
+    """Load a .tflite artifact (edgekit's or any other)."""
     path = Path(path)
-    if path.suffix.lower() != ".tflite" and not path.is_file():
-        raise InputError(f"expected a .tflite artifact, got {str(path)!r}")
-    return Model(read_bytes(path), origin=path.name, threads=threads, backend=backend)
+    if path.suffix.lower() == ".mlpackage":
+        raise InputError(f"expected a .tflite artifact, got Core ML package {str(path)!r}; Core ML execution is "
+                         "not part of this edgekit version")
+    if not path.is_file():
+        raise InputError(f"expected a .tflite file, got {str(path)!r}, which does not exist")
+    if threads is not None and threads < 1:
+        raise InputError(f"threads expects a positive number, got {threads}")
+    return Model(read_bytes(path), origin=path.name, threads=threads, backend=backend, labels=labels,
+                 preprocessing=preprocessing)
