@@ -30,7 +30,7 @@ from edgekit.runtime import Model
 from edgekit.tflite_file import embed_manifest
 
 from . import tflite as tflite_converter
-from ._native_output import captured_native_output
+from edgekit.native_output import captured_native_output
 from .sources import SourceModel, load_source, source_kind
 
 SUFFIX = {TFLITE: ".tflite"}

@@ -186,6 +186,61 @@ def inspect(artifact, as_json):
 
 
 @main.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--top-k", default=5, show_default=True, type=click.IntRange(min=1))
+@click.option("--out", type=click.Path(path_type=Path), help="Store: .sqlite/.db, .csv or .jsonl (resumable).")
+@click.option("--threads", type=click.IntRange(min=1), help="Interpreter threads (default: runtime's choice).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary (and rows without --out) as JSON.")
+def predict(artifact, inputs, top_k, out, threads, as_json):
+    """Run ARTIFACT on INPUTS (image/.npy files, folders, globs). Re-running with the same --out
+    skips inputs this model already predicted."""
+    from .native_output import captured_native_output
+    from .predict_job import expand_inputs, run_predictions
+    from .runtime import load
+    from .stores import open_store
+
+    paths = expand_inputs(list(inputs))
+    with captured_native_output():  # LiteRT's "INFO: Created ... XNNPACK delegate" is not ours to print
+        model = load(artifact, threads=threads)
+    store = open_store(out) if out is not None else None
+    try:
+        show_bar = len(paths) > 20 and not as_json
+        with click.progressbar(length=len(paths), label="predicting", file=sys.stderr) if show_bar else _NoBar() as bar:
+            summary = run_predictions(model, artifact, paths, store, top_k=top_k, on_progress=bar.update)
+    finally:
+        if store is not None:
+            store.close()
+    data = summary.to_dict()
+    if as_json:
+        click.echo(json.dumps({**data, "rows": summary.rows} if store is None else data, indent=2))
+    else:
+        if store is None:
+            click.echo(render(["input", "label", "score", "latency ms"],
+                              [[Path(r["input"]).name, r["label"], r["score"], r["latency_ms"]] for r in summary.rows],
+                              align="llrr"))
+        p50 = f"{data['p50_latency_ms']:.3f} ms" if data["p50_latency_ms"] is not None else "-"
+        tput = f"{data['throughput_per_s']:.1f}/s" if data["throughput_per_s"] else "-"
+        click.echo(f"predicted {summary.predicted}, already done {summary.skipped_done}, failed {len(summary.failures)}; "
+                   f"p50 latency {p50}, throughput {tput}" + (f"; results in {out}" if out else ""))
+        for path, reason in summary.failures[:10]:
+            click.echo(f"  failed {path}: {reason}", err=True)
+    if summary.failures and summary.predicted == 0:
+        raise InputError(f"all {len(summary.failures)} inputs failed; first: {summary.failures[0][1]}")
+
+
+class _NoBar:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, n):
+        pass
+
+
+@main.command()
 def recipes():
     """List compression recipes and which formats support them."""
     from .recipes import FORMATS, RECIPES

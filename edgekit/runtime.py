@@ -163,9 +163,9 @@ class Model:
         scores = self.run(self._coerce(x, self._default))[0]
         if scores.ndim != 2:
             raise InputError(f"classify expects a (batch, classes) output, {self.origin} gives {scores.shape}")
-        return [self._top_k(row, top_k) for row in scores]
+        return [self.top_k(row, top_k) for row in scores]
 
-    def _top_k(self, row: np.ndarray, k: int) -> list[tuple[str, float]]:
+    def top_k(self, row: np.ndarray, k: int = 5) -> list[tuple[str, float]]:
         order = np.argsort(-row, kind="stable")[:k]
         labels = self.labels if self.labels and len(self.labels) == row.shape[0] else None
         return [(labels[i] if labels else str(int(i)), float(row[i])) for i in order]

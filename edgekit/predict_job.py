@@ -1,0 +1,115 @@
+"""`edgekit predict`: run an artifact over many inputs, resumably, into a store."""
+from __future__ import annotations
+
+import datetime as dt
+import glob
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .errors import EdgekitError, InputError
+from .preprocess import IMAGE_SUFFIXES
+from .runtime import Model
+
+INPUT_SUFFIXES = IMAGE_SUFFIXES | {".npy"}
+
+
+@dataclass
+class PredictSummary:
+    predicted: int = 0
+    skipped_done: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)
+    wall_s: float = 0.0
+    rows: list[dict] = field(default_factory=list)  # kept when no store is given
+
+    def to_dict(self) -> dict:
+        lat = np.asarray(self.latencies_ms) if self.latencies_ms else None
+        return {"predicted": self.predicted, "skipped_already_done": self.skipped_done,
+                "failed": len(self.failures), "failures": [{"input": i, "reason": r} for i, r in self.failures],
+                "p50_latency_ms": float(np.percentile(lat, 50)) if lat is not None else None,
+                "throughput_per_s": self.predicted / self.wall_s if self.wall_s > 0 else None}
+
+
+def expand_inputs(patterns: list[str]) -> list[Path]:
+    """Files, folders (recursively: image and .npy files) and glob patterns, de-duplicated, sorted per item."""
+    found: list[Path] = []
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in INPUT_SUFFIXES))
+        elif path.is_file():
+            found.append(path)
+        elif glob.has_magic(pattern):
+            matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+            if not matches:
+                raise InputError(f"INPUT pattern {pattern!r} matches no files")
+            found.extend(matches)
+        else:
+            raise InputError(f"INPUT expects files, folders or glob patterns, got {pattern!r}, which does not exist")
+    unique = list(dict.fromkeys(p.resolve() for p in found))
+    if not unique:
+        raise InputError(f"no input files found in {', '.join(patterns)}; expected images or .npy files")
+    return unique
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def run_predictions(model: Model, model_path: Path, inputs: list[Path], store=None, top_k: int = 5,
+                    chunk_size: int = 16, on_progress: Callable[[int], None] = lambda n: None) -> PredictSummary:
+    model_sha = file_sha256(model_path)
+    summary = PredictSummary()
+    done = store.done(model_sha) if store is not None else set()
+    todo = [p for p in inputs if str(p) not in done]
+    summary.skipped_done = len(inputs) - len(todo)
+    on_progress(summary.skipped_done)
+    start = time.perf_counter()
+    for chunk in _chunks(todo, chunk_size):
+        rows = []
+        for path in chunk:
+            try:
+                rows.append(_predict_one(model, model_path, model_sha, path, top_k))
+            except EdgekitError as e:
+                summary.failures.append((str(path), str(e)))
+        summary.predicted += len(rows)
+        summary.latencies_ms.extend(r["latency_ms"] for r in rows)
+        if store is not None:
+            store.add(rows)
+        else:
+            summary.rows.extend(rows)
+        on_progress(len(chunk))
+    summary.wall_s = time.perf_counter() - start
+    return summary
+
+
+def _predict_one(model: Model, model_path: Path, model_sha: str, path: Path, top_k: int) -> dict:
+    x = np.load(path, allow_pickle=False) if path.suffix.lower() == ".npy" else path
+    t0 = time.perf_counter()
+    out = model.predict(x)
+    latency = (time.perf_counter() - t0) * 1000
+    first = out if isinstance(out, np.ndarray) else next(iter(out.values()))
+    classes = None
+    if first.ndim == 2 and first.shape[0] == 1 and first.shape[1] > 1:  # class scores
+        classes = model.top_k(first[0], top_k)
+    outputs = None if classes is not None and len(model.outputs) == 1 else json.dumps(
+        {k: v.tolist() for k, v in (out.items() if isinstance(out, dict) else [(model.outputs[0].name, out)])})
+    return {"input": str(path), "model_sha256": model_sha, "model": model_path.name,
+            "label": classes[0][0] if classes else None, "score": classes[0][1] if classes else None,
+            "top_k": json.dumps(classes) if classes else None, "outputs": outputs, "latency_ms": round(latency, 4),
+            "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
