@@ -241,6 +241,99 @@ class _NoBar:
 
 
 @main.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--threads", type=click.IntRange(min=1), help="Interpreter threads.")
+@click.option("--runs", type=click.IntRange(min=1), help="Timed runs (default 100 unless --duration).")
+@click.option("--duration", type=float, help="Run for this many seconds instead of a fixed count.")
+@click.option("--warmup", default=10, show_default=True, type=click.IntRange(min=0))
+@click.option("--input", "input_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="A real input: image, .npy or .npz (default: random in the model's input range).")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the figures as JSON.")
+@click.option("--plot", type=click.Path(path_type=Path), help="Write a PNG: latency histogram and run-order trace.")
+def bench(artifact, threads, runs, duration, warmup, input_file, json_path, plot):
+    """Measure ARTIFACT on this machine: init, first inference, latency percentiles, memory."""
+    from .bench import run_bench
+    from .native_output import captured_native_output
+
+    if runs is not None and duration is not None:
+        raise InputError("give --runs or --duration, not both")
+    with captured_native_output():
+        result = run_bench(artifact, threads=threads, runs=runs, duration_s=duration, warmup=warmup,
+                           input_file=input_file)
+    lat = result.latency_ms
+    click.echo(f"{artifact}  {human_size(result.size_bytes)}  backend {result.backend}  threads "
+               f"{result.threads or 'default'}  {result.runs} runs  inputs {result.inputs}")
+    click.echo(render(["init ms", "first ms", "p50 ms", "p90 ms", "p99 ms", "mean ms", "std ms", "min ms", "max ms",
+                       "per s", "peak RSS MB", "model RSS MB"],
+                      [[round(result.init_ms, 2), round(result.first_inference_ms, 3), lat["p50"], lat["p90"],
+                        lat["p99"], lat["mean"], lat["std"], lat["min"], lat["max"], round(result.throughput_per_s, 1),
+                        round(result.peak_rss_mb, 1), round(result.model_rss_mb, 1)]]))
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if json_path:
+        atomic_write_text(json_path, json.dumps(result.to_dict(), indent=2) + "\n")
+        click.echo(f"json: {json_path}")
+    if plot:
+        from .bench import plot_png
+
+        plot_png(result, plot)
+        click.echo(f"plot: {plot}")
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--target", "targets", required=True, help="Device profile(s), comma-separated (edgekit targets).")
+@click.option("--threads", type=click.IntRange(min=1), help="Threads (default: min(4, cores of the target)).")
+@click.option("--top", default=5, show_default=True, type=click.IntRange(min=0), help="Slowest ops to list.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write estimates as JSON.")
+def emulate(artifact, targets, threads, top, json_path):
+    """Estimate ARTIFACT's latency and memory on target CPUs (Raspberry Pi, phones), offline."""
+    from .emulator import estimate, load_device
+    from .graph import read_graph
+    from .integrity import verify_tflite
+    from .tflite_file import read_bytes
+
+    devices = [load_device(name.strip()) for name in targets.split(",") if name.strip()]
+    if artifact.suffix.lower() != ".tflite":
+        raise InputError(f"expected a .tflite file, got {str(artifact)!r}")
+    data = read_bytes(artifact)
+    verify_tflite(data, artifact.name)
+    graph = read_graph(data, artifact.name)
+    results = [estimate(graph, d, threads or min(4, d.cores)) for d in devices]
+    click.echo(f"{artifact}  {human_size(graph.size_bytes)}  {graph.total_macs / 1e6:.1f} M multiply-accumulates  "
+               f"{len(graph.ops)} ops")
+    click.echo(render(["target", "threads", "estimate ms", "range ms", "memory MB", "fits"],
+                      [[r.target, r.threads, round(r.estimate_ms, 2), f"{r.low_ms:.2f}-{r.high_ms:.2f}",
+                        round(r.memory_mb, 1), "yes" if r.fits else "NO"] for r in results], align="lrrrrl"))
+    if top:
+        for r in results:
+            slow = sorted(r.ops, key=lambda o: -o.ms)[:top]
+            click.echo(f"{r.target} slowest ops: " + ", ".join(f"#{o.index} {o.type} {o.precision} {o.ms:.3f} ms "
+                                                              f"({o.bound})" for o in slow))
+    if graph.uncosted:
+        click.echo(f"not costed (estimate excludes them): {', '.join(graph.uncosted)}", err=True)
+    click.echo("range: the 10th-90th percentile of leave-one-device-out errors against published measurements; "
+               "memory fits when under half the target's smallest RAM configuration")
+    if json_path:
+        atomic_write_text(json_path, json.dumps([r.to_dict() for r in results], indent=2) + "\n")
+        click.echo(f"json: {json_path}")
+
+
+@main.command()
+def targets():
+    """List device profiles for `edgekit emulate`."""
+    from .emulator import device_names, load_device
+
+    rows = []
+    for name in device_names():
+        d = load_device(name)
+        cores = " + ".join(f"{c.count}x {c.core.name} @{c.clock_ghz}" for c in d.clusters)
+        calibrated = "yes" if all(c.core.calibrated for c in d.clusters[:1]) else "no (prior)"
+        rows.append([name, d.description, cores, int(d.ram_mb), calibrated])
+    click.echo(render(["target", "device", "cores (GHz)", "RAM MB", "fitted"], rows))
+
+
+@main.command()
 def recipes():
     """List compression recipes and which formats support them."""
     from .recipes import FORMATS, RECIPES

@@ -1,0 +1,218 @@
+"""How far the emulator's latency estimates land from published real-device measurements.
+
+    python benchmarks/emulator_accuracy.py [--write] [--json out.json]
+
+1. Builds the keras.applications architectures the published table covers (MobileNet v1, v2,
+   v3 Large/Small at 224, InceptionV3 at 299; weights=None: latency does not depend on weight
+   values), converts each to fp32 and full-int8 .tflite (cached in benchmarks/.cache).
+2. Fits the emulator's parameters (a few per core type, the rest global; see edgekit.emulator)
+   to ../shared/device-data/published_latency.csv by least squares on log latency.
+3. Prints every usable row: published, estimated, error; then the median absolute error and the
+   worst ratio. Rows for models that cannot be built here (EfficientNet-Lite, MnasNet,
+   EfficientDet) are listed as skipped.
+4. Leave-one-device-out: refits without each device and estimates it, as for an unseen device;
+   its log-error 10th/90th percentiles become the low/high band every estimate carries.
+--write stores the full-data fit and that band in edgekit/devices/calibration.json.
+
+Rows from the 2019-2020 TFLite docs (runtime "tflite benchmark_model"/"tflite", no XNNPACK)
+share one extra global factor, legacy_runtime_factor: those kernels were slower than today's.
+"rpi4-arm64" rows (64-bit OS) use the rpi4 profile. "big" threads = the number of big cores.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / "benchmarks" / ".cache"
+PUBLISHED = ROOT.parent / "shared" / "device-data" / "published_latency.csv"
+CALIBRATION = ROOT / "edgekit" / "devices" / "calibration.json"
+
+BUILDERS = {
+    "mobilenet_v1_1.0_224": ("MobileNet", 224),
+    "mobilenet_v2_1.0_224": ("MobileNetV2", 224),
+    "mobilenet_v3_large_1.0_224": ("MobileNetV3Large", 224),
+    "mobilenet_v3_small_1.0_224": ("MobileNetV3Small", 224),
+    "inception_v3": ("InceptionV3", 299),
+}
+DEVICE_ALIASES = {"rpi4-arm64": "rpi4"}
+BIG_CORES = {"pixel1": 2, "pixel2": 4, "pixel3": 4, "pixel3a": 2, "pixel4": 4}
+
+
+def build_tflite(model_name: str, precision: str) -> Path:
+    """Cached .tflite for a published model name and precision (fp32 or int8)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path = CACHE / f"{model_name}_{precision}.tflite"
+    if path.exists():
+        return path
+    import keras
+
+    from edgekit.converters import tflite as tflite_converter
+    from edgekit.converters.sources import load_source
+    from edgekit.dataset import Dataset
+
+    cls, size = BUILDERS[model_name]
+    keras_path = CACHE / f"{model_name}.keras"
+    if not keras_path.exists():
+        getattr(keras.applications, cls)(input_shape=(size, size, 3), weights=None).save(keras_path)
+    source = load_source(keras_path)
+    try:
+        rng = np.random.default_rng(0)
+        calib = Dataset([rng.uniform(-1, 1, (8, size, size, 3)).astype(np.float32)], "synthetic")
+        print(f"  converting {model_name} {precision}", file=sys.stderr)
+        data = tflite_converter.convert(source, precision, calib if precision == "int8" else None, io="int8")
+    finally:
+        source.close()
+    path.write_bytes(data)
+    return path
+
+
+def published_rows() -> tuple[list[dict], list[dict]]:
+    usable, skipped = [], []
+    with open(PUBLISHED, newline="") as fh:
+        for row in csv.DictReader(fh):
+            device = DEVICE_ALIASES.get(row["device"], row["device"])
+            threads = BIG_CORES.get(device) if row["threads"] == "big" else int(row["threads"])
+            legacy = "xnnpack" not in row["runtime"]
+            entry = {**row, "profile": device, "n_threads": threads, "legacy": legacy,
+                     "published_ms": float(row["latency_ms"])}
+            (usable if row["model"] in BUILDERS else skipped).append(entry)
+    return usable, skipped
+
+
+# -- parameters <-> vector -------------------------------------------------------------------
+GLOBALS = [  # name, initial, low, high
+    ("dwconv", 0.3, 0.02, 2.0), ("fc", 0.5, 0.02, 2.0), ("elementwise_values_per_mac", 1.0, 0.05, 20.0),
+    ("int8_gain_dot", 3.0, 1.0, 8.0), ("int8_gain_nodot", 1.5, 0.5, 4.0), ("serial_fraction", 0.1, 0.0, 0.9),
+    ("op_overhead_cycles", 3000.0, 0.0, 50000.0), ("bandwidth_efficiency", 0.5, 0.05, 1.0),
+    ("legacy_runtime_factor", 1.5, 0.5, 5.0),
+]
+
+
+def to_params(vector, core_names, fixed) -> tuple[dict, dict]:
+    g = dict(zip([n for n, *_ in GLOBALS], vector[:len(GLOBALS)]))
+    params = {"class_efficiency": {"conv": 1.0, "dwconv": g["dwconv"], "fc": g["fc"]},
+              **{k: g[k] for k in g if k not in ("dwconv", "fc")}, **fixed}
+    return params, dict(zip(core_names, vector[len(GLOBALS):]))
+
+
+def predict(rows, graphs, params, core_eff):
+    import edgekit.emulator as emu
+
+    out = []
+    for r in rows:
+        device = emu.load_device(r["profile"])
+        clusters = tuple(emu.Cluster(c.count, emu.CoreType(c.core.name, c.core.fp32_macs_per_cycle, c.core.dotprod,
+                                                           core_eff.get(c.core.name, _median(core_eff)), True),
+                                     c.clock_ghz) for c in device.clusters)
+        device = emu.Device(device.name, device.description, clusters, device.dram_bw_gbs, device.ram_mb, device.source)
+        est = emu.estimate(graphs[(r["model"], r["precision"])], device, r["n_threads"], r["legacy"], params)
+        out.append(est.estimate_ms)
+    return np.array(out)
+
+
+def _median(d: dict) -> float:
+    return float(np.median(list(d.values()))) if d else 0.3
+
+
+def fit(rows, graphs, fixed):
+    from scipy.optimize import least_squares
+
+    import edgekit.emulator as emu
+
+    core_names = sorted({c.core.name for r in rows for c in emu.load_device(r["profile"]).clusters})
+    x0 = [v for _, v, _, _ in GLOBALS] + [0.3] * len(core_names)
+    lo = [v for _, _, v, _ in GLOBALS] + [0.01] * len(core_names)
+    hi = [v for _, _, _, v in GLOBALS] + [2.0] * len(core_names)
+    target = np.log([r["published_ms"] for r in rows])
+
+    def residuals(x):
+        params, eff = to_params(x, core_names, fixed)
+        return np.log(predict(rows, graphs, params, eff)) - target
+
+    result = least_squares(residuals, x0, bounds=(lo, hi), x_scale="jac", max_nfev=400)
+    params, eff = to_params(result.x, core_names, fixed)
+    used = {r["profile"] for r in rows}  # keep only core types some fitted device exercises
+    active = {c.core.name for d in used for c in emu.load_device(d).fastest(max(r["n_threads"] for r in rows))}
+    return params, {k: v for k, v in eff.items() if k in active}
+
+
+def main() -> None:
+    from edgekit.graph import read_graph
+    from edgekit.table import render
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help="store the fit in edgekit/devices/calibration.json")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    rows, skipped = published_rows()
+    graphs = {}
+    for model, precision in sorted({(r["model"], r["precision"]) for r in rows}):
+        graphs[(model, precision)] = read_graph(build_tflite(model, precision).read_bytes())
+    fixed = {"hybrid_factor": 0.4, "int16_factor": 0.03}  # no published rows: host-measured ratios (see README)
+
+    params, core_eff = fit(rows, graphs, fixed)
+    estimates = predict(rows, graphs, params, core_eff)
+    errors = estimates / np.array([r["published_ms"] for r in rows]) - 1
+
+    # leave one device out: fit on the others, estimate the held-out device
+    lodo = np.zeros(len(rows))
+    for device in sorted({r["profile"] for r in rows}):
+        train = [r for r in rows if r["profile"] != device]
+        test_idx = [i for i, r in enumerate(rows) if r["profile"] == device]
+        p, eff = fit(train, graphs, fixed)
+        lodo[test_idx] = predict([rows[i] for i in test_idx], graphs, p, eff)
+    lodo_err = lodo / np.array([r["published_ms"] for r in rows]) - 1
+
+    table = [[r["model"].replace("_1.0_224", ""), r["precision"], r["device"], r["threads"], r["runtime"][:22],
+              r["published_ms"], round(e, 2), f"{100 * err:+.0f}%", round(l, 2), f"{100 * le:+.0f}%"]
+             for r, e, err, l, le in zip(rows, estimates, errors, lodo, lodo_err)]
+    print(render(["model", "prec", "device", "thr", "runtime", "published ms", "estimate", "error",
+                  "LODO est", "LODO err"], table, align="lllrlrrrrr"))
+    ratio = np.maximum(estimates, [r["published_ms"] for r in rows]) / np.minimum(
+        estimates, [r["published_ms"] for r in rows])
+    log_lodo = np.log(lodo / np.array([r["published_ms"] for r in rows]))
+    summary = {
+        "rows": len(rows), "median_abs_error_pct": round(float(np.median(np.abs(errors))) * 100, 1),
+        "worst_ratio": round(float(ratio.max()), 2), "rows_off_by_more_than_2x": int((ratio > 2).sum()),
+        "lodo_median_abs_error_pct": round(float(np.median(np.abs(lodo_err))) * 100, 1),
+        "lodo_worst_ratio": round(float(np.exp(np.abs(log_lodo)).max()), 2),
+        "lodo_per_device_median_abs_error_pct": {
+            d: round(float(np.median(np.abs([lodo_err[i] for i, r in enumerate(rows) if r["profile"] == d]))) * 100, 1)
+            for d in sorted({r["profile"] for r in rows})},
+        "skipped_rows": len(skipped), "skipped_models": sorted({r["model"] for r in skipped}),
+    }
+    print()
+    print(f"fitted on all {len(rows)} rows: median |error| {summary['median_abs_error_pct']}%, worst ratio "
+          f"{summary['worst_ratio']}x, rows off by > 2x: {summary['rows_off_by_more_than_2x']}")
+    print(f"leave-one-device-out: median |error| {summary['lodo_median_abs_error_pct']}%, worst ratio "
+          f"{summary['lodo_worst_ratio']}x; per device: {summary['lodo_per_device_median_abs_error_pct']}")
+    print(f"skipped {len(skipped)} rows (models not buildable here): {', '.join(summary['skipped_models'])}")
+    print(f"parameters: {json.dumps(params)}; core efficiency: {json.dumps({k: round(v, 3) for k, v in core_eff.items()})}")
+    band = {"low": round(float(np.percentile(log_lodo, 10)), 3), "high": round(float(np.percentile(log_lodo, 90)), 3)}
+    if args.write:
+        CALIBRATION.write_text(json.dumps({
+            "_about": "Written by benchmarks/emulator_accuracy.py --write: fitted on published_latency.csv; "
+                      "error_band_log = 10th/90th percentile of leave-one-device-out log(estimate/published).",
+            "params": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in params.items()},
+            "core_efficiency": {k: round(v, 4) for k, v in core_eff.items()},
+            "error_band_log": band, "fit_summary": summary}, indent=2) + "\n")
+        print(f"wrote {CALIBRATION}")
+    if args.json:
+        args.json.write_text(json.dumps({"summary": summary, "band": band, "rows": [
+            {"model": r["model"], "precision": r["precision"], "device": r["device"], "threads": r["threads"],
+             "published_ms": r["published_ms"], "estimate_ms": float(e), "lodo_estimate_ms": float(l)}
+            for r, e, l in zip(rows, estimates, lodo)]}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

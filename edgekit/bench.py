@@ -1,0 +1,175 @@
+"""Host benchmark of an artifact through edgekit's runtime: init, first inference, latency
+percentiles, throughput and memory, with a warning when the machine was too noisy to trust."""
+from __future__ import annotations
+
+import os
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .manifest import TensorInfo
+from .preprocess import ImageSpec
+from .runtime import Model, load
+
+NOISY_P99_OVER_P50 = 2.0   # a quiet machine keeps the tail within 2x of the median
+NOISY_CV = 0.25            # ... and the standard deviation within a quarter of the mean
+
+
+@dataclass
+class BenchResult:
+    artifact: str
+    backend: str
+    threads: int | None
+    runs: int
+    size_bytes: int
+    init_ms: float
+    first_inference_ms: float
+    latency_ms: dict
+    throughput_per_s: float
+    peak_rss_mb: float
+    model_rss_mb: float
+    inputs: str
+    warnings: list[str] = field(default_factory=list)
+    samples_ms: list[float] = field(default_factory=list, repr=False)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("samples_ms")
+        return d
+
+
+def rss_mb() -> float:
+    """Resident set size now (Linux /proc; elsewhere the peak is the best available)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return peak_rss_mb()
+
+
+def peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if os.uname().sysname == "Darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+def random_inputs(model: Model, rng: np.random.Generator) -> list[np.ndarray]:
+    """Real-valued inputs in the range the model expects: the normalized pixel range for image
+    models, the representable range for quantized inputs, a unit normal otherwise."""
+    arrays = []
+    spec = model.preprocessing
+    for info in model.inputs:
+        shape = tuple(1 if d is None else d for d in info.shape)
+        if spec is not None and len(model.inputs) == 1:
+            lo, hi = spec.value_range()
+        elif info.quantized:
+            limits = np.iinfo(np.dtype(info.dtype))
+            lo, hi = sorted(((limits.min - info.zero_point) * info.scale, (limits.max - info.zero_point) * info.scale))
+        else:
+            arrays.append(rng.standard_normal(shape).astype(np.float32))
+            continue
+        arrays.append(rng.uniform(lo, hi, size=shape).astype(np.float32))
+    return arrays
+
+
+def load_input_file(path: Path, model: Model) -> list[np.ndarray]:
+    if path.suffix.lower() in (".npy", ".npz"):
+        data = np.load(path, allow_pickle=False)
+        arrays = [data] if isinstance(data, np.ndarray) else [data[t.name] if t.name in data else data[k]
+                                                              for t, k in zip(model.inputs, data.files)]
+        return [a if a.ndim == len(t.shape) else a[None] for a, t in zip(arrays, model.inputs)]
+    return model._coerce(path, model._default)  # an image: the manifest's preprocessing
+
+
+def run_bench(path: str | Path, threads: int | None = None, runs: int | None = None, duration_s: float | None = None,
+              warmup: int = 10, input_file: Path | None = None, seed: int = 0) -> BenchResult:
+    if runs is not None and runs < 1:
+        raise InputError(f"--runs expects a positive number, got {runs}")
+    if duration_s is not None and duration_s <= 0:
+        raise InputError(f"--duration expects seconds > 0, got {duration_s}")
+    if runs is None and duration_s is None:
+        runs = 100
+    path = Path(path)
+    before = rss_mb()
+    start = time.perf_counter()
+    model = load(path, threads=threads)
+    init_ms = (time.perf_counter() - start) * 1e3
+    loaded = rss_mb()
+    if input_file is not None:
+        arrays, note = load_input_file(Path(input_file), model), f"from {input_file}"
+    else:
+        arrays, note = random_inputs(model, np.random.default_rng(seed)), "random, in the model's input range"
+    start = time.perf_counter()
+    model.run(arrays)
+    first_ms = (time.perf_counter() - start) * 1e3
+    for _ in range(warmup):
+        model.run(arrays)
+    samples = []
+    deadline = time.perf_counter() + duration_s if duration_s else None
+    while (runs is None or len(samples) < runs) and (deadline is None or time.perf_counter() < deadline):
+        t = time.perf_counter()
+        model.run(arrays)
+        samples.append((time.perf_counter() - t) * 1e3)
+    lat = np.asarray(samples)
+    stats = {"p50": float(np.percentile(lat, 50)), "p90": float(np.percentile(lat, 90)),
+             "p99": float(np.percentile(lat, 99)), "mean": float(lat.mean()), "std": float(lat.std()),
+             "min": float(lat.min()), "max": float(lat.max())}
+    result = BenchResult(str(path), model.backend, threads, len(samples), model.size_bytes, init_ms, first_ms,
+                         {k: round(v, 4) for k, v in stats.items()}, 1e3 / stats["mean"], peak_rss_mb(),
+                         max(0.0, loaded - before), note, samples_ms=samples)
+    result.warnings = noise_warnings(stats, len(samples))
+    return result
+
+
+def noise_warnings(stats: dict, n: int) -> list[str]:
+    warnings = []
+    if stats["p99"] > NOISY_P99_OVER_P50 * stats["p50"]:
+        warnings.append(f"p99 is {stats['p99'] / stats['p50']:.1f}x p50: the machine was busy or throttling; "
+                        "close other work and rerun, or use --duration for more samples")
+    if stats["mean"] > 0 and stats["std"] / stats["mean"] > NOISY_CV:
+        warnings.append(f"latency varies by {100 * stats['std'] / stats['mean']:.0f}% (std/mean): results are noisy")
+    if n < 20:
+        warnings.append(f"only {n} timed runs: percentiles beyond p90 are not meaningful")
+    load_1m = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if load_1m > (os.cpu_count() or 1):
+        warnings.append(f"system load {load_1m:.1f} exceeds {os.cpu_count()} cores during the run")
+    return warnings
+
+
+def plot_png(result: BenchResult, path: Path) -> None:
+    """Latency histogram (left) and run-order trace (right), drawn with Pillow (no plotting
+    library on the device side)."""
+    from PIL import Image, ImageDraw
+
+    width, height, pad = 900, 360, 40
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    lat = np.asarray(result.samples_ms)
+    lo, hi = float(lat.min()), float(lat.max()) if lat.max() > lat.min() else float(lat.min()) + 1e-3
+    half = width // 2
+    counts, edges = np.histogram(lat, bins=30, range=(lo, hi))
+    plot_h = height - 2 * pad
+    bar_w = (half - 2 * pad) / len(counts)
+    for i, c in enumerate(counts):
+        h = plot_h * c / max(counts.max(), 1)
+        x0 = pad + i * bar_w
+        draw.rectangle([x0, height - pad - h, x0 + bar_w - 1, height - pad], fill=(70, 110, 180))
+    draw.text((pad, 10), f"latency histogram (ms), n={len(lat)}", fill="black")
+    draw.text((pad, height - pad + 8), f"{lo:.3f}", fill="black")
+    draw.text((half - pad - 40, height - pad + 8), f"{hi:.3f}", fill="black")
+    p50_x = pad + (result.latency_ms["p50"] - lo) / (hi - lo) * (half - 2 * pad)
+    draw.line([p50_x, pad, p50_x, height - pad], fill=(200, 60, 60), width=2)
+    draw.text((p50_x + 4, pad), f"p50 {result.latency_ms['p50']:.3f}", fill=(200, 60, 60))
+    xs = np.linspace(half + pad, width - pad, len(lat))
+    ys = height - pad - (lat - lo) / (hi - lo) * plot_h
+    draw.line(list(zip(xs.tolist(), ys.tolist())), fill=(40, 140, 90), width=1)
+    draw.text((half + pad, 10), "latency by run order (ms)", fill="black")
+    draw.line([half + pad, height - pad, width - pad, height - pad], fill="black")
+    draw.line([pad, height - pad, half - pad, height - pad], fill="black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    img.save(tmp, format="PNG")
+    os.replace(tmp, path)

@@ -1,0 +1,145 @@
+"""The work in a .tflite graph, op by op: multiply-accumulates, bytes moved, precision.
+
+This is what the emulator costs on a target CPU and the arena planner lays out. It reads the
+flatbuffer only (no interpreter), so it works for any model, including ones this machine
+cannot run. Batch dimensions that are dynamic (-1) are taken as 1.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .tflite_file import _model, _names, _schema
+
+# op type -> class the cost model knows; anything else is "elementwise" (one pass over data)
+OP_CLASS = {
+    "CONV_2D": "conv", "TRANSPOSE_CONV": "conv", "CONV_3D": "conv",
+    "DEPTHWISE_CONV_2D": "dwconv",
+    "FULLY_CONNECTED": "fc", "BATCH_MATMUL": "fc",
+    # views and metadata: no arithmetic, at most a copy
+    "RESHAPE": "view", "SQUEEZE": "view", "EXPAND_DIMS": "view", "SHAPE": "view",
+}
+# ops the cost model has no sensible estimate for; listed as not costed
+UNCOSTED = {"CUSTOM", "WHILE", "IF", "CALL_ONCE", "DELEGATE", "CALL"}
+
+ITEMSIZE = {"float32": 4, "float16": 2, "int32": 4, "uint8": 1, "int64": 8, "bool": 1, "int16": 2, "int8": 1,
+            "float64": 8, "uint32": 4, "uint16": 2, "uint64": 8, "int4": 0.5}
+
+
+@dataclass
+class Tensor:
+    index: int
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    constant: bool        # has data in the file (weights, biases, constants)
+    nbytes: int
+
+
+@dataclass
+class Op:
+    index: int
+    type: str
+    op_class: str
+    inputs: list[int]
+    outputs: list[int]
+    macs: float = 0.0
+    elements: float = 0.0       # for elementwise ops: values processed
+    bytes_in: float = 0.0       # activations read
+    bytes_out: float = 0.0      # activations written
+    bytes_weights: float = 0.0  # constants read
+    precision: str = "fp32"     # fp32 | int8 | hybrid (int8 weights, float math) | int16 | fp16
+    costed: bool = True
+
+
+@dataclass
+class Graph:
+    tensors: list[Tensor]
+    ops: list[Op]
+    inputs: list[int]
+    outputs: list[int]
+    size_bytes: int
+    weight_bytes: int = 0
+    uncosted: list[str] = field(default_factory=list)
+
+    @property
+    def total_macs(self) -> float:
+        return sum(op.macs for op in self.ops)
+
+
+def read_graph(data: bytes, origin: str = "model") -> Graph:
+    schema = _schema()
+    model = _model(data, origin)
+    op_names, dtype_names = _names(schema.BuiltinOperator), _names(schema.TensorType)
+    codes = []
+    for i in range(model.OperatorCodesLength()):
+        oc = model.OperatorCodes(i)
+        codes.append(op_names.get(max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode()), "UNKNOWN"))
+    sg = model.Subgraphs(0)
+    tensors = []
+    for t in range(sg.TensorsLength()):
+        tt = sg.Tensors(t)
+        shape = tuple(max(1, int(d)) for d in tt.ShapeAsNumpy()) if tt.ShapeLength() else ()
+        if tt.ShapeSignatureLength():  # dynamic dims (-1) count as 1
+            shape = tuple(1 if int(s) < 0 else int(d) for s, d in zip(tt.ShapeSignatureAsNumpy(), shape))
+        dtype = dtype_names.get(tt.Type(), "float32").lower()
+        buf = model.Buffers(tt.Buffer())
+        constant = buf.Offset() > 1 or (not buf.DataIsNone() and buf.DataLength() > 0)
+        nbytes = int(np.prod(shape, dtype=np.int64) * ITEMSIZE.get(dtype, 4)) if shape else ITEMSIZE.get(dtype, 4)
+        tensors.append(Tensor(t, (tt.Name() or b"").decode(), shape, dtype, constant, nbytes))
+    ops = []
+    for o in range(sg.OperatorsLength()):
+        op = sg.Operators(o)
+        inputs = [int(i) for i in op.InputsAsNumpy()] if op.InputsLength() else []
+        outputs = [int(i) for i in op.OutputsAsNumpy()] if op.OutputsLength() else []
+        op_type = codes[op.OpcodeIndex()]
+        ops.append(_cost_op(o, op_type, [i for i in inputs if i >= 0], outputs, tensors))
+    graph = Graph(tensors, ops, [int(i) for i in sg.InputsAsNumpy()], [int(i) for i in sg.OutputsAsNumpy()], len(data))
+    graph.weight_bytes = sum(t.nbytes for t in tensors if t.constant)
+    graph.uncosted = sorted({op.type for op in ops if not op.costed})
+    return graph
+
+
+def _cost_op(index: int, op_type: str, inputs: list[int], outputs: list[int], tensors: list[Tensor]) -> Op:
+    op = Op(index, op_type, OP_CLASS.get(op_type, "elementwise"), inputs, outputs)
+    ins = [tensors[i] for i in inputs]
+    outs = [tensors[i] for i in outputs]
+    op.bytes_in = sum(t.nbytes for t in ins if not t.constant)
+    op.bytes_weights = sum(t.nbytes for t in ins if t.constant)
+    op.bytes_out = sum(t.nbytes for t in outs)
+    out_elems = float(np.prod(outs[0].shape)) if outs and outs[0].shape else 1.0
+    if op_type in UNCOSTED or op_type == "UNKNOWN":
+        op.costed = False
+        return op
+    weights = next((t for t in ins[1:2] if t.constant), None) if len(ins) > 1 else None
+    if op_type in ("CONV_2D",) and weights is not None and len(weights.shape) == 4:
+        _, kh, kw, cin = weights.shape
+        op.macs = out_elems * kh * kw * cin
+    elif op_type == "TRANSPOSE_CONV" and len(ins) > 2:
+        filt, data = ins[1], ins[2]
+        if len(filt.shape) == 4:
+            cout, kh, kw, _ = filt.shape
+            op.macs = float(np.prod(data.shape)) * kh * kw * cout
+    elif op_type == "DEPTHWISE_CONV_2D" and weights is not None and len(weights.shape) == 4:
+        _, kh, kw, _ = weights.shape
+        op.macs = out_elems * kh * kw
+    elif op_type == "FULLY_CONNECTED" and len(ins) > 1 and ins[1].shape:
+        op.macs = out_elems * ins[1].shape[-1]
+    elif op_type == "BATCH_MATMUL" and len(ins) > 1 and ins[0].shape:
+        op.macs = out_elems * ins[0].shape[-1]
+    elif op.op_class == "elementwise":
+        op.elements = max(out_elems, float(sum(np.prod(t.shape) for t in ins if not t.constant and t.shape)))
+    op.precision = _precision(ins, outs, weights)
+    return op
+
+
+def _precision(ins: list[Tensor], outs: list[Tensor], weights: Tensor | None) -> str:
+    act = next((t.dtype for t in ins if not t.constant), outs[0].dtype if outs else "float32")
+    if act == "int16":
+        return "int16"
+    if act in ("int8", "uint8"):
+        return "int8"
+    if weights is not None and weights.dtype in ("int8", "uint8", "int4"):
+        return "hybrid"
+    return "fp32"  # fp16 weights are dequantized to float32 when the model is prepared on CPU
