@@ -12,6 +12,8 @@ _INSTALL_HINTS = {
     "tensorflow": "pip install 'edgekit[convert]'",
     "keras": "pip install 'edgekit[convert]'",
     "coremltools": "pip install 'edgekit[convert]'",
+    "uvicorn": "pip install 'edgekit[serve]'",
+    "starlette": "pip install 'edgekit[serve]'",
 }
 
 

@@ -334,6 +334,53 @@ def targets():
 
 
 @main.command()
+@click.argument("artifacts", nargs=-1, required=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (loopback by default).")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--threads", type=click.IntRange(min=1), help="Interpreter threads per model.")
+@click.option("--api-key", envvar="EDGEKIT_API_KEY", help="Require 'Authorization: Bearer KEY' (or $EDGEKIT_API_KEY).")
+@click.option("--allow-ip", default="", help="Comma-separated CIDRs allowed to connect, e.g. 192.168.1.0/24.")
+@click.option("--max-batch", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Micro-batch up to this many samples (models with a resizable batch).")
+@click.option("--batch-timeout-ms", default=2.0, show_default=True, type=click.FloatRange(min=0))
+@click.option("--max-body-mb", default=32.0, show_default=True, type=click.FloatRange(min=0.001))
+def serve(artifacts, host, port, threads, api_key, allow_ip, max_batch, batch_timeout_ms, max_body_mb):
+    """Serve ARTIFACTS ([name=]path.tflite ...) over the KServe v2 REST protocol."""
+    import ipaddress
+
+    from ._deps import require
+    from .native_output import captured_native_output
+    from .runtime import load
+
+    require("uvicorn", "edgekit serve")
+    require("starlette", "edgekit serve")
+    from .serve.app import ServerConfig, create_app
+
+    models = {}
+    for spec in artifacts:
+        name, _, path = spec.rpartition("=")
+        name = name or Path(path).name.split(".")[0]
+        if name in models:
+            raise InputError(f"two artifacts are named {name!r}; give distinct names as name=path")
+        with captured_native_output():
+            models[name] = load(path, threads=threads)
+    try:
+        networks = tuple(ipaddress.ip_network(c.strip(), strict=False) for c in allow_ip.split(",") if c.strip())
+    except ValueError as e:
+        raise InputError(f"--allow-ip expects CIDRs like 192.168.1.0/24, got {allow_ip!r}: {e}") from None
+    config = ServerConfig(api_key=api_key or None, allow_ips=networks, max_batch=max_batch,
+                          batch_timeout_ms=batch_timeout_ms, max_body_bytes=int(max_body_mb * 2**20))
+    from .serve.run import run_server
+
+    app = create_app(models, config)
+    click.echo(f"serving {', '.join(models)} on http://{host}:{port}/v2 "
+               f"(auth {'on' if config.api_key else 'off'}, micro-batching "
+               f"{'up to ' + str(max_batch) if max_batch > 1 else 'off'}); Ctrl-C or SIGTERM stops", err=True)
+    run_server(app, host, port)
+    click.echo("server stopped", err=True)
+
+
+@main.command()
 def recipes():
     """List compression recipes and which formats support them."""
     from .recipes import FORMATS, RECIPES

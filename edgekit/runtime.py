@@ -297,6 +297,8 @@ def _checked(x: np.ndarray, info: TensorInfo) -> np.ndarray:
     if x.ndim != len(info.shape) or any(e is not None and e != g for e, g in zip(expected, x.shape[1:])):
         shape = "(" + ", ".join("N" if i == 0 else ("?" if d is None else str(d)) for i, d in enumerate(info.shape)) + ")"
         raise InputError(f"input {info.name!r} expects shape {shape}, got {x.shape}")
+    if x.ndim and x.shape[0] == 0:
+        raise InputError(f"input {info.name!r} has an empty batch (shape {x.shape}); send at least one sample")
     if info.shape and info.shape[0] is not None and x.shape[0] != info.shape[0]:
         raise InputError(f"input {info.name!r} has a fixed batch of {info.shape[0]}, got {x.shape[0]}; "
                          "use predict_batch to loop")

@@ -1,0 +1,24 @@
+"""Prometheus metrics for the server, in a registry of its own (no global state between apps)."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class ServerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("edgekit_requests_total", "Requests by model, endpoint and HTTP status",
+                                ["model", "endpoint", "status"], registry=self.registry)
+        self.latency = Histogram("edgekit_request_seconds", "Request latency, received to response",
+                                 ["model", "endpoint"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.inference = Histogram("edgekit_inference_seconds", "Interpreter time per executed batch",
+                                   ["model"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.batch_size = Histogram("edgekit_batch_size", "Samples per executed batch", ["model"],
+                                    buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry)
+        self.queue_depth = Gauge("edgekit_queue_depth", "Requests waiting for the model", ["model"],
+                                 registry=self.registry)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

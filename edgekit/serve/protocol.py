@@ -1,0 +1,84 @@
+"""Open Inference Protocol (KServe v2) tensors <-> numpy arrays.
+
+Tensors cross the wire as real values, exactly as `Model.predict` takes them: an int8-quantized
+model still advertises FP32 inputs, and the server quantizes. Shapes use -1 for dimensions the
+model lets vary (the batch, usually).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..manifest import TensorInfo
+
+DATATYPES = {"FP32": np.float32, "FP64": np.float64, "FP16": np.float16, "INT8": np.int8, "UINT8": np.uint8,
+             "INT16": np.int16, "INT32": np.int32, "INT64": np.int64, "BOOL": np.bool_}
+_BY_DTYPE = {np.dtype(v).name: k for k, v in DATATYPES.items()}
+
+
+class ProtocolError(ValueError):
+    """A request that does not fit the protocol or the model: a 400 with this message."""
+
+
+def wire_datatype(info: TensorInfo) -> str:
+    """What clients send/receive for a tensor: real values (FP32) for quantized tensors."""
+    if info.quantized:
+        return "FP32"
+    return _BY_DTYPE.get(info.dtype, "FP32")
+
+
+def tensor_metadata(info: TensorInfo) -> dict:
+    return {"name": info.name, "datatype": wire_datatype(info), "shape": [-1 if d is None else d for d in info.shape]}
+
+
+def decode_inputs(body: Any, inputs: list[TensorInfo]) -> list[np.ndarray]:
+    if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
+        raise ProtocolError('expected a JSON object with an "inputs" list')
+    given = {}
+    for i, tensor in enumerate(body["inputs"]):
+        if not isinstance(tensor, dict) or not all(k in tensor for k in ("name", "shape", "datatype", "data")):
+            raise ProtocolError(f'inputs[{i}] needs "name", "shape", "datatype" and "data"')
+        given[tensor["name"]] = tensor
+    missing = [t.name for t in inputs if t.name not in given]
+    if missing:
+        raise ProtocolError(f"missing input(s) {missing}; the model takes {[t.name for t in inputs]}, "
+                            f"got {list(given)}")
+    return [_decode_one(given[t.name], t) for t in inputs]
+
+
+def _decode_one(tensor: dict, info: TensorInfo) -> np.ndarray:
+    expected_type = wire_datatype(info)
+    if tensor["datatype"] != expected_type:
+        raise ProtocolError(f"input {info.name!r}: expected datatype {expected_type}, got {tensor['datatype']!r}")
+    shape = tensor["shape"]
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise ProtocolError(f"input {info.name!r}: shape must be a list of non-negative integers, got {shape!r}")
+    want = [-1 if d is None else d for d in info.shape]
+    if len(shape) != len(want) or any(w != -1 and w != g for w, g in zip(want, shape)):
+        raise ProtocolError(f"input {info.name!r}: expected shape {want}, got {shape}")
+    try:
+        data = np.asarray(tensor["data"], dtype=DATATYPES[expected_type])
+    except (TypeError, ValueError) as e:
+        raise ProtocolError(f"input {info.name!r}: data must be {expected_type} numbers ({e})") from None
+    if data.size != int(np.prod(shape)):
+        raise ProtocolError(f"input {info.name!r}: shape {shape} needs {int(np.prod(shape))} values, got {data.size}")
+    return data.reshape(shape)
+
+
+def encode_outputs(names: list[str], arrays: list[np.ndarray], requested: list[str] | None) -> list[dict]:
+    chosen = [(n, a) for n, a in zip(names, arrays) if requested is None or n in requested]
+    return [{"name": n, "shape": list(a.shape), "datatype": _BY_DTYPE.get(a.dtype.name, "FP32"),
+             "data": a.ravel().tolist()} for n, a in chosen]
+
+
+def requested_outputs(body: dict, names: list[str]) -> list[str] | None:
+    outputs = body.get("outputs")
+    if outputs is None:
+        return None
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) and "name" in o for o in outputs):
+        raise ProtocolError('"outputs" must be a list of {"name": ...}')
+    unknown = [o["name"] for o in outputs if o["name"] not in names]
+    if unknown:
+        raise ProtocolError(f"unknown output(s) {unknown}; the model has {names}")
+    return [o["name"] for o in outputs]
