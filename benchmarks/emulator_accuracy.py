@@ -21,6 +21,7 @@ share one extra global factor, legacy_runtime_factor: those kernels were slower 
 from __future__ import annotations
 
 import argparse
+import functools
 import csv
 import json
 import math
@@ -107,16 +108,23 @@ def to_params(vector, core_names, fixed) -> tuple[dict, dict]:
 def predict(rows, graphs, params, core_eff):
     import edgekit.emulator as emu
 
+    default = _median(core_eff)
     out = []
     for r in rows:
-        device = emu.load_device(r["profile"])
+        base = _device(r["profile"])
         clusters = tuple(emu.Cluster(c.count, emu.CoreType(c.core.name, c.core.fp32_macs_per_cycle, c.core.dotprod,
-                                                           core_eff.get(c.core.name, _median(core_eff)), True),
-                                     c.clock_ghz) for c in device.clusters)
-        device = emu.Device(device.name, device.description, clusters, device.dram_bw_gbs, device.ram_mb, device.source)
-        est = emu.estimate(graphs[(r["model"], r["precision"])], device, r["n_threads"], r["legacy"], params)
-        out.append(est.estimate_ms)
+                                                           core_eff.get(c.core.name, default), True), c.clock_ghz)
+                         for c in base.clusters)
+        device = emu.Device(base.name, base.description, clusters, base.dram_bw_gbs, base.ram_mb, base.source)
+        out.append(emu.latency_ms(graphs[(r["model"], r["precision"])], device, r["n_threads"], r["legacy"], params))
     return np.array(out)
+
+
+@functools.lru_cache(maxsize=None)
+def _device(name: str):
+    import edgekit.emulator as emu
+
+    return emu.load_device(name)
 
 
 def _median(d: dict) -> float:
@@ -126,9 +134,7 @@ def _median(d: dict) -> float:
 def fit(rows, graphs, fixed):
     from scipy.optimize import least_squares
 
-    import edgekit.emulator as emu
-
-    core_names = sorted({c.core.name for r in rows for c in emu.load_device(r["profile"]).clusters})
+    core_names = sorted({c.core.name for r in rows for c in _device(r["profile"]).fastest(r["n_threads"])})
     x0 = [v for _, v, _, _ in GLOBALS] + [0.3] * len(core_names)
     lo = [v for _, _, v, _ in GLOBALS] + [0.01] * len(core_names)
     hi = [v for _, _, _, v in GLOBALS] + [2.0] * len(core_names)
@@ -139,10 +145,7 @@ def fit(rows, graphs, fixed):
         return np.log(predict(rows, graphs, params, eff)) - target
 
     result = least_squares(residuals, x0, bounds=(lo, hi), x_scale="jac", max_nfev=400)
-    params, eff = to_params(result.x, core_names, fixed)
-    used = {r["profile"] for r in rows}  # keep only core types some fitted device exercises
-    active = {c.core.name for d in used for c in emu.load_device(d).fastest(max(r["n_threads"] for r in rows))}
-    return params, {k: v for k, v in eff.items() if k in active}
+    return to_params(result.x, core_names, fixed)
 
 
 def main() -> None:

@@ -166,16 +166,31 @@ def op_seconds(op: Op, cores: list[Cluster], device: Device, p: dict) -> tuple[f
     return max(compute, memory) + overhead, bound
 
 
-def estimate(graph: Graph, device: Device, threads: int, legacy_runtime: bool = False,
-             params: dict | None = None) -> Estimate:
+def check_threads(device: Device, threads: int) -> None:
     if threads < 1 or threads > device.cores:
         raise InputError(f"--threads expects 1..{device.cores} for {device.name} ({device.cores} cores), got {threads}")
-    p = params or calibration()["params"]
+
+
+def op_estimates(graph: Graph, device: Device, threads: int, params: dict) -> list[OpEstimate]:
     cores = device.fastest(threads)
-    ops = []
+    out = []
     for op in graph.ops:
-        seconds, bound = op_seconds(op, cores, device, p)
-        ops.append(OpEstimate(op.index, op.type, op.precision, seconds * 1e3, bound))
+        seconds, bound = op_seconds(op, cores, device, params)
+        out.append(OpEstimate(op.index, op.type, op.precision, seconds * 1e3, bound))
+    return out
+
+
+def latency_ms(graph: Graph, device: Device, threads: int, legacy_runtime: bool, params: dict) -> float:
+    """The point estimate alone (what the calibration fit evaluates thousands of times)."""
+    total = sum(o.ms for o in op_estimates(graph, device, threads, params))
+    return total * (params["legacy_runtime_factor"] if legacy_runtime else 1.0)
+
+
+def estimate(graph: Graph, device: Device, threads: int, legacy_runtime: bool = False,
+             params: dict | None = None) -> Estimate:
+    check_threads(device, threads)
+    p = params or calibration()["params"]
+    ops = op_estimates(graph, device, threads, p)
     total = sum(o.ms for o in ops) * (p["legacy_runtime_factor"] if legacy_runtime else 1.0)
     band = calibration().get("error_band_log", {"low": -0.4, "high": 0.4})
     memory = memory_mb(graph)
