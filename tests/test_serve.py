@@ -46,6 +46,7 @@ class Server:
                 time.sleep(0.1)
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.proc.stderr.read()}")
+        self.proc.kill()  # never leave a stray server behind a failed test
         raise RuntimeError("server did not become ready in 60 s")
 
     def request(self, method, path, body=None, headers=None, key=KEY):

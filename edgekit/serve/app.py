@@ -59,18 +59,28 @@ def create_app(models: dict[str, Model], config: ServerConfig) -> Starlette:
             raise HTTPError(404, f"unknown model {name!r}; serving {sorted(models)}")
         return models[name]
 
-    async def read_body(request: Request) -> bytes:
+    async def read_body(request: Request) -> bytes | bytearray:
+        """The whole body, within the size limit. With a Content-Length the chunks land in one
+        preallocated buffer: a 600 KB tensor is copied once, not gathered and joined."""
+        declared = request.headers.get("content-length")
+        expected = int(declared) if declared and declared.isdigit() else None
+        buffer = bytearray(expected) if expected is not None else None
         chunks, size = [], 0
         try:
             async for chunk in request.stream():
-                size += len(chunk)
-                if size > config.max_body_bytes:
+                if size + len(chunk) > config.max_body_bytes:
                     raise HTTPError(413, f"request body over the {config.max_body_bytes} byte limit "
                                          "(--max-body-mb)")
-                chunks.append(chunk)
+                if buffer is not None and size + len(chunk) <= expected:
+                    buffer[size:size + len(chunk)] = chunk
+                else:
+                    chunks.append(chunk)
+                size += len(chunk)
         except ClientDisconnect:
             raise HTTPError(400, "client disconnected before sending the whole body") from None
-        return b"".join(chunks)
+        if buffer is not None and not chunks and size == expected:
+            return buffer
+        return (bytes(buffer[:min(size, expected)]) if buffer is not None else b"") + b"".join(chunks)
 
     async def run_model(name: str, arrays: list[np.ndarray]) -> list[np.ndarray]:
         if name in batchers:
@@ -285,16 +295,18 @@ async def _send_json(send, status: int, body: dict, extra: dict | None = None) -
 
 # -- the v2 binary tensor extension ------------------------------------------------------------
 
-def _split_binary(raw: bytes, header_len: str | None) -> tuple[bytes, bytes | None]:
+def _split_binary(raw, header_len: str | None):
+    """(JSON header bytes, binary section as a zero-copy memoryview or None)."""
     if header_len is None:
         return raw, None
     if not header_len.isdigit() or int(header_len) > len(raw):
         raise HTTPError(400, f"Inference-Header-Content-Length {header_len!r} does not fit a {len(raw)}-byte body")
     n = int(header_len)
-    return raw[:n], raw[n:]
+    view = memoryview(raw)
+    return bytes(view[:n]), view[n:]
 
 
-def _inline_binary_inputs(payload, binary: bytes, model: Model):
+def _inline_binary_inputs(payload, binary: memoryview, model: Model):
     """Replace inputs sent as binary_data_size with arrays read from the binary section (in order)."""
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
         return payload
