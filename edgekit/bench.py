@@ -81,7 +81,7 @@ def load_input_file(path: Path, model: Model) -> list[np.ndarray]:
         arrays = [data] if isinstance(data, np.ndarray) else [data[t.name] if t.name in data else data[k]
                                                               for t, k in zip(model.inputs, data.files)]
         return [a if a.ndim == len(t.shape) else a[None] for a, t in zip(arrays, model.inputs)]
-    return model._coerce(path, model._default)  # an image: the manifest's preprocessing
+    return model.to_arrays(path)  # an image: the manifest's preprocessing
 
 
 def run_bench(path: str | Path, threads: int | None = None, runs: int | None = None, duration_s: float | None = None,

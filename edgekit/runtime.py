@@ -8,12 +8,11 @@ not re-entrant), so a Model can be shared by threads.
 """
 from __future__ import annotations
 
-import io
 import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -21,6 +20,7 @@ from .backends import interpreter_class
 from .errors import ArtifactError, InputError
 from .integrity import verify_tflite
 from .manifest import Manifest, TensorInfo
+from .predictor import Predictor
 from .preprocess import ImageSpec
 from .tflite_file import read_bytes, read_manifest
 
@@ -95,8 +95,8 @@ class _Binding:
         self.out_codecs = [_Codec(t) for t in self.outputs]
 
 
-class Model:
-    """A loaded artifact. Build once; call `predict`/`run` from any thread."""
+class Model(Predictor):
+    """A loaded .tflite artifact. Build once; call `predict`/`run` from any thread."""
 
     def __init__(self, data: bytes, origin: str = "model", threads: int | None = None, backend: str = "auto",
                  labels: Sequence[str] | None = None, preprocessing: ImageSpec | None = None,
@@ -162,6 +162,12 @@ class Model:
     def signatures(self) -> list[str]:
         return [k for k in self._bindings if k is not None]
 
+    def signature_inputs(self, signature: str | None) -> list[TensorInfo]:
+        return self._binding(signature).inputs
+
+    def signature_outputs(self, signature: str | None) -> list[TensorInfo]:
+        return self._binding(signature).outputs
+
     @property
     def inputs(self) -> list[TensorInfo]:
         return self._default.inputs
@@ -201,94 +207,6 @@ class Model:
                 codec.encode(a, out=it.tensor(index)())
             it.invoke()
             return [it.get_tensor(index) for index in b.output_index]
-
-    def predict(self, x: Any, signature: str | None = None) -> np.ndarray | dict[str, np.ndarray]:
-        """x: an array (one sample or a batch), a PIL image, an image path or bytes, a list of
-        those in input order, or a dict by input name. Returns the output (batch first), or a
-        dict by output name for multi-output models."""
-        b = self._binding(signature)
-        outs = self.run(self._coerce(x, b), signature)
-        return outs[0] if len(outs) == 1 else {t.name: o for o, t in zip(outs, b.outputs)}
-
-    def classify(self, x: Any, top_k: int = 5) -> list[list[tuple[str, float]]]:
-        """Top-k (label, score) per sample from the first output; labels from the manifest."""
-        scores = self.run(self._coerce(x, self._default))[0]
-        if scores.ndim != 2:
-            raise InputError(f"classify expects a (batch, classes) output, {self.origin} gives {scores.shape}")
-        return [self.top_k(row, top_k) for row in scores]
-
-    def top_k(self, row: np.ndarray, k: int = 5) -> list[tuple[str, float]]:
-        order = np.argsort(-row, kind="stable")[:k]
-        labels = self.labels if self.labels and len(self.labels) == row.shape[0] else None
-        return [(labels[i] if labels else str(int(i)), float(row[i])) for i in order]
-
-    def predict_batch(self, items: Iterable[Any], batch_size: int = 32) -> list:
-        """Per-sample results (batch dimension removed) for an iterable of samples. Uses a real
-        batch dimension when the model allows resizing it, a loop otherwise."""
-        if batch_size < 1:
-            raise InputError(f"batch_size expects a positive number, got {batch_size}")
-        results: list = []
-        chunk: list = []
-        for item in items:
-            chunk.append(self._coerce(item, self._default))
-            if len(chunk) == batch_size:
-                results.extend(self._run_chunk(chunk))
-                chunk = []
-        if chunk:
-            results.extend(self._run_chunk(chunk))
-        return results
-
-    def _run_chunk(self, samples: list[list[np.ndarray]]) -> list:
-        names = [t.name for t in self.outputs]
-        if self.resizable_batch:
-            stacked = [np.concatenate([s[k] for s in samples]) for k in range(len(self.inputs))]
-            outs = self.run(stacked)
-            per_sample = [[o[i] for o in outs] for i in range(len(samples))]
-        else:
-            per_sample = [[o[0] for o in self.run(s)] for s in samples]
-        return [p[0] if len(p) == 1 else dict(zip(names, p)) for p in per_sample]
-
-    # -- input coercion -----------------------------------------------------------------------
-    def _coerce(self, x: Any, b: _Binding) -> list[np.ndarray]:
-        if isinstance(x, dict):
-            missing = [t.name for t in b.inputs if t.name not in x]
-            if missing:
-                raise InputError(f"expected inputs named {[t.name for t in b.inputs]}, missing {missing}")
-            return [self._one(x[t.name], t) for t in b.inputs]
-        if isinstance(x, (list, tuple)):
-            if len(x) != len(b.inputs):
-                raise InputError(f"a list is one value per input: {self.origin} has {len(b.inputs)} inputs "
-                                 f"({', '.join(t.name for t in b.inputs)}), got {len(x)} values; "
-                                 "for many samples use predict_batch")
-            return [self._one(v, t) for v, t in zip(x, b.inputs)]
-        if len(b.inputs) != 1:
-            raise InputError(f"{self.origin} has {len(b.inputs)} inputs; pass a list or a dict by input name")
-        return [self._one(x, b.inputs[0])]
-
-    def _one(self, value: Any, info: TensorInfo) -> np.ndarray:
-        if not isinstance(value, np.ndarray) and _is_image(value):
-            return self._image(value, info)[None]
-        array = np.asarray(value)
-        if array.ndim == len(info.shape) - 1:  # one sample without its batch dimension
-            array = array[None]
-        return array
-
-    def _image(self, value: Any, info: TensorInfo) -> np.ndarray:
-        if self.preprocessing is not None:
-            return self.preprocessing.load(value)
-        if info.dtype == "uint8" and len(info.shape) == 4 and info.shape[-1] in (1, 3):
-            # TFLite convention for uint8 image models: raw pixels are the input codes.
-            raw = ImageSpec(info.shape[1], info.shape[2], info.shape[-1]).load(value)
-            return dequantize(raw.astype(np.uint8), info) if info.quantized else raw
-        raise InputError(f"{self.origin} has no preprocessing in its manifest, so edgekit cannot turn an image "
-                         f"into input {info.name!r}; pass preprocessing=ImageSpec(...) to edgekit.load or give arrays")
-
-
-def _is_image(value: Any) -> bool:
-    if isinstance(value, (bytes, bytearray, str, Path, io.IOBase)):
-        return True
-    return type(value).__module__.startswith("PIL.")
-
 
 def _checked(x: np.ndarray, info: TensorInfo) -> np.ndarray:
     if x.dtype.kind not in "biuf":

@@ -168,7 +168,7 @@ def create_app(models: dict[str, Model], config: ServerConfig) -> Starlette:
             raise HTTPError(400, "expected an image in the body (raw bytes or multipart field \"file\"), got nothing")
         start = time.perf_counter()
         try:
-            arrays = model._coerce(image, model._default)
+            arrays = model.to_arrays(image)
         except EdgekitError as e:
             raise HTTPError(400, str(e)) from None
         try:

@@ -1,0 +1,133 @@
+"""Execute a saved Core ML ML program with numpy, op by op.
+
+The program is read from the package on disk (what ships, not an in-memory object): constants
+and compile-time ops (constexpr_*: dequantize, palette lookup, sparse-to-dense) are evaluated
+once at load, like the Core ML runtime does; every other op runs per call in program order.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._deps import require
+from ..errors import ArtifactError
+from .ops import OPS
+
+_NUMPY = {"fp16": np.float16, "fp32": np.float32, "fp64": np.float64, "int32": np.int32, "int16": np.int16,
+          "int8": np.int8, "uint8": np.uint8, "bool": np.bool_}
+
+
+@dataclass
+class _Step:
+    op_type: str
+    name: str
+    args: dict           # param -> ("var", name) | ("vars", [names]) | ("value", python/numpy value)
+    outputs: list[str]
+    dtypes: list[str | None]
+
+
+def _dtype_name(var) -> str | None:
+    dtype = getattr(var, "dtype", None)
+    return getattr(dtype, "__name__", None)
+
+
+def load_spec_and_program(path: Path):
+    """(MLModel without compiling, its spec, the MIL program) — works on Linux."""
+    ct = require("coremltools", "reading Core ML packages")
+    from coremltools.converters.mil.frontend.milproto.load import load as mil_load
+
+    if not (path / "Manifest.json").exists():
+        raise ArtifactError(f"expected an .mlpackage folder with Manifest.json, got {str(path)!r}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            model = ct.models.MLModel(str(path), skip_model_load=True)
+            spec = model.get_spec()
+        except Exception as e:
+            raise ArtifactError(f"{path.name} is not a readable Core ML package ({type(e).__name__}: {e})") from e
+        if spec.WhichOneof("Type") != "mlProgram":
+            raise ArtifactError(f"{path.name} is a {spec.WhichOneof('Type')} model; the executor runs ML programs "
+                                "(convert with convert_to='mlprogram')")
+        try:
+            program = mil_load(spec, spec.specificationVersion, model.weights_dir)
+        except Exception as e:
+            raise ArtifactError(f"{path.name}: its ML program cannot be loaded ({type(e).__name__}: {e})") from e
+    return model, spec, program
+
+
+class ProgramExecutor:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.model, self.spec, program = load_spec_and_program(self.path)
+        fn = program.functions["main"]
+        self.input_names = list(fn.inputs)
+        self.input_shapes = {n: tuple(int(d) for d in v.shape) for n, v in fn.inputs.items()}
+        self.input_dtypes = {n: _dtype_name(v) for n, v in fn.inputs.items()}
+        self.output_names = [v.name for v in fn.outputs]
+        self.constants: dict[str, Any] = {}
+        self.steps: list[_Step] = []
+        unknown = sorted({op.op_type for op in fn.operations if op.op_type != "const" and op.op_type not in OPS})
+        if unknown:
+            raise ArtifactError(f"{self.path.name} uses Core ML op(s) {', '.join(unknown)} that edgekit's executor "
+                                "does not implement; run it on macOS, or report the op")
+        for op in fn.operations:
+            if op.op_type == "const":
+                self.constants[op.outputs[0].name] = op.outputs[0].val
+                continue
+            step = _Step(op.op_type, op.name, {k: self._arg(v) for k, v in op.inputs.items()},
+                         [v.name for v in op.outputs], [_dtype_name(v) for v in op.outputs])
+            if op.op_type.startswith("constexpr_"):
+                self._execute(step, self.constants)  # compile-time: decompress once
+            else:
+                self.steps.append(step)
+
+    def _arg(self, value) -> tuple:
+        if isinstance(value, (list, tuple)):
+            return ("vars", [v.name for v in value])
+        if value.op is None or value.op.op_type not in ("const",) or value.val is None:
+            return ("var", value.name)
+        return ("value", value.val)
+
+    def _execute(self, step: _Step, env: dict) -> None:
+        args = {}
+        for param, (kind, ref) in step.args.items():
+            if kind == "var":
+                args[param] = env[ref] if ref in env else self.constants[ref]
+            elif kind == "vars":
+                args[param] = [env[r] if r in env else self.constants[r] for r in ref]
+            else:
+                args[param] = ref
+        try:
+            result = OPS[step.op_type](**args)
+        except Exception as e:
+            raise ArtifactError(f"{self.path.name}: op {step.op_type} {step.name!r} failed: {type(e).__name__}: {e}") from e
+        results = result if len(step.outputs) > 1 else (result,)
+        for name, dtype, value in zip(step.outputs, step.dtypes, results):
+            if isinstance(value, np.ndarray) and dtype in _NUMPY and value.dtype != _NUMPY[dtype]:
+                value = value.astype(_NUMPY[dtype])  # round to the program's declared precision
+            env[name] = value
+
+    def run(self, feeds: dict[str, np.ndarray], keep: bool = False) -> dict[str, Any]:
+        """Execute once. feeds: program input name -> array of the program's input shape.
+        keep=True returns every intermediate value too (for op-by-op checks)."""
+        env: dict[str, Any] = {}
+        for name in self.input_names:
+            if name not in feeds:
+                raise ArtifactError(f"{self.path.name} expects input {name!r}; got {sorted(feeds)}")
+            value = np.asarray(feeds[name])
+            if value.shape != self.input_shapes[name]:
+                raise ArtifactError(f"{self.path.name} input {name!r} expects shape {self.input_shapes[name]}, "
+                                    f"got {value.shape}")
+            env[name] = value.astype(_NUMPY.get(self.input_dtypes[name], np.float32))
+        for step in self.steps:
+            self._execute(step, env)
+        return env if keep else {name: env[name] for name in self.output_names}
+
+
+def on_macos_with_coreml() -> bool:
+    return os.uname().sysname == "Darwin"
