@@ -7,8 +7,11 @@ JSON manifest. Outputs are checked for collisions before any slow work starts.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import platform
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -21,11 +24,11 @@ import edgekit
 from edgekit._deps import require
 from edgekit.dataset import Dataset, load_dataset
 from edgekit.errors import ArtifactError, ConversionError, InputError
-from edgekit.fileio import atomic_write_bytes, atomic_write_text, check_writable
-from edgekit.manifest import Manifest
+from edgekit.fileio import atomic_write_bytes, atomic_write_text, check_writable, replace_dir
+from edgekit.manifest import Manifest, TensorInfo
 from edgekit.parity import looks_like_probabilities, parity_report
 from edgekit.preprocess import ImageSpec
-from edgekit.recipes import TFLITE, Recipe
+from edgekit.recipes import COREML, TFLITE, Recipe
 from edgekit.runtime import Model
 from edgekit.tflite_file import embed_manifest
 
@@ -33,7 +36,7 @@ from . import tflite as tflite_converter
 from edgekit.native_output import captured_native_output
 from .sources import SourceModel, load_source, source_kind
 
-SUFFIX = {TFLITE: ".tflite"}
+SUFFIX = {TFLITE: ".tflite", COREML: ".mlpackage"}
 VALIDATION_CAP = 500       # more validation samples add time, not information, for parity
 SYNTHETIC_SAMPLES = 32
 RUN_BATCH = 32
@@ -52,6 +55,7 @@ class ConvertOptions:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     io: str = "int8"
+    ios: int = 16
     keep_float: tuple[str, ...] = ()
     explain_errors: bool = True
     force: bool = False
@@ -97,6 +101,12 @@ class ConvertResult:
                 "artifacts": [a.to_dict() for a in self.artifacts]}
 
 
+def manifest_path_for(artifact: Path) -> Path:
+    """The manifest beside an artifact: digits_int8.tflite -> digits_int8.tflite.json (distinct for
+    the .tflite and .mlpackage of the same recipe)."""
+    return artifact.with_name(artifact.name + ".json")
+
+
 def artifact_path(opts: ConvertOptions, fmt: str, recipe: str) -> Path:
     return opts.out_dir / f"{opts.model.name.split('.')[0] or 'model'}_{recipe}{SUFFIX[fmt]}"
 
@@ -108,8 +118,9 @@ def convert(opts: ConvertOptions, progress: Callable[[str], None] = lambda msg: 
                          f"available: {', '.join(SUFFIX)}")
     if opts.calibration_samples < 1:
         raise InputError(f"--calibration-samples expects a positive number, got {opts.calibration_samples}")
-    targets = [(fmt, r.name, artifact_path(opts, fmt, r.name)) for fmt in opts.formats for r in opts.recipes]
-    check_writable([p for _, _, p in targets] + [p.with_suffix(".json") for _, _, p in targets], opts.force)
+    targets = [(fmt, r.name, artifact_path(opts, fmt, r.name)) for fmt in opts.formats for r in opts.recipes
+               if r.supports(fmt)]
+    check_writable([p for _, _, p in targets] + [manifest_path_for(p) for _, _, p in targets], opts.force)
     labels = _read_labels(opts.labels)
     source_kind(opts.model)
 
@@ -124,12 +135,12 @@ def convert(opts: ConvertOptions, progress: Callable[[str], None] = lambda msg: 
         progress(f"source model on {len(validation)} validation inputs")
         with captured_native_output():
             reference = source.predict(validation.arrays)
+        job = _Job(source, opts, spec, labels, calibration, validation, reference, notes, progress)
         results = []
         for i, (fmt, recipe, path) in enumerate(targets, 1):
             progress(f"[{i}/{len(targets)}] {fmt} {recipe}: converting")
             try:
-                results.append(_build_one(source, fmt, recipe, path, opts, spec, labels, calibration, validation,
-                                          reference, notes, progress))
+                results.append(_build_one(job, fmt, recipe, path))
             except (ConversionError, ArtifactError) as e:
                 # One recipe failing must not cost the user the others: record it, carry on,
                 # and let the caller turn it into a non-zero exit.
@@ -142,42 +153,133 @@ def convert(opts: ConvertOptions, progress: Callable[[str], None] = lambda msg: 
         source.close()
 
 
-def _build_one(source: SourceModel, fmt: str, recipe: str, path: Path, opts: ConvertOptions, spec, labels,
-               calibration: Dataset | None, validation: Dataset, reference, notes: str, progress) -> ArtifactResult:
+@dataclass
+class _Job:
+    """What every artifact of one convert run shares."""
+    source: SourceModel
+    opts: ConvertOptions
+    spec: ImageSpec | None
+    labels: list[str] | None
+    calibration: Dataset | None
+    validation: Dataset
+    reference: list[np.ndarray]
+    notes: str
+    progress: Callable[[str], None]
+
+    def parity(self, outputs: list[np.ndarray]) -> dict:
+        names = self.source.output_names
+        return parity_report(names, self.reference, outputs, len(self.validation), self.notes,
+                             _classifier_outputs(names, self.reference, self.labels))
+
+    def manifest(self, fmt: str, recipe: str, inputs, outputs, parity: dict) -> Manifest:
+        manifest = Manifest(
+            format=fmt, recipe=recipe, inputs=inputs, outputs=outputs,
+            preprocessing=self.spec.to_dict() if self.spec else None, labels=self.labels, parity=parity,
+            source={"file": self.opts.model.name, "kind": self.source.kind, "sha256": self.source.sha256()},
+            calibration=(_dataset_info(self.calibration)
+                         if self.calibration is not None and recipe in ("int8", "int16x8") else None),
+            versions=_versions(), created_utc=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat())
+        if self.opts.keep_float and recipe == "int8":
+            manifest.source["keep_float"] = list(self.opts.keep_float)
+        if fmt == COREML:
+            manifest.source["ios"] = self.opts.ios
+        return manifest
+
+
+def _build_one(job: _Job, fmt: str, recipe: str, path: Path) -> ArtifactResult:
+    return (_build_tflite if fmt == TFLITE else _build_coreml)(job, recipe, path)
+
+
+def _build_tflite(job: _Job, recipe: str, path: Path) -> ArtifactResult:
+    opts = job.opts
     start = time.perf_counter()
     with captured_native_output():
-        model_bytes = tflite_converter.convert(source, recipe, calibration, io=opts.io if recipe == "int8" else "float",
+        model_bytes = tflite_converter.convert(job.source, recipe, job.calibration,
+                                               io=opts.io if recipe == "int8" else "float",
                                                keep_float=opts.keep_float if recipe == "int8" else ())
     seconds = time.perf_counter() - start
-    progress(f"    converted in {seconds:.1f}s; checking parity on {len(validation)} inputs")
+    job.progress(f"    converted in {seconds:.1f}s; checking parity on {len(job.validation)} inputs")
     try:
         with captured_native_output():
             artifact = Model(model_bytes, origin=path.name)
     except ArtifactError as e:
         raise ConversionError(f"the {recipe} artifact was produced but LiteRT refuses to run it ({e}); "
                               "try another recipe (int8 or int8-weights)") from e
-    outputs = _run_batched(artifact, validation.arrays)
-    parity = parity_report(source.output_names, reference, outputs, len(validation), notes,
-                           _classifier_outputs(source.output_names, reference, labels))
+    parity = job.parity(_run_batched(artifact, job.validation.arrays))
     error_layers = []
-    if recipe == "int8" and opts.explain_errors and calibration is not None:
-        progress("    ranking layers by quantization error")
+    if recipe == "int8" and opts.explain_errors and job.calibration is not None:
+        job.progress("    ranking layers by quantization error")
         tf = require("tensorflow", "quantization error analysis")
         with captured_native_output():
-            error_layers = _explain(tf, source, calibration)
-    manifest = Manifest(
-        format=fmt, recipe=recipe, inputs=artifact.inputs, outputs=artifact.outputs,
-        preprocessing=spec.to_dict() if spec else None, labels=labels, parity=parity,
-        source={"file": opts.model.name, "kind": source.kind, "sha256": source.sha256()},
-        calibration=_dataset_info(calibration) if calibration is not None and recipe in ("int8", "int16x8") else None,
-        versions=_versions(), created_utc=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat())
-    if opts.keep_float and recipe == "int8":
-        manifest.source["keep_float"] = list(opts.keep_float)
+            error_layers = _explain(tf, job.source, job.calibration)
+    manifest = job.manifest(TFLITE, recipe, artifact.inputs, artifact.outputs, parity)
     final_bytes = embed_manifest(model_bytes, manifest.to_json())
     atomic_write_bytes(path, final_bytes)
-    manifest_path = path.with_suffix(".json")
+    manifest_path = manifest_path_for(path)
     atomic_write_text(manifest_path, manifest.to_json())
-    return ArtifactResult(path, fmt, recipe, len(final_bytes), seconds, parity, manifest_path, error_layers)
+    return ArtifactResult(path, TFLITE, recipe, len(final_bytes), seconds, parity, manifest_path, error_layers)
+
+
+def _build_coreml(job: _Job, recipe: str, path: Path) -> ArtifactResult:
+    """Convert, save to a staging folder, execute *the saved package* for parity, then save again
+    with the manifest in its metadata and move it into place (an .mlpackage is a folder: it
+    appears whole or not at all)."""
+    from edgekit.coreml.model import MANIFEST_KEY, CoreMLModel
+
+    from . import coreml as coreml_converter
+
+    start = time.perf_counter()
+    with captured_native_output():
+        mlmodel = coreml_converter.convert(job.source, recipe, job.spec, job.labels, ios=job.opts.ios)
+    seconds = time.perf_counter() - start
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        checked = staging / "checked.mlpackage"
+        with captured_native_output():
+            mlmodel.save(str(checked))
+        job.progress(f"    converted in {seconds:.1f}s; executing the saved package on {len(job.validation)} inputs")
+        executed = CoreMLModel(checked, native=False, preprocessing=job.spec)
+        parity = job.parity(_run_batched(executed, job.validation.arrays))
+        outputs = [TensorInfo(n, (None,) + tuple(r.shape[1:]), "float32")
+                   for n, r in zip(job.source.output_names, job.reference)]
+        manifest = job.manifest(COREML, recipe, job.source.inputs, outputs, parity)
+        _describe_coreml(mlmodel, job, manifest)
+        mlmodel.user_defined_metadata[MANIFEST_KEY] = manifest.to_json()
+        final = staging / path.name
+        with captured_native_output():
+            mlmodel.save(str(final))
+        if _weights_digest(final) != _weights_digest(checked):
+            raise ConversionError(f"{path.name}: re-saving with metadata changed the weights; not writing it")
+        replace_dir(final, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    manifest_path = manifest_path_for(path)
+    atomic_write_text(manifest_path, manifest.to_json())
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return ArtifactResult(path, COREML, recipe, size, seconds, parity, manifest_path)
+
+
+def _describe_coreml(mlmodel, job: _Job, manifest: Manifest) -> None:
+    """Descriptions Xcode shows in the generated class."""
+    mlmodel.short_description = (f"{job.opts.model.name.split('.')[0]} ({manifest.recipe}), converted by edgekit "
+                                 f"{edgekit.__version__}; parity cosine {manifest.parity['cosine']:.6f}")
+    mlmodel.version = edgekit.__version__
+    spec = job.spec
+    for name in mlmodel.input_description:
+        if spec is not None:
+            mlmodel.input_description[name] = (f"{spec.width}x{spec.height} {'grayscale' if spec.channels == 1 else 'RGB'}"
+                                               f" image; normalized as (pixel - {list(spec.mean)}) / {list(spec.std)}")
+    for name in mlmodel.output_description:
+        mlmodel.output_description[name] = ("most likely class label" if name == "classLabel"
+                                            else "class probabilities" if name.endswith("_probs") else "model output")
+
+
+def _weights_digest(package: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted((package / "Data").rglob("*")):
+        if f.is_file() and f.suffix == ".bin":
+            h.update(f.read_bytes())
+    return h.hexdigest()
 
 
 def _classifier_outputs(names: list[str], reference: list[np.ndarray], labels) -> list[str]:

@@ -56,7 +56,8 @@ def _progress(message: str) -> None:
 
 @main.command()
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--to", "to", default="tflite", show_default=True, help="Target format(s), comma-separated: tflite.")
+@click.option("--to", "to", default="tflite", show_default=True,
+              help="Target format(s), comma-separated: tflite, coreml.")
 @click.option("--quantize", "-q", default="fp32,fp16,int8-weights", show_default=True,
               help="Recipes, comma-separated (see `edgekit recipes`).")
 @click.option("--calibration", type=click.Path(path_type=Path), help="Folder of images or .npy/.npz of tensors.")
@@ -67,6 +68,8 @@ def _progress(message: str) -> None:
 @click.option("--std", help="Normalization std, one value or one per channel.")
 @click.option("--io", default="int8", show_default=True, type=click.Choice(["float", "int8", "uint8"]),
               help="Input/output type of the full-integer int8 recipe.")
+@click.option("--ios", default=16, show_default=True, type=click.Choice(["16", "17", "18"]),
+              help="Core ML minimum deployment target.")
 @click.option("--keep-float", default="", help="int8: layers (Keras names) or op types to leave in float.")
 @click.option("--explain/--no-explain", default=True, show_default=True,
               help="int8: rank layers by quantization error.")
@@ -74,7 +77,7 @@ def _progress(message: str) -> None:
               show_default=True, help="Output folder.")
 @click.option("--report", type=click.Path(path_type=Path), help="Also write the summary as JSON here.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
-def convert(model, to, quantize, calibration, calibration_samples, validate, labels, mean, std, io, keep_float,
+def convert(model, to, quantize, calibration, calibration_samples, validate, labels, mean, std, io, ios, keep_float,
             explain, out_dir, report, force):
     """Convert MODEL (.keras, .h5 or SavedModel folder) into verified edge artifacts."""
     from .preprocess import parse_floats
@@ -89,7 +92,7 @@ def convert(model, to, quantize, calibration, calibration_samples, validate, lab
     opts = ConvertOptions(
         model=model, formats=tuple(formats), recipes=tuple(recipes), out_dir=out_dir, calibration=calibration,
         validate=validate, calibration_samples=calibration_samples, labels=labels,
-        mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"), io=io,
+        mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"), io=io, ios=int(ios),
         keep_float=tuple(k.strip() for k in keep_float.split(",") if k.strip()), explain_errors=explain, force=force)
     start = time.perf_counter()
     result = run_convert(opts, progress=_progress)
@@ -108,7 +111,7 @@ def _pct(value: float | None) -> str:
 
 
 def format_convert_summary(result) -> str:
-    fp32 = next((a.size_bytes for a in result.artifacts if a.recipe == "fp32" and not a.error), None)
+    fp32 = {a.format: a.size_bytes for a in result.artifacts if a.recipe == "fp32" and not a.error}
     rows = []
     for a in result.artifacts:
         if a.error:
@@ -116,7 +119,7 @@ def format_convert_summary(result) -> str:
             continue
         p = a.parity
         rows.append([a.format, a.recipe, human_size(a.size_bytes),
-                     f"{a.size_bytes / fp32:.2f}x" if fp32 else "-", f"{p['cosine']:.6f}", f"{p['snr_db']:.1f}",
+                     f"{a.size_bytes / fp32[a.format]:.2f}x" if a.format in fp32 else "-", f"{p['cosine']:.6f}", f"{p['snr_db']:.1f}",
                      f"{p['max_abs_err']:.3g}", _pct(p["top1_agreement"]), f"{a.seconds:.1f}"])
     table = render(["format", "recipe", "size", "vs fp32", "cosine", "snr dB", "max abs err", "top-1 agree", "sec"],
                    rows, align="llrrrrrrr")

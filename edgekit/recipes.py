@@ -59,7 +59,7 @@ def names_for(fmt: str) -> list[str]:
 
 
 def parse_recipes(text: str, formats: list[str]) -> list[Recipe]:
-    """Parse a comma list like "fp32,int8" and check every format can do every recipe."""
+    """Parse a comma list like "fp32,int8" and check each recipe is available in a requested format."""
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
         raise InputError(f"--quantize expects a comma-separated list of recipes, got {text!r}; "
@@ -71,10 +71,11 @@ def parse_recipes(text: str, formats: list[str]) -> list[Recipe]:
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise InputError(f"unknown recipe {name!r}.{hint} Valid recipes: {', '.join(RECIPES)}")
         recipe = RECIPES[name]
-        for fmt in formats:
-            if not recipe.supports(fmt):
-                raise InputError(f"recipe {name!r} is not available for {fmt}; "
-                                 f"{fmt} supports: {', '.join(names_for(fmt))}")
+        # With several formats, a recipe runs for those that support it (int8 -> tflite only);
+        # one that none of them supports is an error.
+        if not any(recipe.supports(fmt) for fmt in formats):
+            supported = "; ".join(f"{fmt} supports: {', '.join(names_for(fmt))}" for fmt in formats)
+            raise InputError(f"recipe {name!r} is not available for {' or '.join(formats)}; {supported}")
         if name not in [r.name for r in recipes]:
             recipes.append(recipe)
     return recipes

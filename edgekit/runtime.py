@@ -243,12 +243,16 @@ def _load_error(error: Exception, origin: str, backend: str) -> ArtifactError:
 
 
 def load(path: str | Path, threads: int | None = None, backend: str = "auto", labels: Sequence[str] | None = None,
-         preprocessing: ImageSpec | None = None) -> Model:
-    """Load a .tflite artifact (edgekit's or any other)."""
+         preprocessing: ImageSpec | None = None) -> Predictor:
+    """Load an artifact: a .tflite (edgekit's or any other) through LiteRT, or an .mlpackage through
+    Core ML on macOS and edgekit's numpy executor elsewhere (backend says which)."""
     path = Path(path)
     if path.suffix.lower() == ".mlpackage":
-        raise InputError(f"expected a .tflite artifact, got Core ML package {str(path)!r}; Core ML execution is "
-                         "not part of this edgekit version")
+        from .coreml.model import CoreMLModel
+
+        if not path.is_dir():
+            raise InputError(f"expected a Core ML package folder, got {str(path)!r}, which does not exist")
+        return CoreMLModel(path)
     if not path.is_file():
         raise InputError(f"expected a .tflite file, got {str(path)!r}, which does not exist")
     if threads is not None and threads < 1:

@@ -98,6 +98,8 @@ def test_unknown_recipe_suggests_close_match(tmp_path, samples):
 def test_recipe_the_format_cannot_do(tmp_path, samples):
     result = run_cli("convert", samples / "digits_cnn.keras", "-q", "palettize-4", "-o", tmp_path)
     assert_one_line_error(result, 2, "'palettize-4' is not available for tflite", "tflite supports: fp32")
+    result = run_cli("convert", samples / "digits_cnn.keras", "--to", "coreml", "-q", "int16x8", "-o", tmp_path)
+    assert_one_line_error(result, 2, "'int16x8' is not available for coreml", "coreml supports: fp32, fp16")
 
 
 def test_full_integer_without_calibration_is_refused(tmp_path, samples):

@@ -91,7 +91,7 @@ def test_manifest_embedded_and_beside_artifact(converted, samples):
 
     path = converted["dir"] / "digits_cnn_int8.tflite"
     embedded = read_manifest(path.read_bytes())
-    beside = json.loads(path.with_suffix(".json").read_text())
+    beside = json.loads(path.with_name(path.name + ".json").read_text())
     assert embedded == beside
     assert embedded["recipe"] == "int8" and embedded["format"] == "tflite"
     assert embedded["labels"] == [str(d) for d in range(10)]

@@ -1,0 +1,107 @@
+"""Source model -> Core ML ML program (.mlpackage) for one recipe, with coremltools.
+
+Recipes (names shared with TFLite, see edgekit.recipes):
+  fp32                 compute precision float32
+  fp16                 compute precision float16 (coremltools' default for ML programs)
+  int8-weights         linear symmetric 8-bit weights, per output channel (on an fp16 program)
+  int4-weights         linear symmetric 4-bit weights, blocks of 32 (iOS 18+)
+  palettize-{2,4,6,8}  k-means weight palettes with 2^n entries
+  prune-{50,75}        magnitude pruning to that sparsity, stored sparse
+Compressed recipes start from the fp16 program, which is what ships to devices by default;
+coremltools leaves weights under 2048 elements uncompressed (its default threshold).
+
+Image models get an ImageType input built from the preprocessing spec: Core ML applies
+`scale * pixel + bias` with one scale for all channels, so (pixel - mean) / std maps exactly
+when std is the same for every channel. When it is not, the normalization is folded into the
+program (a Keras Normalization layer in front) and the image input takes raw pixels, instead
+of silently changing the numbers.
+"""
+from __future__ import annotations
+
+import warnings
+
+from edgekit._deps import require
+from edgekit.errors import ConversionError, InputError
+from edgekit.preprocess import ImageSpec
+
+from .sources import SourceModel
+
+IOS_TARGETS = (16, 17, 18)
+
+
+def convert(source: SourceModel, recipe: str, spec: ImageSpec | None, labels: list[str] | None, ios: int = 16):
+    """Return an in-memory coremltools MLModel (not yet saved)."""
+    ct = require("coremltools", "Core ML conversion")
+    if ios not in IOS_TARGETS:
+        raise InputError(f"--ios expects one of {', '.join(map(str, IOS_TARGETS))}, got {ios}")
+    if recipe == "int4-weights" and ios < 18:
+        raise InputError(f"recipe 'int4-weights' needs Core ML's iOS 18 ops; pass --ios 18 (got --ios {ios})")
+    model, inputs = _model_and_inputs(ct, source, spec)
+    precision = ct.precision.FLOAT32 if recipe == "fp32" else ct.precision.FLOAT16
+    classifier = ct.ClassifierConfig(list(labels)) if labels and len(source.output_names) == 1 else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "TensorFlow 2.21 has not been tested" and friends
+        try:
+            mlmodel = ct.convert(model, source="tensorflow", convert_to="mlprogram", inputs=inputs,
+                                 classifier_config=classifier, compute_precision=precision,
+                                 minimum_deployment_target=getattr(ct.target, f"iOS{ios}"))
+        except Exception as e:
+            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            raise ConversionError(f"coremltools rejected the model for recipe {recipe}: {first}; "
+                                  "set EDGEKIT_DEBUG=1 for the full message") from e
+        return compress(ct, mlmodel, recipe)
+
+
+def _model_and_inputs(ct, source: SourceModel, spec: ImageSpec | None):
+    model = source.keras_model if source.keras_model is not None else str(source.saved_model_dir)
+    first = source.inputs[0]
+    if spec is None:
+        return model, [ct.TensorType(name=t.name, shape=(1, *t.shape[1:])) for t in source.inputs]
+    layout = ct.colorlayout.GRAYSCALE if spec.channels == 1 else ct.colorlayout.RGB
+    stds = set(spec.std)
+    if len(stds) == 1:
+        std = spec.std[0]
+        bias = [-m / std for m in spec.mean] * (spec.channels if len(spec.mean) == 1 else 1)
+        image = ct.ImageType(name=first.name, shape=(1, spec.height, spec.width, spec.channels), scale=1.0 / std,
+                             bias=bias[0] if spec.channels == 1 else bias, color_layout=layout)
+        return model, [image]
+    if source.keras_model is None:
+        raise ConversionError("per-channel --std differs across channels, which Core ML's single image scale "
+                              "cannot express; edgekit folds it into Keras models only: convert from the "
+                              ".keras/.h5 file, or use one --std value")
+    return _fold_normalization(source, spec), [
+        ct.ImageType(name=first.name, shape=(1, spec.height, spec.width, spec.channels), scale=1.0, bias=0.0,
+                     color_layout=layout)]
+
+
+def _fold_normalization(source: SourceModel, spec: ImageSpec):
+    """Raw pixels -> (pixels - mean) / std -> the user's model, as one Keras model."""
+    keras = require("keras", "Core ML conversion")
+    import numpy as np
+
+    inp = keras.Input((spec.height, spec.width, spec.channels), name=source.inputs[0].name)
+    mean = np.broadcast_to(np.asarray(spec.mean, np.float32), (spec.channels,))
+    std = np.broadcast_to(np.asarray(spec.std, np.float32), (spec.channels,))
+    x = keras.layers.Normalization(mean=mean, variance=std ** 2, name="edgekit_normalize")(inp)
+    return keras.Model(inp, source.keras_model(x), name=source.keras_model.name)
+
+
+def compress(ct, mlmodel, recipe: str):
+    import coremltools.optimize.coreml as cto
+
+    if recipe in ("fp32", "fp16"):
+        return mlmodel
+    if recipe == "int8-weights":
+        op_config = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel")
+        return cto.linear_quantize_weights(mlmodel, cto.OptimizationConfig(global_config=op_config))
+    if recipe == "int4-weights":
+        op_config = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int4", granularity="per_block",
+                                                block_size=32)
+        return cto.linear_quantize_weights(mlmodel, cto.OptimizationConfig(global_config=op_config))
+    if recipe.startswith("palettize-"):
+        op_config = cto.OpPalettizerConfig(mode="kmeans", nbits=int(recipe.split("-")[1]))
+        return cto.palettize_weights(mlmodel, cto.OptimizationConfig(global_config=op_config))
+    if recipe.startswith("prune-"):
+        op_config = cto.OpMagnitudePrunerConfig(target_sparsity=int(recipe.split("-")[1]) / 100)
+        return cto.prune_weights(mlmodel, cto.OptimizationConfig(global_config=op_config))
+    raise InputError(f"recipe {recipe!r} is not a Core ML recipe")
