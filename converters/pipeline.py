@@ -116,6 +116,8 @@ def convert(opts: ConvertOptions, progress: Callable[[str], None] = lambda msg: 
     if unsupported:
         raise InputError(f"--to {','.join(unsupported)} is not available in edgekit {edgekit.__version__} yet; "
                          f"available: {', '.join(SUFFIX)}")
+    if COREML in opts.formats and opts.ios < 18 and any(r.name == "int4-weights" for r in opts.recipes):
+        raise InputError(f"recipe 'int4-weights' needs Core ML's iOS 18 ops; pass --ios 18 (got --ios {opts.ios})")
     if opts.calibration_samples < 1:
         raise InputError(f"--calibration-samples expects a positive number, got {opts.calibration_samples}")
     targets = [(fmt, r.name, artifact_path(opts, fmt, r.name)) for fmt in opts.formats for r in opts.recipes
@@ -232,6 +234,7 @@ def _build_coreml(job: _Job, recipe: str, path: Path) -> ArtifactResult:
     with captured_native_output():
         mlmodel = coreml_converter.convert(job.source, recipe, job.spec, job.labels, ios=job.opts.ios)
     seconds = time.perf_counter() - start
+    path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         checked = staging / "checked.mlpackage"
