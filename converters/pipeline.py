@@ -30,7 +30,9 @@ from edgekit.parity import looks_like_probabilities, parity_report
 from edgekit.preprocess import ImageSpec
 from edgekit.recipes import COREML, TFLITE, Recipe
 from edgekit.runtime import Model
-from edgekit.tflite_file import embed_manifest
+from edgekit.manifest import TFLITE_METADATA_NAME
+from edgekit.tflite_file import embed_metadata
+from edgekit.tflite_metadata import writer as tflite_metadata
 
 from . import tflite as tflite_converter
 from edgekit.native_output import captured_native_output
@@ -57,6 +59,11 @@ class ConvertOptions:
     io: str = "int8"
     ios: int = 16
     keep_float: tuple[str, ...] = ()
+    name: str | None = None            # model name shown in Android Studio / Xcode (default: file stem)
+    description: str | None = None
+    model_version: str = "1"
+    author: str = ""
+    license: str = ""
     explain_errors: bool = True
     force: bool = False
 
@@ -173,9 +180,17 @@ class _Job:
         return parity_report(names, self.reference, outputs, len(self.validation), self.notes,
                              _classifier_outputs(names, self.reference, self.labels))
 
+    def model_info(self, recipe: str) -> dict[str, str]:
+        opts = self.opts
+        name = opts.name or opts.model.name.split(".")[0]
+        description = opts.description or (f"{name}, recipe {recipe}, converted by edgekit {edgekit.__version__} "
+                                           f"from {opts.model.name}")
+        return {"name": name, "description": description, "version": opts.model_version, "author": opts.author,
+                "license": opts.license}
+
     def manifest(self, fmt: str, recipe: str, inputs, outputs, parity: dict) -> Manifest:
         manifest = Manifest(
-            format=fmt, recipe=recipe, inputs=inputs, outputs=outputs,
+            format=fmt, recipe=recipe, inputs=inputs, outputs=outputs, model=self.model_info(recipe),
             preprocessing=self.spec.to_dict() if self.spec else None, labels=self.labels, parity=parity,
             source={"file": self.opts.model.name, "kind": self.source.kind, "sha256": self.source.sha256()},
             calibration=(_dataset_info(self.calibration)
@@ -215,7 +230,12 @@ def _build_tflite(job: _Job, recipe: str, path: Path) -> ArtifactResult:
         with captured_native_output():
             error_layers = _explain(tf, job.source, job.calibration)
     manifest = job.manifest(TFLITE, recipe, artifact.inputs, artifact.outputs, parity)
-    final_bytes = embed_manifest(model_bytes, manifest.to_json())
+    # Two metadata buffers: the standard TFLITE_METADATA (Android Studio, Task library) and
+    # edgekit's manifest; then the labels as the standard appended zip of associated files.
+    standard = tflite_metadata.build(tflite_metadata.ModelInfo(**manifest.model), manifest)
+    final_bytes = embed_metadata(model_bytes, {TFLITE_METADATA_NAME: manifest.to_json().encode(),
+                                               tflite_metadata.METADATA_BUFFER_NAME: standard})
+    final_bytes = tflite_metadata.append_files(final_bytes, tflite_metadata.associated_files(manifest))
     atomic_write_bytes(path, final_bytes)
     manifest_path = manifest_path_for(path)
     atomic_write_text(manifest_path, manifest.to_json())
@@ -264,9 +284,11 @@ def _build_coreml(job: _Job, recipe: str, path: Path) -> ArtifactResult:
 
 def _describe_coreml(mlmodel, job: _Job, manifest: Manifest) -> None:
     """Descriptions Xcode shows in the generated class."""
-    mlmodel.short_description = (f"{job.opts.model.name.split('.')[0]} ({manifest.recipe}), converted by edgekit "
-                                 f"{edgekit.__version__}; parity cosine {manifest.parity['cosine']:.6f}")
-    mlmodel.version = edgekit.__version__
+    info = manifest.model
+    mlmodel.short_description = f"{info['description']}; parity cosine {manifest.parity['cosine']:.6f}"
+    mlmodel.version = info["version"]
+    mlmodel.author = info["author"]
+    mlmodel.license = info["license"]
     spec = job.spec
     for name in mlmodel.input_description:
         if spec is not None:

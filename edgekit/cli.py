@@ -70,6 +70,11 @@ def _progress(message: str) -> None:
               help="Input/output type of the full-integer int8 recipe.")
 @click.option("--ios", default=16, show_default=True, type=click.Choice(["16", "17", "18"]),
               help="Core ML minimum deployment target.")
+@click.option("--name", "model_name", help="Model name written into the artifacts (default: file stem).")
+@click.option("--description", help="Model description written into the artifacts.")
+@click.option("--version", "model_version", default="1", show_default=True, help="Model version written into the artifacts.")
+@click.option("--author", default="", help="Author written into the artifacts.")
+@click.option("--license", "license_", default="", help="License written into the artifacts.")
 @click.option("--keep-float", default="", help="int8: layers (Keras names) or op types to leave in float.")
 @click.option("--explain/--no-explain", default=True, show_default=True,
               help="int8: rank layers by quantization error.")
@@ -77,8 +82,8 @@ def _progress(message: str) -> None:
               show_default=True, help="Output folder.")
 @click.option("--report", type=click.Path(path_type=Path), help="Also write the summary as JSON here.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
-def convert(model, to, quantize, calibration, calibration_samples, validate, labels, mean, std, io, ios, keep_float,
-            explain, out_dir, report, force):
+def convert(model, to, quantize, calibration, calibration_samples, validate, labels, mean, std, io, ios, model_name,
+            description, model_version, author, license_, keep_float, explain, out_dir, report, force):
     """Convert MODEL (.keras, .h5 or SavedModel folder) into verified edge artifacts."""
     from .preprocess import parse_floats
     from .recipes import parse_formats, parse_recipes
@@ -93,7 +98,8 @@ def convert(model, to, quantize, calibration, calibration_samples, validate, lab
         model=model, formats=tuple(formats), recipes=tuple(recipes), out_dir=out_dir, calibration=calibration,
         validate=validate, calibration_samples=calibration_samples, labels=labels,
         mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"), io=io, ios=int(ios),
-        keep_float=tuple(k.strip() for k in keep_float.split(",") if k.strip()), explain_errors=explain, force=force)
+        keep_float=tuple(k.strip() for k in keep_float.split(",") if k.strip()), explain_errors=explain, force=force,
+        name=model_name, description=description, model_version=model_version, author=author, license=license_)
     start = time.perf_counter()
     result = run_convert(opts, progress=_progress)
     click.echo(format_convert_summary(result))

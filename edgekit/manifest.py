@@ -45,6 +45,7 @@ class Manifest:
     preprocessing: dict[str, Any] | None = None   # ImageSpec.to_dict() for image models
     labels: list[str] | None = None
     parity: dict[str, Any] | None = None
+    model: dict[str, str] = field(default_factory=dict)         # name, description, version, author, license
     source: dict[str, Any] = field(default_factory=dict)        # file name, kind, sha256
     calibration: dict[str, Any] | None = None                   # source, samples, sha256
     versions: dict[str, str] = field(default_factory=dict)      # edgekit, tensorflow, ...

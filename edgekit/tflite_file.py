@@ -78,17 +78,25 @@ def _buffer_bytes(model, data: bytes, index: int) -> bytes:
     return b"" if buf.DataIsNone() else buf.DataAsNumpy().tobytes()
 
 
-def read_manifest(data: bytes, origin: str = "model") -> dict[str, Any] | None:
-    """The edgekit manifest embedded in a .tflite, or None when the file has none."""
+def metadata_buffer(data: bytes, name: str, origin: str = "model") -> bytes | None:
+    """The bytes of the model's metadata entry `name` (None when absent)."""
     model = _model(data, origin)
     for i in range(model.MetadataLength()):
         meta = model.Metadata(i)
-        if (meta.Name() or b"").decode() == TFLITE_METADATA_NAME:
-            try:
-                return json.loads(_buffer_bytes(model, data, meta.Buffer()).decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise ArtifactError(f"{origin}: the embedded edgekit manifest is not valid JSON ({e})") from e
+        if (meta.Name() or b"").decode() == name:
+            return _buffer_bytes(model, data, meta.Buffer())
     return None
+
+
+def read_manifest(data: bytes, origin: str = "model") -> dict[str, Any] | None:
+    """The edgekit manifest embedded in a .tflite, or None when the file has none."""
+    raw = metadata_buffer(data, TFLITE_METADATA_NAME, origin)
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{origin}: the embedded edgekit manifest is not valid JSON ({e})") from e
 
 
 def _tensor_info(schema, subgraph, index: int, dtype_names: dict[int, str]) -> TensorInfo:
@@ -145,22 +153,23 @@ def inspect_bytes(data: bytes, origin: str = "model") -> TfliteInfo:
     return info
 
 
-def embed_manifest(data: bytes, manifest_json: str) -> bytes:
-    """Return the model with `manifest_json` in a metadata buffer named edgekit_manifest
-    (replacing an older one). The rest of the model is unchanged."""
+def embed_metadata(data: bytes, entries: dict[str, bytes]) -> bytes:
+    """Return the model with each entry as a named metadata buffer (replacing same-named ones);
+    the graph and weights are unchanged."""
     from ai_edge_litert.tools import flatbuffer_utils
 
     schema = _schema()
     check_identifier(data, "converter output")
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
-    model.metadata = [m for m in (model.metadata or []) if _decode(m.name) != TFLITE_METADATA_NAME]
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(manifest_json.encode("utf-8"), dtype=np.uint8)
-    model.buffers.append(buffer)
-    meta = schema.MetadataT()
-    meta.name = TFLITE_METADATA_NAME
-    meta.buffer = len(model.buffers) - 1
-    model.metadata.append(meta)
+    model.metadata = [m for m in (model.metadata or []) if _decode(m.name) not in entries]
+    for name, payload in entries.items():
+        buffer = schema.BufferT()
+        buffer.data = np.frombuffer(payload, dtype=np.uint8)
+        model.buffers.append(buffer)
+        meta = schema.MetadataT()
+        meta.name = name
+        meta.buffer = len(model.buffers) - 1
+        model.metadata.append(meta)
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 

@@ -122,7 +122,7 @@ def test_saved_spec_image_input_labels_and_metadata(coreml16):
     assert manifest["recipe"] == "fp32" and manifest["format"] == "coreml" and manifest["labels"][3] == "3"
     assert manifest["parity"] == artifacts["fp32"]["parity"]
     assert "normalized as (pixel - [0.0]) / [255.0]" in inp.shortDescription
-    assert spec.description.metadata.versionString == edgekit.__version__
+    assert spec.description.metadata.versionString == manifest["model"]["version"] == "1"
     assert json.loads((out / "digits_cnn_fp32.mlpackage.json").read_text()) == manifest
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging folders left
 
