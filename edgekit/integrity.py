@@ -21,11 +21,34 @@ def verify_tflite(data: bytes, origin: str) -> None:
     model = _model(data, origin)
     try:
         _verify(schema, model, data, origin)
+        _verify_associated_files(data, origin)
     except ArtifactError:
         raise
     except Exception as e:  # out-of-bounds reads raise struct.error / IndexError
         raise ArtifactError(f"{origin} is corrupt: its flatbuffer cannot be walked ({type(e).__name__}: {e}); "
                             "re-copy or re-convert the model") from e
+
+
+def _verify_associated_files(data: bytes, origin: str) -> None:
+    """Files the TFLite Metadata names (labels...) travel as a zip appended to the flatbuffer;
+    a copy cut short loses that zip first, with the model itself still intact."""
+    import zipfile
+
+    from .tflite_metadata.writer import associated_file_names, packed_files, read
+
+    metadata = read(data)
+    names = associated_file_names(metadata) if metadata is not None else set()
+    if not names:
+        return
+    try:
+        packed = packed_files(data, verify=True)
+    except zipfile.BadZipFile as e:
+        raise ArtifactError(f"{origin} is corrupt or truncated: its packed associated files fail their checks "
+                            f"({e}); re-copy the file") from e
+    missing = sorted(names - set(packed))
+    if missing:
+        raise ArtifactError(f"{origin} is truncated or stripped: its metadata names associated file(s) "
+                            f"{', '.join(missing)} that are not packed in it; re-copy the file")
 
 
 def _verify(schema, model, data: bytes, origin: str) -> None:

@@ -129,9 +129,25 @@ def read(model: bytes) -> md.ModelMetadataT | None:
     return md.ModelMetadataT.InitFromObj(md.ModelMetadata.GetRootAs(data, 0))
 
 
-def packed_files(model: bytes) -> dict[str, bytes]:
+def packed_files(model: bytes, verify: bool = False) -> dict[str, bytes]:
+    """The associated files appended to a model ({} when there are none). Reading checks each
+    file's CRC; with verify=True a damaged archive raises zipfile.BadZipFile instead of {}."""
     try:
         with zipfile.ZipFile(io.BytesIO(model)) as archive:
             return {name: archive.read(name) for name in archive.namelist()}
     except zipfile.BadZipFile:
+        if verify:
+            raise
         return {}
+
+
+def associated_file_names(metadata: md.ModelMetadataT) -> set[str]:
+    def names(files):
+        return {f.name.decode() if isinstance(f.name, bytes) else f.name for f in files or []}
+
+    found = names(metadata.associatedFiles)
+    for subgraph in metadata.subgraphMetadata or []:
+        found |= names(subgraph.associatedFiles)
+        for tensor in (subgraph.inputTensorMetadata or []) + (subgraph.outputTensorMetadata or []):
+            found |= names(tensor.associatedFiles)
+    return found
