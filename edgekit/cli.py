@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import ConversionError, EdgekitError, InputError
+from .errors import ArtifactError, ConversionError, EdgekitError, InputError
 from .fileio import atomic_write_text, check_writable
 from .table import human_size, render
 
@@ -387,6 +387,60 @@ def serve(artifacts, host, port, threads, api_key, allow_ip, max_batch, batch_ti
                f"{'up to ' + str(max_batch) if max_batch > 1 else 'off'}); Ctrl-C or SIGTERM stops", err=True)
     run_server(app, host, port)
     click.echo("server stopped", err=True)
+
+
+@main.command()
+@click.argument("artifacts", nargs=-1, type=click.Path(path_type=Path))
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path), help="Bundle folder to create.")
+@click.option("--check", "check_dir", type=click.Path(path_type=Path), help="Re-verify an existing bundle instead.")
+@click.option("--force", is_flag=True, help="Replace an existing output folder.")
+def bundle(artifacts, out, check_dir, force):
+    """Lay out ARTIFACTS for the app builds: android/, ios/, manifest.json with checksums, README.md."""
+    from .bundle import build_bundle, check_bundle
+
+    if check_dir is not None:
+        if artifacts or out:
+            raise InputError("--check takes only the bundle folder; drop the artifacts and -o")
+        problems = check_bundle(check_dir)
+        for p in problems:
+            click.echo(f"  {p.path}: {p.reason}", err=True)
+        if problems:
+            raise ArtifactError(f"bundle {str(check_dir)!r} failed its check: {len(problems)} problem(s), first: "
+                                f"{problems[0].path}: {problems[0].reason}")
+        count = len(json.loads((check_dir / "manifest.json").read_text())["files"])
+        click.echo(f"bundle {check_dir} ok: {count} files match their sha256, every artifact loads")
+        return
+    if out is None:
+        raise InputError("bundle expects -o DIR (or --check DIR)")
+    result = build_bundle(list(artifacts), out, force=force, progress=_progress)
+    rows = [[a["path"], a["format"], a["recipe"], human_size(a["size_bytes"])] for a in result["artifacts"]]
+    click.echo(render(["path", "format", "recipe", "size"], rows))
+    click.echo(f"bundle: {out} ({len(result['files'])} files, checksums in manifest.json, README.md for app "
+               f"developers). Next: edgekit bundle --check {out}")
+
+
+@main.command()
+@click.argument("artifacts", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path), help="HTML file to write.")
+@click.option("--targets", default="rpi3,rpi4,rpi5,pixel6", show_default=True, help="Emulated targets.")
+@click.option("--bench-runs", default=30, show_default=True, type=click.IntRange(min=0),
+              help="Host latency runs per .tflite (0: skip).")
+@click.option("--threads", type=click.IntRange(min=1), help="Host benchmark threads.")
+@click.option("--title", help="Page title (default: the first artifact's model name).")
+@click.option("--force", is_flag=True, help="Overwrite an existing report.")
+def report(artifacts, out, targets, bench_runs, threads, title, force):
+    """One self-contained HTML page comparing ARTIFACTS: size, parity, host and emulated latency."""
+    from .emulator import load_device
+    from .report import collect, render as render_html
+
+    check_writable([out], force)
+    target_names = [t.strip() for t in targets.split(",") if t.strip()]
+    for name in target_names:
+        load_device(name)  # unknown names fail here, before any work
+    rows = collect(list(artifacts), target_names, bench_runs, threads)
+    page = render_html(rows, target_names, title or f"{artifacts[0].name.split('_')[0]}: edge variants")
+    atomic_write_text(out, page)
+    click.echo(f"report: {out} ({len(rows)} artifacts, {len(page) // 1024} KB, self-contained)")
 
 
 @main.command()

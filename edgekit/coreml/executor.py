@@ -38,8 +38,13 @@ def _dtype_name(var) -> str | None:
 
 def load_spec_and_program(path: Path):
     """(MLModel without compiling, its spec, the MIL program) — works on Linux."""
-    ct = require("coremltools", "reading Core ML packages")
-    from coremltools.converters.mil.frontend.milproto.load import load as mil_load
+    from ..native_output import captured_native_output
+
+    # Importing coremltools on Linux logs "Failed to load _MLModelProxy" (no Core ML framework
+    # here) and pulls in TensorFlow's banner when it is installed: not ours to print.
+    with captured_native_output():
+        ct = require("coremltools", "reading Core ML packages")
+        from coremltools.converters.mil.frontend.milproto.load import load as mil_load
 
     if not (path / "Manifest.json").exists():
         raise ArtifactError(f"expected an .mlpackage folder with Manifest.json, got {str(path)!r}")

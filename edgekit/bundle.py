@@ -1,0 +1,233 @@
+"""`edgekit bundle`: hand artifacts to the app builds — android/ and ios/ folders, a manifest
+with checksums, and a README for the app developers; `--check` re-verifies a bundle."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ArtifactError, InputError, OutputExistsError
+from .fileio import replace_dir
+from .table import human_size
+
+BUNDLE_SCHEMA = "edgekit.bundle/1"
+EMULATED_TARGETS = ("rpi3", "rpi4", "rpi5", "pixel6")
+
+
+@dataclass
+class Problem:
+    path: str
+    reason: str
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _artifact_manifest(path: Path) -> dict:
+    """The edgekit manifest of an artifact, or an InputError saying what is missing and how to add it."""
+    if path.suffix == ".tflite":
+        from .tflite_file import metadata_buffer, read_bytes, read_manifest
+        from .tflite_metadata.writer import METADATA_BUFFER_NAME
+
+        data = read_bytes(path)
+        manifest = read_manifest(data, path.name)
+        missing = [what for what, ok in (("the edgekit manifest", manifest is not None),
+                                         ("TFLite Metadata (TFLITE_METADATA)",
+                                          metadata_buffer(data, METADATA_BUFFER_NAME, path.name) is not None)) if not ok]
+    elif path.suffix == ".mlpackage":
+        from .coreml.model import read_manifest as read_coreml_manifest
+
+        if not path.is_dir():
+            raise InputError(f"expected a Core ML package folder, got {str(path)!r}")
+        manifest = read_coreml_manifest(path)
+        missing = [] if manifest is not None else ["the edgekit manifest (model metadata)"]
+    else:
+        raise InputError(f"bundle expects .tflite files or .mlpackage folders, got {path.name!r}")
+    if missing:
+        raise InputError(f"{path.name} lacks {' and '.join(missing)}: the apps could not configure "
+                         "themselves from it; re-convert it with `edgekit convert` (add --labels and --mean/--std "
+                         "for image classifiers)")
+    return manifest
+
+
+def build_bundle(artifacts: list[Path], out: Path, force: bool = False, progress=lambda m: None) -> dict:
+    if not artifacts:
+        raise InputError("bundle expects at least one artifact")
+    names = [a.name for a in artifacts]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InputError(f"two artifacts share the name {', '.join(duplicates)}; the bundle would hold one of them; "
+                         "rename one or bundle them separately")
+    missing = [str(a) for a in artifacts if not a.exists()]
+    if missing:
+        raise InputError(f"artifact(s) not found: {', '.join(missing)}")
+    if out.exists() and not force:
+        raise OutputExistsError(f"output folder {str(out)!r} exists; pass --force to replace it or choose another -o")
+    manifests = {a: _artifact_manifest(a) for a in artifacts}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        entries = []
+        for artifact, manifest in manifests.items():
+            progress(f"adding {artifact.name}")
+            entries.append(_add(artifact, manifest, staging))
+        files = [{"path": str(p.relative_to(staging)), "sha256": sha256_file(p), "size_bytes": p.stat().st_size}
+                 for p in sorted(staging.rglob("*")) if p.is_file()]
+        bundle = {"schema": BUNDLE_SCHEMA, "files": files, "artifacts": entries}
+        (staging / "README.md").write_text(render_readme(entries))
+        files.append({"path": "README.md", "sha256": sha256_file(staging / "README.md"),
+                      "size_bytes": (staging / "README.md").stat().st_size})
+        (staging / "manifest.json").write_text(json.dumps(bundle, indent=2) + "\n")
+        replace_dir(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return bundle
+
+
+def _add(artifact: Path, manifest: dict, root: Path) -> dict:
+    entry = {"name": artifact.name, "format": manifest.get("format"), "recipe": manifest.get("recipe"),
+             "model": manifest.get("model", {}), "inputs": manifest.get("inputs"), "outputs": manifest.get("outputs"),
+             "preprocessing": manifest.get("preprocessing"), "labels_count": len(manifest.get("labels") or []),
+             "parity": {k: v for k, v in (manifest.get("parity") or {}).items() if k != "outputs"}}
+    if artifact.suffix == ".tflite":
+        target = root / "android" / artifact.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(artifact, target)
+        entry["path"] = str(target.relative_to(root))
+        if manifest.get("labels"):
+            labels = root / "android" / "labels.txt"
+            labels.write_text("".join(f"{label}\n" for label in manifest["labels"]))
+            entry["labels_path"] = str(labels.relative_to(root))
+        entry["emulated_latency_ms"] = _emulated(target)
+    else:
+        target = root / "ios" / artifact.name
+        shutil.copytree(artifact, target)
+        archive = target.with_name(artifact.name + ".zip")
+        with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for f in sorted(target.rglob("*")):
+                zf.write(f, f.relative_to(target.parent))
+        entry["path"] = str(target.relative_to(root))
+        entry["zip_path"] = str(archive.relative_to(root))
+    entry["size_bytes"] = (target.stat().st_size if target.is_file()
+                           else sum(f.stat().st_size for f in target.rglob("*") if f.is_file()))
+    return entry
+
+
+def _emulated(path: Path) -> dict:
+    from .emulator import estimate, load_device
+    from .graph import read_graph
+
+    graph = read_graph(path.read_bytes(), path.name)
+    out = {}
+    for name in EMULATED_TARGETS:
+        device = load_device(name)
+        e = estimate(graph, device, min(4, device.cores))
+        out[name] = {"estimate_ms": round(e.estimate_ms, 3), "low_ms": round(e.low_ms, 3),
+                     "high_ms": round(e.high_ms, 3), "threads": e.threads}
+    return out
+
+
+def check_bundle(root: Path, load_artifacts: bool = True) -> list[Problem]:
+    """Every listed file present with its checksum, nothing unlisted, every artifact loadable."""
+    manifest_path = root / "manifest.json"
+    if not manifest_path.is_file():
+        raise InputError(f"expected a bundle folder with manifest.json, got {str(root)!r}")
+    try:
+        bundle = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as e:
+        return [Problem("manifest.json", f"not valid JSON ({e})")]
+    problems = []
+    listed = set()
+    for f in bundle.get("files", []):
+        listed.add(f["path"])
+        path = root / f["path"]
+        if not path.is_file():
+            problems.append(Problem(f["path"], "missing"))
+        elif path.stat().st_size != f["size_bytes"] or sha256_file(path) != f["sha256"]:
+            problems.append(Problem(f["path"], "changed (sha256 differs from manifest.json)"))
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if path.is_file() and rel not in listed and rel != "manifest.json":
+            problems.append(Problem(rel, "not listed in manifest.json"))
+    if load_artifacts and not problems:
+        for entry in bundle.get("artifacts", []):
+            problems.extend(_check_loads(root / entry["path"], entry["path"]))
+    return problems
+
+
+def _check_loads(path: Path, rel: str) -> list[Problem]:
+    from . import load
+    from .native_output import captured_native_output
+
+    try:
+        with captured_native_output():
+            load(path)
+    except Exception as e:  # any failure to load is a finding, reported by name
+        return [Problem(rel, f"does not load: {e}")]
+    return []
+
+
+def render_readme(entries: list[dict]) -> str:
+    android = [e for e in entries if e["format"] == "tflite"]
+    ios = [e for e in entries if e["format"] == "coreml"]
+    first = entries[0]
+    pp = first.get("preprocessing")
+    lines = [f"# {first['model'].get('name', 'model')} — edge artifacts", "",
+             "Generated by `edgekit bundle`. Every file is listed with its sha256 in `manifest.json`; "
+             "`edgekit bundle --check <this folder>` re-verifies them.", "", "## Which file for which device", ""]
+    lines += ["| file | format | recipe | size | parity cosine | top-1 agreement | emulated latency |",
+              "|---|---|---|---|---|---|---|"]
+    for e in entries:
+        lat = e.get("emulated_latency_ms") or {}
+        lat_text = ", ".join(f"{t} {v['estimate_ms']:.1f} ms" for t, v in lat.items()) or "n/a (Core ML)"
+        top1 = e["parity"].get("top1_agreement")
+        lines.append(f"| `{e['path']}` | {e['format']} | {e['recipe']} | {human_size(e['size_bytes'])} | "
+                     f"{e['parity'].get('cosine', float('nan')):.5f} | {'-' if top1 is None else f'{100 * top1:.1f}%'} | "
+                     f"{lat_text} |")
+    lines += ["", "Rules of thumb: on Raspberry Pi and Android CPUs pick the smallest `int8` artifact whose parity "
+              "you accept (integer kernels are the fastest there); `fp16` for GPU delegates; on iOS `fp16` runs on "
+              "the Neural Engine, palettized/int8-weights variants trade a little accuracy for size.", ""]
+    lines += ["## Feeding the model", ""]
+    if pp:
+        color = "RGB" if pp["channels"] == 3 else "grayscale"
+        lines += [f"- Input: {pp['width']}x{pp['height']} {color} image, layout {pp['layout']}.",
+                  f"- Normalization: `(pixel - mean) / std` with mean {pp['mean']} and std {pp['std']} "
+                  "(already inside the TFLite Metadata and the Core ML image input: the platform libraries apply it).",
+                  ]
+    else:
+        lines += [f"- Inputs: " + ", ".join(f"`{t['name']}` {t['shape']} {t['dtype']}" for t in first["inputs"])]
+    if first["labels_count"]:
+        lines += [f"- Labels: {first['labels_count']} classes; `android/labels.txt` (also packed inside each .tflite) "
+                  "and the Core ML classifier's class labels."]
+    if android:
+        name = android[0]["path"].split("/")[-1]
+        lines += ["", "## Android (Kotlin, TFLite Task library)", "", "```kotlin",
+                  "val options = ImageClassifier.ImageClassifierOptions.builder().setMaxResults(5).build()",
+                  f"val classifier = ImageClassifier.createFromFileAndOptions(context, \"{name}\", options)",
+                  "val results = classifier.classify(TensorImage.fromBitmap(bitmap))",
+                  "val best = results.first().categories.maxBy { it.score }", "```", "",
+                  f"Put `{name}` in `app/src/main/assets/`. Android Studio's ML model binding reads the same metadata "
+                  "(File > New > Other > TensorFlow Lite Model). The Task library accepts float32 and uint8 inputs; "
+                  "for an int8-input artifact use the Interpreter API or convert with `--io uint8`."]
+    if ios:
+        name = ios[0]["path"].split("/")[-1].replace(".mlpackage", "")
+        cls = "".join(c if c.isalnum() else "_" for c in name)
+        lines += ["", "## iOS (Swift, Core ML + Vision)", "", "```swift",
+                  f"let model = try VNCoreMLModel(for: {cls}(configuration: MLModelConfiguration()).model)",
+                  "let request = VNCoreMLRequest(model: model) { request, _ in",
+                  "    let best = (request.results as? [VNClassificationObservation])?.first",
+                  "    print(best?.identifier ?? \"-\", best?.confidence ?? 0)", "}",
+                  "try VNImageRequestHandler(cgImage: image).perform([request])", "```", "",
+                  f"Drag `ios/{name}.mlpackage` into Xcode (or unzip `ios/{name}.mlpackage.zip`): Xcode generates the "
+                  f"`{cls}` class; the image input's scale/bias and the class labels are in the model."]
+    return "\n".join(lines) + "\n"
+
