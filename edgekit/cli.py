@@ -153,8 +153,10 @@ def inspect(artifact, as_json):
     """Show inputs, outputs, quantization, ops and manifest of a .tflite (any, not only edgekit's)."""
     from .tflite_file import inspect_bytes, read_bytes
 
+    if artifact.suffix.lower() == ".mlpackage":
+        return _inspect_coreml(artifact, as_json)
     if artifact.suffix.lower() != ".tflite":
-        raise InputError(f"expected a .tflite file, got {str(artifact)!r}; Core ML packages are not inspectable yet")
+        raise InputError(f"expected a .tflite file or an .mlpackage folder, got {str(artifact)!r}")
     info = inspect_bytes(read_bytes(artifact), artifact.name)
     if as_json:
         click.echo(json.dumps({
@@ -441,6 +443,51 @@ def report(artifacts, out, targets, bench_runs, threads, title, force):
     page = render_html(rows, target_names, title or f"{artifacts[0].name.split('_')[0]}: edge variants")
     atomic_write_text(out, page)
     click.echo(f"report: {out} ({len(rows)} artifacts, {len(page) // 1024} KB, self-contained)")
+
+
+def _inspect_coreml(path: Path, as_json: bool) -> None:
+    from collections import Counter
+
+    from .coreml.executor import ProgramExecutor
+
+    if not path.is_dir():
+        raise InputError(f"expected a Core ML package folder, got {str(path)!r}, which does not exist")
+    executor = ProgramExecutor(path)
+    spec = executor.spec
+    ops = Counter(step.op_type for step in executor.steps)
+    compressed = Counter(t for t in executor.compile_time_ops)
+    meta = spec.description.metadata
+    manifest = json.loads(meta.userDefined["edgekit.manifest"]) if "edgekit.manifest" in meta.userDefined else None
+    inputs = [{"name": n, "shape": list(executor.input_shapes[n]), "dtype": executor.input_dtypes[n]}
+              for n in executor.input_names]
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    if as_json:
+        click.echo(json.dumps({"path": str(path), "size_bytes": size, "inputs": inputs,
+                               "outputs": executor.output_names, "ops": dict(ops.most_common()),
+                               "compressed_weights": dict(compressed), "author": meta.author, "license": meta.license,
+                               "version": meta.versionString, "description": meta.shortDescription,
+                               "manifest": manifest}, indent=2))
+        return
+    click.echo(f"{path}  {human_size(size)}  Core ML ML program (spec v{spec.specificationVersion})")
+    for item in spec.description.input:
+        kind = item.type.WhichOneof("Type")
+        detail = ""
+        if kind == "imageType":
+            image = item.type.imageType
+            detail = f" {image.width}x{image.height} {'GRAYSCALE' if image.colorSpace == image.GRAYSCALE else 'RGB'}"
+        click.echo(f"input   {item.name}: {kind}{detail} -> program {list(executor.input_shapes[item.name])}")
+    click.echo(f"outputs {', '.join(executor.output_names)}")
+    click.echo(render(["op", "count"], [[op, n] for op, n in ops.most_common()], align="lr"))
+    if compressed:
+        click.echo("compressed weights: " + ", ".join(f"{op} x{n}" for op, n in compressed.items()))
+    click.echo(f"metadata: author {meta.author or '-'}, license {meta.license or '-'}, version "
+               f"{meta.versionString or '-'}")
+    if manifest:
+        parity = manifest.get("parity") or {}
+        click.echo(f"edgekit manifest: recipe {manifest.get('recipe')}, labels {len(manifest.get('labels') or [])}, "
+                   f"parity cosine {parity.get('cosine', float('nan')):.6f}")
+    else:
+        click.echo("no edgekit manifest")
 
 
 @main.command()

@@ -197,3 +197,13 @@ def test_unknown_op_is_named(tmp_path):
     ct.convert(prog, convert_to="mlprogram").save(str(path))
     with pytest.raises(edgekit.ArtifactError, match="uses Core ML op\\(s\\) erf that edgekit's executor does not"):
         edgekit.load(path)
+
+
+def test_inspect_mlpackage(coreml16):
+    result = run_cli("inspect", coreml16[0] / "digits_cnn_palettize-4.mlpackage")
+    assert result.exit_code == 0, result.stderr
+    assert "input   image: imageType 32x32 GRAYSCALE -> program [1, 1, 32, 32]" in result.stdout
+    assert "compressed weights: constexpr_lut_to_dense x1" in result.stdout
+    assert "edgekit manifest: recipe palettize-4, labels 10" in result.stdout
+    data = json.loads(run_cli("inspect", coreml16[0] / "digits_cnn_fp32.mlpackage", "--json").stdout)
+    assert data["ops"]["conv"] == 4 and data["manifest"]["format"] == "coreml"

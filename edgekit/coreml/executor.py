@@ -76,6 +76,7 @@ class ProgramExecutor:
         self.output_names = [v.name for v in fn.outputs]
         self.constants: dict[str, Any] = {}
         self.steps: list[_Step] = []
+        self.compile_time_ops: list[str] = []  # constexpr_* op types, evaluated at load
         unknown = sorted({op.op_type for op in fn.operations if op.op_type != "const" and op.op_type not in OPS})
         if unknown:
             raise ArtifactError(f"{self.path.name} uses Core ML op(s) {', '.join(unknown)} that edgekit's executor "
@@ -88,6 +89,7 @@ class ProgramExecutor:
                          [v.name for v in op.outputs], [_dtype_name(v) for v in op.outputs])
             if op.op_type.startswith("constexpr_"):
                 self._execute(step, self.constants)  # compile-time: decompress once
+                self.compile_time_ops.append(op.op_type)
             else:
                 self.steps.append(step)
 
