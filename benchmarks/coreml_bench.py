@@ -52,7 +52,7 @@ def main() -> None:
             opts = ConvertOptions(model=work / f"{name}.keras", formats=("coreml",),
                                   recipes=tuple(TABLE[r] for r in RECIPES), out_dir=work / name,
                                   validate=work / "val.npz", force=True)
-            result = convert(opts, progress=lambda m: print(f"  {name}: {m.strip()}", file=sys.stderr))
+            result = convert(opts, progress=lambda m, name=name: print(f"  {name}: {m.strip()}", file=sys.stderr))
             x = np.load(work / "val.npz")["x"]
             for a in result.artifacts:
                 executor = CoreMLModel(a.path, native=False)

@@ -24,7 +24,6 @@ import argparse
 import functools
 import csv
 import json
-import math
 import os
 import sys
 from pathlib import Path

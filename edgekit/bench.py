@@ -11,8 +11,6 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .manifest import TensorInfo
-from .preprocess import ImageSpec
 from .runtime import Model, load
 
 NOISY_P99_OVER_P50 = 2.0   # a quiet machine keeps the tail within 2x of the median

@@ -10,7 +10,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ArtifactError, InputError, OutputExistsError
+from .errors import InputError, OutputExistsError
 from .fileio import replace_dir
 from .table import human_size
 
@@ -204,7 +204,7 @@ def render_readme(entries: list[dict]) -> str:
                   "(already inside the TFLite Metadata and the Core ML image input: the platform libraries apply it).",
                   ]
     else:
-        lines += [f"- Inputs: " + ", ".join(f"`{t['name']}` {t['shape']} {t['dtype']}" for t in first["inputs"])]
+        lines += ["- Inputs: " + ", ".join(f"`{t['name']}` {t['shape']} {t['dtype']}" for t in first["inputs"])]
     if first["labels_count"]:
         lines += [f"- Labels: {first['labels_count']} classes; `android/labels.txt` (also packed inside each .tflite) "
                   "and the Core ML classifier's class labels."]

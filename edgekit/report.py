@@ -123,7 +123,7 @@ def latency_svg(rows: list[dict], targets: list[str], width: int = 560, height: 
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
              f'aria-label="latency per target">']
     if not series or not targets:
-        parts.append(f'<text x="20" y="40" font-size="12">no .tflite variants to emulate</text></svg>')
+        parts.append('<text x="20" y="40" font-size="12">no .tflite variants to emulate</text></svg>')
         return "".join(parts)
     top = max(r["emulated"][t][2] for r in series for t in targets) * 1.1
     group = (width - pad_l - pad_r) / len(targets)

@@ -2,7 +2,6 @@
 resumable prediction stores, and corrupt files that must raise, never crash."""
 from __future__ import annotations
 
-import io
 import json
 import sqlite3
 import subprocess

@@ -1,7 +1,6 @@
 """`edgekit serve` as a real process on a free loopback port, spoken to over HTTP."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import re

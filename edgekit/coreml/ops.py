@@ -218,7 +218,7 @@ def pad(x, pad, mode="constant", constant_val=0.0):
 @op("slice_by_index")
 def slice_by_index(x, begin, end, stride=None, begin_mask=None, end_mask=None, squeeze_mask=None):
     x = np.asarray(x)
-    slices, squeeze_axes = [], []
+    slices = []
     for i in range(x.ndim):
         b = None if begin_mask is not None and begin_mask[i] else int(begin[i])
         e = None if end_mask is not None and end_mask[i] else int(end[i])

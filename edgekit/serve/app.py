@@ -336,8 +336,8 @@ def _wants_binary(payload) -> bool:
 
 def _binary_response(response: dict, outputs: list[np.ndarray], names: list[str], wanted) -> Response:
     blobs = []
-    for entry, (name, array) in zip(response["outputs"], [(n, a) for n, a in zip(names, outputs)
-                                                           if wanted is None or n in wanted]):
+    chosen = [a for n, a in zip(names, outputs) if wanted is None or n in wanted]
+    for entry, array in zip(response["outputs"], chosen):
         blob = np.ascontiguousarray(array).tobytes()
         entry.pop("data")
         entry["parameters"] = {"binary_data_size": len(blob)}
