@@ -24,7 +24,7 @@ import edgekit
 from edgekit._deps import require
 from edgekit.dataset import Dataset, load_dataset
 from edgekit.errors import ArtifactError, ConversionError, InputError
-from edgekit.fileio import atomic_write_bytes, atomic_write_text, check_writable, replace_dir
+from edgekit.fileio import atomic_write_bytes, atomic_write_text, check_writable, path_size, replace_dir
 from edgekit.manifest import Manifest, TensorInfo
 from edgekit.parity import looks_like_probabilities, parity_report
 from edgekit.preprocess import ImageSpec
@@ -278,8 +278,7 @@ def _build_coreml(job: _Job, recipe: str, path: Path) -> ArtifactResult:
         shutil.rmtree(staging, ignore_errors=True)
     manifest_path = manifest_path_for(path)
     atomic_write_text(manifest_path, manifest.to_json())
-    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    return ArtifactResult(path, COREML, recipe, size, seconds, parity, manifest_path)
+    return ArtifactResult(path, COREML, recipe, path_size(path), seconds, parity, manifest_path)
 
 
 def _describe_coreml(mlmodel, job: _Job, manifest: Manifest) -> None:

@@ -10,7 +10,6 @@ outputs, so the artifact's signature matches the source model's vocabulary.
 """
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 
 from edgekit._deps import require
 from edgekit.errors import InputError
+from edgekit.fileio import sha256_path
 from edgekit.manifest import TensorInfo
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -44,25 +44,12 @@ class SourceModel:
         return [np.concatenate([c[k] for c in chunks]).astype(np.float32) for k in range(len(self.output_names))]
 
     def sha256(self) -> str:
-        return path_sha256(self.path)
+        return sha256_path(self.path)
 
     def close(self) -> None:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
-
-
-def path_sha256(path: Path) -> str:
-    """sha256 of a file, or of a directory's files (relative names and contents, sorted)."""
-    h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for f in files:
-        if path.is_dir():
-            h.update(str(f.relative_to(path)).encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 def source_kind(path: Path) -> str:

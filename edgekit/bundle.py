@@ -2,7 +2,6 @@
 with checksums, and a README for the app developers; `--check` re-verifies a bundle."""
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -11,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError, OutputExistsError
-from .fileio import replace_dir
+from .fileio import path_size, replace_dir, sha256_path
 from .table import human_size
 
 BUNDLE_SCHEMA = "edgekit.bundle/1"
@@ -22,14 +21,6 @@ EMULATED_TARGETS = ("rpi3", "rpi4", "rpi5", "pixel6")
 class Problem:
     path: str
     reason: str
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _artifact_manifest(path: Path) -> dict:
@@ -80,11 +71,11 @@ def build_bundle(artifacts: list[Path], out: Path, force: bool = False, progress
         for artifact, manifest in manifests.items():
             progress(f"adding {artifact.name}")
             entries.append(_add(artifact, manifest, staging))
-        files = [{"path": str(p.relative_to(staging)), "sha256": sha256_file(p), "size_bytes": p.stat().st_size}
+        files = [{"path": str(p.relative_to(staging)), "sha256": sha256_path(p), "size_bytes": p.stat().st_size}
                  for p in sorted(staging.rglob("*")) if p.is_file()]
         bundle = {"schema": BUNDLE_SCHEMA, "files": files, "artifacts": entries}
         (staging / "README.md").write_text(render_readme(entries))
-        files.append({"path": "README.md", "sha256": sha256_file(staging / "README.md"),
+        files.append({"path": "README.md", "sha256": sha256_path(staging / "README.md"),
                       "size_bytes": (staging / "README.md").stat().st_size})
         (staging / "manifest.json").write_text(json.dumps(bundle, indent=2) + "\n")
         replace_dir(staging, out)
@@ -117,8 +108,7 @@ def _add(artifact: Path, manifest: dict, root: Path) -> dict:
                 zf.write(f, f.relative_to(target.parent))
         entry["path"] = str(target.relative_to(root))
         entry["zip_path"] = str(archive.relative_to(root))
-    entry["size_bytes"] = (target.stat().st_size if target.is_file()
-                           else sum(f.stat().st_size for f in target.rglob("*") if f.is_file()))
+    entry["size_bytes"] = path_size(target)
     return entry
 
 
@@ -152,7 +142,7 @@ def check_bundle(root: Path, load_artifacts: bool = True) -> list[Problem]:
         path = root / f["path"]
         if not path.is_file():
             problems.append(Problem(f["path"], "missing"))
-        elif path.stat().st_size != f["size_bytes"] or sha256_file(path) != f["sha256"]:
+        elif path.stat().st_size != f["size_bytes"] or sha256_path(path) != f["sha256"]:
             problems.append(Problem(f["path"], "changed (sha256 differs from manifest.json)"))
     for path in sorted(root.rglob("*")):
         rel = str(path.relative_to(root))

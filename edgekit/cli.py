@@ -15,7 +15,7 @@ import click
 
 from . import __version__
 from .errors import ArtifactError, ConversionError, EdgekitError, InputError
-from .fileio import atomic_write_text, check_writable
+from .fileio import atomic_write_text, check_writable, path_size
 from .table import human_size, render
 
 DEBUG = os.environ.get("EDGEKIT_DEBUG") == "1"
@@ -460,7 +460,7 @@ def _inspect_coreml(path: Path, as_json: bool) -> None:
     manifest = json.loads(meta.userDefined["edgekit.manifest"]) if "edgekit.manifest" in meta.userDefined else None
     inputs = [{"name": n, "shape": list(executor.input_shapes[n]), "dtype": executor.input_dtypes[n]}
               for n in executor.input_names]
-    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    size = path_size(path)
     if as_json:
         click.echo(json.dumps({"path": str(path), "size_bytes": size, "inputs": inputs,
                                "outputs": executor.output_names, "ops": dict(ops.most_common()),

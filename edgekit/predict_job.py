@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import datetime as dt
 import glob
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .errors import EdgekitError, InputError
+from .fileio import sha256_path
 from .preprocess import IMAGE_SUFFIXES
 from .runtime import Model
 
@@ -58,17 +58,9 @@ def expand_inputs(patterns: list[str]) -> list[Path]:
     return unique
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def run_predictions(model: Model, model_path: Path, inputs: list[Path], store=None, top_k: int = 5,
                     chunk_size: int = 16, on_progress: Callable[[int], None] = lambda n: None) -> PredictSummary:
-    model_sha = file_sha256(model_path)
+    model_sha = sha256_path(model_path)
     summary = PredictSummary()
     done = store.done(model_sha) if store is not None else set()
     todo = [p for p in inputs if str(p) not in done]

@@ -8,6 +8,7 @@ import html
 from pathlib import Path
 
 from . import __version__
+from .fileio import path_size
 from .table import human_size
 
 COLORS = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#ff9da6", "#9d755d", "#bab0ac"]
@@ -23,7 +24,7 @@ def collect(artifacts: list[Path], targets: list[str], bench_runs: int, threads:
     rows = []
     for path in artifacts:
         manifest = _artifact_manifest(path)
-        size = path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        size = path_size(path)
         row = {"name": path.name, "format": manifest["format"], "recipe": manifest["recipe"], "size_bytes": size,
                "parity": manifest.get("parity") or {}, "host_p50_ms": None, "emulated": {}}
         if path.suffix == ".tflite":

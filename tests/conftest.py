@@ -58,3 +58,16 @@ def keras_model(samples):
     import keras
 
     return keras.models.load_model(samples / "digits_cnn.keras", compile=False)
+
+
+def tflite_from_function(fn, input_signature, path, allow_custom_ops: bool = False):
+    """A .tflite converted by TensorFlow directly from a plain function (not by edgekit): the
+    third-party models the device side must also handle."""
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.fn = tf.function(fn, input_signature=input_signature)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([module.fn.get_concrete_function()], module)
+    converter.allow_custom_ops = allow_custom_ops
+    path.write_bytes(converter.convert())
+    return path

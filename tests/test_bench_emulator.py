@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, tflite_from_function
 from edgekit.arena import Lifetime, plan_arena
 from edgekit.emulator import Cluster, CoreType, Device, device_names, estimate, load_device, op_seconds
 from edgekit.graph import read_graph
@@ -169,16 +169,8 @@ def test_emulate_bad_inputs(converted, tmp_path):
 def test_emulate_names_ops_it_cannot_cost(tmp_path):
     import tensorflow as tf
 
-    class Det(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([1, 3, 3], tf.float32)])
-        def __call__(self, x):
-            return tf.linalg.det(x) + tf.reduce_sum(x)
-
-    module = Det()
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([module.__call__.get_concrete_function()], module)
-    converter.allow_custom_ops = True
-    path = tmp_path / "custom.tflite"
-    path.write_bytes(converter.convert())
+    path = tflite_from_function(lambda x: tf.linalg.det(x) + tf.reduce_sum(x), [tf.TensorSpec([1, 3, 3], tf.float32)],
+                                tmp_path / "custom.tflite", allow_custom_ops=True)
     result = run_cli("emulate", path, "--target", "rpi4")
     assert result.exit_code == 0
     assert "not costed (estimate excludes them): CUSTOM" in result.stderr

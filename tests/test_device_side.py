@@ -8,7 +8,7 @@ import textwrap
 
 import numpy as np
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, tflite_from_function
 
 BLOCK_TF = "import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None\n"
 
@@ -76,15 +76,8 @@ def test_inspect_third_party_tflite_without_manifest(tmp_path):
     """A model converted by TensorFlow directly, not by edgekit."""
     import tensorflow as tf
 
-    class Affine(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([1, 8], tf.float32)])
-        def __call__(self, x):
-            return tf.nn.relu(tf.matmul(x, tf.ones([8, 4])) + 1.0)
-
-    module = Affine()
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([module.__call__.get_concrete_function()], module)
-    path = tmp_path / "third_party.tflite"
-    path.write_bytes(converter.convert())
+    path = tflite_from_function(lambda x: tf.nn.relu(tf.matmul(x, tf.ones([8, 4])) + 1.0),
+                                [tf.TensorSpec([1, 8], tf.float32)], tmp_path / "third_party.tflite")
     result = run_cli("inspect", path, "--json")
     assert result.exit_code == 0, result.stderr
     info = json.loads(result.stdout)

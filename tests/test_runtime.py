@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 import edgekit
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, tflite_from_function
 
 
 @pytest.fixture(scope="module")
@@ -104,16 +104,9 @@ def fixed_batch_tflite(tmp_path_factory):
     """A third-party model (converted by TensorFlow directly) with a fixed batch of 1."""
     import tensorflow as tf
 
-    class Affine(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([1, 8], tf.float32)])
-        def __call__(self, x):
-            return tf.nn.relu(tf.matmul(x, tf.reshape(tf.range(32, dtype=tf.float32), [8, 4])) - 50.0)
-
-    module = Affine()
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([module.__call__.get_concrete_function()], module)
-    path = tmp_path_factory.mktemp("fixed") / "affine.tflite"
-    path.write_bytes(converter.convert())
-    return path
+    return tflite_from_function(
+        lambda x: tf.nn.relu(tf.matmul(x, tf.reshape(tf.range(32, dtype=tf.float32), [8, 4])) - 50.0),
+        [tf.TensorSpec([1, 8], tf.float32)], tmp_path_factory.mktemp("fixed") / "affine.tflite")
 
 
 def test_predict_batch_loops_on_fixed_batch_model(fixed_batch_tflite):
@@ -217,16 +210,8 @@ def test_random_byte_corruption_never_crashes(converted, tmp_path):
 def test_missing_custom_op_is_named(tmp_path):
     import tensorflow as tf
 
-    class Det(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([1, 3, 3], tf.float32)])
-        def __call__(self, x):
-            return tf.linalg.det(x)
-
-    module = Det()
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([module.__call__.get_concrete_function()], module)
-    converter.allow_custom_ops = True
-    path = tmp_path / "custom.tflite"
-    path.write_bytes(converter.convert())
+    path = tflite_from_function(tf.linalg.det, [tf.TensorSpec([1, 3, 3], tf.float32)], tmp_path / "custom.tflite",
+                                allow_custom_ops=True)
     with pytest.raises(edgekit.ArtifactError, match="uses custom op MatrixDeterminant"):
         edgekit.load(path)
     result = run_cli("inspect", path)

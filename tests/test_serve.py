@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 import edgekit
-from conftest import ROOT
+from conftest import ROOT, tflite_from_function
 
 KEY = "test-key-123"
 
@@ -220,16 +220,9 @@ def gather_tflite(tmp_path_factory):
     """A model whose inference fails for out-of-range indices (GATHER checks bounds at run time)."""
     import tensorflow as tf
 
-    class Lookup(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([1], tf.int32, name="image")])
-        def __call__(self, idx):
-            return tf.gather(tf.range(10, dtype=tf.float32) * 2.0, idx)
-
-    module = Lookup()
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([module.__call__.get_concrete_function()], module)
-    path = tmp_path_factory.mktemp("gather") / "lookup.tflite"
-    path.write_bytes(converter.convert())
-    return path
+    return tflite_from_function(lambda idx: tf.gather(tf.range(10, dtype=tf.float32) * 2.0, idx),
+                                [tf.TensorSpec([1], tf.int32, name="image")],
+                                tmp_path_factory.mktemp("gather") / "lookup.tflite")
 
 
 def test_failing_inference_is_500_and_server_keeps_serving(gather_tflite):

@@ -10,7 +10,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, tflite_from_function
 
 
 @pytest.fixture(scope="module")
@@ -197,14 +197,7 @@ def test_bundle_bad_inputs(shipped, bundle_dir, tmp_path):
     bare = tmp_path / "bare.tflite"  # a model converted without edgekit: no metadata at all
     import tensorflow as tf
 
-    class Affine(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([1, 4], tf.float32)])
-        def __call__(self, x):
-            return x * 2.0
-
-    module = Affine()
-    bare.write_bytes(tf.lite.TFLiteConverter.from_concrete_functions(
-        [module.__call__.get_concrete_function()], module).convert())
+    tflite_from_function(lambda x: x * 2.0, [tf.TensorSpec([1, 4], tf.float32)], bare)
     result = run_cli("bundle", bare, "-o", tmp_path / "b")
     assert result.exit_code == 2
     assert "bare.tflite lacks the edgekit manifest and TFLite Metadata (TFLITE_METADATA)" in result.stderr

@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import InputError
+from ..fileio import path_size
 from ..manifest import Manifest, TensorInfo
 from ..predictor import Predictor
 from ..preprocess import ImageSpec
@@ -44,7 +45,7 @@ class CoreMLModel(Predictor):
         use_native = on_macos_with_coreml() if native is None else native
         self._native = self._load_native() if use_native else None
         self.backend = "coreml (macOS)" if self._native is not None else "coreml-emulated (numpy executor)"
-        self.size_bytes = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+        self.size_bytes = path_size(self.path)
 
     def _load_native(self):
         import coremltools as ct
