@@ -170,7 +170,37 @@ def embed_metadata(data: bytes, entries: dict[str, bytes]) -> bytes:
         meta.name = name
         meta.buffer = len(model.buffers) - 1
         model.metadata.append(meta)
+    for buffer in model.buffers:
+        buffer.__class__ = _aligned_buffer_class(schema)
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+BUFFER_ALIGNMENT = 16  # the schema's `data:[ubyte] (force_align: 16)`
+
+
+def _aligned_buffer_class(schema):
+    """BufferT whose data vector honours force_align: 16. The generated Python packs byte vectors
+    with alignment 1, which would leave weights unaligned (the converter writes them aligned, and
+    mmap-based weight caches expect that)."""
+
+    class AlignedBufferT(schema.BufferT):
+        def Pack(self, builder):
+            data = None
+            if self.data is not None:
+                raw = np.ascontiguousarray(self.data, dtype=np.uint8).tobytes()
+                builder.StartVector(1, len(raw), BUFFER_ALIGNMENT)
+                builder.head = builder.head - len(raw)
+                builder.Bytes[builder.head:builder.head + len(raw)] = raw
+                builder.vectorNumElems = len(raw)
+                data = builder.EndVector()
+            schema.BufferStart(builder)
+            if data is not None:
+                schema.BufferAddData(builder, data)
+            schema.BufferAddOffset(builder, self.offset)
+            schema.BufferAddSize(builder, self.size)
+            return schema.BufferEnd(builder)
+
+    return AlignedBufferT
 
 
 def _decode(name) -> str:

@@ -170,3 +170,16 @@ def test_io_uint8_and_float(tmp_path, samples):
         assert result.exit_code == 0, result.stderr
         it = Interpreter(model_path=str(out / "digits_cnn_int8.tflite"))
         assert it.get_input_details()[0]["dtype"] == dtype
+
+
+def test_weights_stay_16_byte_aligned_after_embedding_metadata(converted):
+    """The schema declares buffer data force_align 16; the converter honours it and so must the
+    metadata repack (mmap-based weight caches rely on it)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    for recipe in ALL_TFLITE_RECIPES:
+        data = np.frombuffer((converted["dir"] / f"digits_cnn_{recipe}.tflite").read_bytes(), np.uint8)
+        model = schema.Model.GetRootAs(data, 0)
+        offsets = [model.Buffers(i).DataAsNumpy().ctypes.data - data.ctypes.data
+                   for i in range(model.BuffersLength()) if model.Buffers(i).DataLength()]
+        assert offsets and all(o % 16 == 0 for o in offsets), recipe
