@@ -119,10 +119,6 @@ def artifact_path(opts: ConvertOptions, fmt: str, recipe: str) -> Path:
 
 
 def convert(opts: ConvertOptions, progress: Callable[[str], None] = lambda msg: None) -> ConvertResult:
-    unsupported = [f for f in opts.formats if f not in SUFFIX]
-    if unsupported:
-        raise InputError(f"--to {','.join(unsupported)} is not available in edgekit {edgekit.__version__} yet; "
-                         f"available: {', '.join(SUFFIX)}")
     if COREML in opts.formats and opts.ios < 18 and any(r.name == "int4-weights" for r in opts.recipes):
         raise InputError(f"recipe 'int4-weights' needs Core ML's iOS 18 ops; pass --ios 18 (got --ios {opts.ios})")
     if opts.calibration_samples < 1:

@@ -55,7 +55,7 @@ def make_converter(tf, source: SourceModel, recipe: str, calibration: Dataset | 
     elif recipe == "int8":
         converter.representative_dataset = representative_dataset(source, calibration)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = converter.inference_output_type = _io_dtype(tf, io, recipe)
+        converter.inference_input_type = converter.inference_output_type = _io_dtype(tf, io)
     elif recipe == "int16x8":
         converter.representative_dataset = representative_dataset(source, calibration)
         converter.target_spec.supported_ops = [
@@ -67,7 +67,7 @@ def make_converter(tf, source: SourceModel, recipe: str, calibration: Dataset | 
     return converter
 
 
-def _io_dtype(tf, io: str, recipe: str):
+def _io_dtype(tf, io: str):
     if io not in IO_TYPES:
         raise InputError(f"--io expects one of {', '.join(IO_TYPES)}, got {io!r}")
     return {"float": tf.float32, "int8": tf.int8, "uint8": tf.uint8}[io]
