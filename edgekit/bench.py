@@ -74,12 +74,14 @@ def random_inputs(model: Model, rng: np.random.Generator) -> list[np.ndarray]:
 
 
 def load_input_file(path: Path, model: Model) -> list[np.ndarray]:
-    if path.suffix.lower() in (".npy", ".npz"):
-        data = np.load(path, allow_pickle=False)
-        arrays = [data] if isinstance(data, np.ndarray) else [data[t.name] if t.name in data else data[k]
-                                                              for t, k in zip(model.inputs, data.files)]
-        return [a if a.ndim == len(t.shape) else a[None] for a, t in zip(arrays, model.inputs)]
-    return model.to_arrays(path)  # an image: the manifest's preprocessing
+    """A real input: an image (the manifest's preprocessing), a .npy for a single-input model, or a
+    .npz with one array per input name. One sample or a batch."""
+    if path.suffix.lower() == ".npy":
+        return model.to_arrays(np.load(path, allow_pickle=False))
+    if path.suffix.lower() == ".npz":
+        with np.load(path, allow_pickle=False) as data:
+            return model.to_arrays({name: data[name] for name in data.files})
+    return model.to_arrays(path)
 
 
 def run_bench(path: str | Path, threads: int | None = None, runs: int | None = None, duration_s: float | None = None,

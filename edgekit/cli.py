@@ -277,7 +277,7 @@ def bench(artifact, threads, runs, duration, warmup, input_file, json_path, plot
     click.echo(render(["init ms", "first ms", "p50 ms", "p90 ms", "p99 ms", "mean ms", "std ms", "min ms", "max ms",
                        "per s", "peak RSS MB", "model RSS MB"],
                       [[round(result.init_ms, 2), round(result.first_inference_ms, 3), lat["p50"], lat["p90"],
-                        lat["p99"], lat["mean"], lat["std"], lat["min"], lat["max"], round(result.throughput_per_s, 1),
+                        lat["p99"], lat["mean"], lat["std"], lat["min"], lat["max"], int(round(result.throughput_per_s)),
                         round(result.peak_rss_mb, 1), round(result.model_rss_mb, 1)]]))
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
