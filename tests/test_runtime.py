@@ -293,3 +293,23 @@ def test_predict_bad_inputs(converted, tmp_path):
     (tmp_path / "bad.png").write_bytes(b"nope")
     result = run_cli("predict", artifact, tmp_path / "bad.png")
     assert result.exit_code == 2 and "all 1 inputs failed" in result.stderr
+
+
+def test_multi_signature_model(tmp_path):
+    """Two signatures in one .tflite (converted by TensorFlow directly): both callable by name."""
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.double = tf.function(lambda x: {"y": x * 2.0}, input_signature=[tf.TensorSpec([None, 3], tf.float32, "x")])
+    module.plus = tf.function(lambda x: {"y": x + 10.0}, input_signature=[tf.TensorSpec([None, 3], tf.float32, "x")])
+    saved = tmp_path / "sm"
+    tf.saved_model.save(module, str(saved), signatures={"double": module.double.get_concrete_function(),
+                                                        "plus": module.plus.get_concrete_function()})
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=["double", "plus"])
+    path = tmp_path / "two.tflite"
+    path.write_bytes(converter.convert())
+    model = edgekit.load(path)
+    assert sorted(model.signatures) == ["double", "plus"]
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_allclose(model.predict(x, signature="double"), x * 2)
+    np.testing.assert_allclose(model.predict(x, signature="plus"), x + 10)
