@@ -53,23 +53,29 @@ def raw_p50_ms(path: Path, threads: int, runs: int) -> float:
     return float(np.median(times) * 1000)
 
 
+def application_with_bn_statistics(name: str, passes: int = 4, batch: int = 16, seed: int = 0):
+    """keras.applications `name` at 224, weights=None, logits out (a random-weight softmax over 1000
+    classes is flat, ~0.001 everywhere, and would make parity figures meaningless), with a few
+    training-mode passes so BatchNorm statistics give activations realistic ranges to quantize."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = getattr(keras.applications, name)(input_shape=(224, 224, 3), weights=None, classifier_activation=None)
+    rng = np.random.default_rng(seed)
+    for _ in range(passes):
+        model(rng.uniform(-1, 1, (batch, 224, 224, 3)).astype(np.float32), training=True)
+    return model
+
+
 def prepare(name: str, work: Path) -> dict:
     if name == "digits_cnn":
         s = ROOT / "sample_models"
         return {"model": s / "digits_cnn.keras", "calibration": s / "calibration", "validate": s / "validation",
                 "mean": (0.0,), "std": (255.0,)}
     if name == "mobilenet_v2":
-        import keras
-
-        # Logits, not softmax: a random-weight softmax over 1000 classes is flat (every output
-        # ~0.001) and would make parity figures meaningless. A few training-mode passes set the
-        # BatchNorm statistics so activations have realistic ranges to quantize.
-        model = keras.applications.MobileNetV2(input_shape=(224, 224, 3), weights=None, classifier_activation=None)
-        rng = np.random.default_rng(0)
-        for _ in range(4):
-            model(rng.uniform(-1, 1, (16, 224, 224, 3)).astype(np.float32), training=True)
         path = work / "mobilenet_v2.keras"
-        model.save(path)
+        application_with_bn_statistics("MobileNetV2").save(path)
+        rng = np.random.default_rng(0)
         np.savez(work / "calib.npz", x=rng.uniform(-1, 1, (200, 224, 224, 3)).astype(np.float32))
         np.savez(work / "val.npz", x=rng.uniform(-1, 1, (20, 224, 224, 3)).astype(np.float32))
         return {"model": path, "calibration": work / "calib.npz", "validate": work / "val.npz"}

@@ -21,11 +21,13 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 RECIPES = ["fp32", "fp16", "int8-weights", "palettize-4"]
 
 
 def main() -> None:
-    import keras
+    from convert_bench import application_with_bn_statistics
 
     from edgekit.coreml.model import CoreMLModel
     from edgekit.converters.pipeline import ConvertOptions, convert
@@ -41,13 +43,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for name in args.models.split(","):
-            keras.utils.set_random_seed(0)
-            model = getattr(keras.applications, name)(input_shape=(224, 224, 3), weights=None,
-                                                      classifier_activation=None)
+            application_with_bn_statistics(name, passes=2, batch=8).save(work / f"{name}.keras")
             rng = np.random.default_rng(0)
-            for _ in range(2):
-                model(rng.uniform(-1, 1, (8, 224, 224, 3)).astype(np.float32), training=True)
-            model.save(work / f"{name}.keras")
             np.savez(work / "val.npz", x=rng.uniform(0, 255, (args.inputs, 224, 224, 3)).astype(np.float32))
             opts = ConvertOptions(model=work / f"{name}.keras", formats=("coreml",),
                                   recipes=tuple(TABLE[r] for r in RECIPES), out_dir=work / name,

@@ -136,10 +136,10 @@ def convert(opts: ConvertOptions, progress: Callable[[str], None] = lambda msg: 
     try:
         spec = _image_spec(source, opts)
         calibration, validation, notes = _datasets(source, spec, opts, progress)
-        _check_labels(labels, source, validation)
         progress(f"source model on {len(validation)} validation inputs")
         with captured_native_output():
             reference = source.predict(validation.arrays)
+        _check_labels(labels, reference)
         job = _Job(source, opts, spec, labels, calibration, validation, reference, notes, progress)
         results = []
         for i, (fmt, recipe, path) in enumerate(targets, 1):
@@ -390,11 +390,10 @@ def _read_labels(path: Path | None) -> list[str] | None:
     return labels
 
 
-def _check_labels(labels, source: SourceModel, validation: Dataset) -> None:
+def _check_labels(labels, reference: list[np.ndarray]) -> None:
     if labels is None:
         return
-    outputs = source.predict([a[:1] for a in validation.arrays])
-    classes = outputs[0].shape[-1]
+    classes = reference[0].shape[-1]
     if classes != len(labels):
         raise InputError(f"--labels has {len(labels)} names but the model's first output has {classes} classes; "
                          "give one label per class, in class-index order")

@@ -23,7 +23,7 @@ class Problem:
     reason: str
 
 
-def _artifact_manifest(path: Path) -> dict:
+def artifact_manifest(path: Path) -> dict:
     """The edgekit manifest of an artifact, or an InputError saying what is missing and how to add it."""
     if path.suffix == ".tflite":
         from .tflite_file import metadata_buffer, read_bytes, read_manifest
@@ -63,7 +63,7 @@ def build_bundle(artifacts: list[Path], out: Path, force: bool = False, progress
         raise InputError(f"artifact(s) not found: {', '.join(missing)}")
     if out.exists() and not force:
         raise OutputExistsError(f"output folder {str(out)!r} exists; pass --force to replace it or choose another -o")
-    manifests = {a: _artifact_manifest(a) for a in artifacts}
+    manifests = {a: artifact_manifest(a) for a in artifacts}
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:

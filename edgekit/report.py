@@ -16,14 +16,14 @@ COLORS = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#ff
 
 def collect(artifacts: list[Path], targets: list[str], bench_runs: int, threads: int | None) -> list[dict]:
     from .bench import run_bench
-    from .bundle import _artifact_manifest
+    from .bundle import artifact_manifest
     from .emulator import estimate, load_device
     from .graph import read_graph
     from .native_output import captured_native_output
 
     rows = []
     for path in artifacts:
-        manifest = _artifact_manifest(path)
+        manifest = artifact_manifest(path)
         size = path_size(path)
         row = {"name": path.name, "format": manifest["format"], "recipe": manifest["recipe"], "size_bytes": size,
                "parity": manifest.get("parity") or {}, "host_p50_ms": None, "emulated": {}}

@@ -29,7 +29,7 @@ from ..errors import EdgekitError
 from ..runtime import Model
 from .batching import MicroBatcher
 from .metrics import ServerMetrics
-from .protocol import ProtocolError, decode_inputs, encode_outputs, requested_outputs, tensor_metadata
+from .protocol import DATATYPES, ProtocolError, decode_inputs, encode_outputs, requested_outputs, tensor_metadata
 
 OPEN_PATHS = ("/v2/health/live", "/v2/health/ready")
 BINARY_HEADER = "inference-header-content-length"
@@ -317,8 +317,6 @@ def _inline_binary_inputs(payload, binary: memoryview, model: Model):
             continue
         if not isinstance(size, int) or offset + size > len(binary):
             raise HTTPError(400, f"binary_data_size {size!r} of input {tensor.get('name')!r} overruns the body")
-        from .protocol import DATATYPES
-
         dtype = DATATYPES.get(tensor.get("datatype"))
         if dtype is None:
             raise HTTPError(400, f"input {tensor.get('name')!r}: unsupported datatype {tensor.get('datatype')!r}")
