@@ -21,9 +21,9 @@ from typing import Callable
 import numpy as np
 
 import edgekit
-from edgekit._deps import require
+from edgekit._deps import import_failure, require
 from edgekit.dataset import Dataset, load_dataset
-from edgekit.errors import ArtifactError, ConversionError, InputError
+from edgekit.errors import ArtifactError, ConversionError, InputError, MissingDependencyError, first_line
 from edgekit.fileio import atomic_write_bytes, atomic_write_text, check_writable, path_size, replace_dir
 from edgekit.manifest import Manifest, TensorInfo
 from edgekit.parity import looks_like_probabilities, parity_report
@@ -79,6 +79,7 @@ class ArtifactResult:
     manifest_path: Path | None
     error_layers: list[dict] = field(default_factory=list)
     error: str | None = None  # set when this recipe failed; nothing was written for it
+    error_kind: str | None = None  # "conversion", "dependency", "artifact" (see _error_kind)
 
     def to_dict(self) -> dict:
         d = {"path": str(self.path), "format": self.format, "quantize": self.recipe,
@@ -86,7 +87,7 @@ class ArtifactResult:
              "manifest": str(self.manifest_path) if self.manifest_path else None,
              "largest_quantization_error": self.error_layers}
         if self.error:
-            d["error"] = self.error
+            d["error"], d["error_kind"] = self.error, self.error_kind
         return d
 
 
@@ -106,6 +107,12 @@ class ConvertResult:
         return {"source": self.source, "calibration": self.calibration, "validation": self.validation,
                 "skipped_files": [{"file": f, "reason": r} for f, r in self.skipped_files],
                 "artifacts": [a.to_dict() for a in self.artifacts]}
+
+
+def _error_kind(error: Exception) -> str:
+    """How a failed recipe is classed in the report and in the exit code."""
+    kinds = ((MissingDependencyError, "dependency"), (ArtifactError, "artifact"))
+    return next((kind for cls, kind in kinds if isinstance(error, cls)), "conversion")
 
 
 def manifest_path_for(artifact: Path) -> Path:
@@ -146,11 +153,14 @@ def convert(opts: ConvertOptions, progress: Callable[[str], None] = lambda msg: 
             progress(f"[{i}/{len(targets)}] {fmt} {recipe}: converting")
             try:
                 results.append(_build_one(job, fmt, recipe, path))
-            except (ConversionError, ArtifactError) as e:
+            except (ConversionError, ArtifactError, ImportError) as e:
                 # One recipe failing must not cost the user the others: record it, carry on,
-                # and let the caller turn it into a non-zero exit.
-                progress(f"    failed: {e}")
-                results.append(ArtifactResult(path, fmt, recipe, 0, 0.0, {}, None, error=str(e)))
+                # and let the caller turn it into a non-zero exit. A missing package (palettize-N
+                # needs scikit-learn) is its own kind of failure, with the pip command.
+                failure = import_failure(e) if isinstance(e, ImportError) else e
+                progress(f"    failed: {first_line(str(failure))}")
+                results.append(ArtifactResult(path, fmt, recipe, 0, 0.0, {}, None, error=str(failure),
+                                              error_kind=_error_kind(failure)))
         cal_info = _dataset_info(calibration) if calibration is not None else None
         return ConvertResult(str(opts.model), results, cal_info, {**_dataset_info(validation), "note": notes},
                              (calibration.skipped if calibration is not None else []) + validation.skipped)

@@ -5,15 +5,18 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from .errors import MissingDependencyError
+from .errors import IncompleteInstallError, MissingDependencyError
 
 # module -> the pip command that provides it
 _INSTALL_HINTS = {
     "tensorflow": "pip install 'edgekit[convert]'",
     "keras": "pip install 'edgekit[convert]'",
     "coremltools": "pip install 'edgekit[convert]'",
+    "sklearn": "pip install 'edgekit[convert]'",
+    "scikit-learn": "pip install 'edgekit[convert]'",
     "uvicorn": "pip install 'edgekit[serve]'",
     "starlette": "pip install 'edgekit[serve]'",
+    "matplotlib": "pip install 'edgekit[charts]'",
 }
 
 
@@ -25,3 +28,25 @@ def require(module: str, purpose: str) -> ModuleType:
         root = module.split(".")[0]
         hint = _INSTALL_HINTS.get(root, f"pip install {root}")
         raise MissingDependencyError(f"{purpose} needs {root}, which is not importable ({e}); install it: {hint}") from e
+
+
+def import_failure(error: ImportError) -> MissingDependencyError:
+    """Name the real cause of an ImportError raised while edgekit was working.
+
+    A missing `edgekit.*` module means the installation is incomplete (round 1's wheel lacked three
+    subpackages and every load said "your model is corrupt"); anything else is a missing optional
+    dependency, named with the pip command that provides it. Some libraries raise ImportError with
+    only a sentence (coremltools: "scikit-learn is required for k-means quantization"), so the known
+    package names are also looked for in the message.
+    """
+    name = error.name or ""
+    if name == "edgekit" or name.startswith("edgekit."):
+        return IncompleteInstallError(f"edgekit is installed incompletely: its module {name} is missing; "
+                                      "reinstall it: pip install --force-reinstall edgekit")
+    root = name.split(".")[0]
+    if not root:
+        message = str(error)
+        root = next((m for m in _INSTALL_HINTS if m in message), "")
+    hint = _INSTALL_HINTS.get(root, f"pip install {root}" if root else "reinstall edgekit with the extra you use")
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return MissingDependencyError(f"a required package is not importable ({first}); install it: {hint}")

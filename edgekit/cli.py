@@ -14,7 +14,8 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import ArtifactError, ConversionError, EdgekitError, InputError
+from ._deps import import_failure
+from .errors import ArtifactError, ConversionError, EdgekitError, InputError, MissingDependencyError, first_line
 from .fileio import atomic_write_text, check_writable, path_size
 from .table import human_size, render
 
@@ -35,6 +36,12 @@ class EdgekitGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("Interrupted; no partial outputs were left behind.", err=True)
             sys.exit(130)
+        except ImportError as e:  # a missing extra, or a broken install: never "your model is corrupt"
+            if DEBUG:
+                raise
+            failure = import_failure(e)
+            click.echo(f"Error: {failure}", err=True)
+            sys.exit(failure.exit_code)
         except Exception as e:  # a bug or an unforeseen backend failure: still one line
             if DEBUG:
                 raise
@@ -107,8 +114,12 @@ def convert(model, to, quantize, calibration, calibration_samples, validate, lab
         atomic_write_text(report, json.dumps(result.to_dict(), indent=2) + "\n")
         click.echo(f"report: {report}")
     if result.failed:
-        raise ConversionError(f"{len(result.failed)} of {len(result.artifacts)} recipes failed: "
-                              + "; ".join(f"{a.recipe}: {a.error}" for a in result.failed))
+        # one line in all: each recipe's first line; the full text is in the --report JSON
+        summary = (f"{len(result.failed)} of {len(result.artifacts)} recipes failed: "
+                   + "; ".join(f"{a.recipe}: {first_line(a.error, 200)}" for a in result.failed))
+        if all(a.error_kind == "dependency" for a in result.failed):
+            raise MissingDependencyError(summary)
+        raise ConversionError(summary)
     click.echo(f"done in {time.perf_counter() - start:.1f}s. Next: edgekit inspect {result.artifacts[0].path}")
 
 

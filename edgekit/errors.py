@@ -41,3 +41,15 @@ class MissingDependencyError(EdgekitError):
     """An optional dependency (tensorflow, coremltools...) is not installed."""
 
     exit_code = 6
+
+
+class IncompleteInstallError(MissingDependencyError):
+    """A module of edgekit itself is missing: the installation is broken, not the user's model."""
+
+
+def first_line(text: str, limit: int = 300) -> str:
+    """The first non-empty line of a (library's multi-line) message, cut to `limit` characters."""
+    for line in text.strip().splitlines():
+        if line.strip():
+            return line.strip()[:limit]
+    return ""

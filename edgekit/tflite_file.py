@@ -16,6 +16,7 @@ import numpy as np
 
 from .errors import ArtifactError, MissingDependencyError
 from .manifest import TFLITE_METADATA_NAME, TensorInfo
+from ._deps import import_failure
 
 TFLITE_IDENTIFIER = b"TFL3"
 
@@ -146,6 +147,8 @@ def inspect_bytes(data: bytes, origin: str = "model") -> TfliteInfo:
         )
     except ArtifactError:
         raise
+    except ImportError as e:  # a broken install, not a corrupt model
+        raise import_failure(e) from e
     except Exception as e:  # a structurally broken flatbuffer
         raise ArtifactError(f"{origin} is not a readable .tflite flatbuffer ({type(e).__name__}: {e}); "
                             "the file may be truncated or corrupt") from e

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,23 @@ from click.testing import CliRunner
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = Path(__file__).resolve().parents[1]
+# Subprocesses run from here, never from the checkout: `python -c` puts its working directory first on
+# sys.path, so from ROOT it would import ./edgekit instead of the installed package under test.
+OUTSIDE = Path(tempfile.gettempdir())
 SAMPLES = ROOT / "sample_models"
 ALL_TFLITE_RECIPES = ["fp32", "fp16", "int8-weights", "int8", "int16x8"]
+
+
+def pytest_sessionstart(session):
+    """tests/run_installed.sh sets EDGEKIT_TEST_INSTALLED=1: then the package under test must be the
+    installed wheel, and a checkout that shadows it is an error, not a silent pass."""
+    if os.environ.get("EDGEKIT_TEST_INSTALLED") == "1":
+        import edgekit
+
+        location = Path(edgekit.__file__).resolve()
+        if ROOT in location.parents:
+            raise pytest.UsageError(f"testing the installed package, but edgekit was imported from the checkout "
+                                    f"({location}); run pytest from outside the source tree")
 
 
 @pytest.fixture(scope="session")
@@ -24,6 +40,13 @@ def run_cli(*args: str):
     from edgekit.cli import main
 
     return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    """The committed sample artifacts (sample_models/build_artifacts.py made them with `edgekit
+    convert`): the device and serve tiers run on these, with no TensorFlow installed."""
+    return SAMPLES / "artifacts"
 
 
 @pytest.fixture(scope="session")

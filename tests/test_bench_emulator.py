@@ -5,18 +5,20 @@ import json
 
 import pytest
 
-from conftest import run_cli, tflite_from_function
+from conftest import run_cli
 from edgekit.arena import Lifetime, plan_arena
-from edgekit.emulator import Cluster, CoreType, Device, device_names, estimate, load_device, op_seconds
+from edgekit.emulator import device_names, estimate, load_device
 from edgekit.graph import read_graph
+
+pytestmark = pytest.mark.device
 
 BENCH_KEYS = {"latency_ms", "init_ms", "first_inference_ms", "throughput_per_s", "peak_rss_mb", "model_rss_mb",
               "size_bytes", "threads"}
 
 
-def test_bench_figures_and_json(converted, tmp_path):
+def test_bench_figures_and_json(artifacts, tmp_path):
     out, plot = tmp_path / "bench.json", tmp_path / "bench.png"
-    result = run_cli("bench", converted["dir"] / "digits_cnn_int8.tflite", "--threads", "1", "--runs", "60",
+    result = run_cli("bench", artifacts / "digits_cnn_int8.tflite", "--threads", "1", "--runs", "60",
                      "--json", out, "--plot", plot)
     assert result.exit_code == 0, result.stderr
     data = json.loads(out.read_text())
@@ -25,7 +27,7 @@ def test_bench_figures_and_json(converted, tmp_path):
     assert set(lat) == {"p50", "p90", "p99", "mean", "std", "min", "max"}
     assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
     assert data["peak_rss_mb"] > 0 and data["model_rss_mb"] >= 0 and data["init_ms"] > 0
-    assert data["threads"] == 1 and data["size_bytes"] == (converted["dir"] / "digits_cnn_int8.tflite").stat().st_size
+    assert data["threads"] == 1 and data["size_bytes"] == (artifacts / "digits_cnn_int8.tflite").stat().st_size
     assert data["throughput_per_s"] == pytest.approx(1000 / lat["mean"], rel=0.01)  # mean is rounded to 0.1 us
     from PIL import Image
 
@@ -33,10 +35,10 @@ def test_bench_figures_and_json(converted, tmp_path):
     assert "p50 ms" in result.stdout.splitlines()[1]
 
 
-def test_bench_with_real_input_and_duration(converted, samples):
+def test_bench_with_real_input_and_duration(artifacts, samples):
     from edgekit.bench import run_bench
 
-    r = run_bench(converted["dir"] / "digits_cnn_fp32.tflite", threads=1, duration_s=0.2, warmup=2,
+    r = run_bench(artifacts / "digits_cnn_fp32.tflite", threads=1, duration_s=0.2, warmup=2,
                   input_file=samples / "validation" / sorted(p.name for p in (samples / "validation").iterdir())[0])
     assert r.runs > 5 and r.inputs.startswith("from ")
 
@@ -52,56 +54,6 @@ def test_noise_warnings_fire_on_a_long_tail():
 
 # -- graph cost model on hand-computed single-op graphs -----------------------------------------------
 
-def _single_op_tflite(tmp_path, layer, input_shape):
-    import keras
-    import tensorflow as tf
-
-    inp = keras.Input(input_shape, batch_size=1)
-    model = keras.Model(inp, layer(inp))
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    path = tmp_path / "op.tflite"
-    path.write_bytes(converter.convert())
-    return read_graph(path.read_bytes())
-
-
-def test_conv_depthwise_dense_macs_by_hand(tmp_path):
-    import keras
-
-    conv = _single_op_tflite(tmp_path, keras.layers.Conv2D(16, 3, padding="same", use_bias=False), (8, 8, 4))
-    (op,) = [o for o in conv.ops if o.type == "CONV_2D"]
-    assert op.macs == 8 * 8 * 16 * 3 * 3 * 4  # out pixels x out channels x kernel x in channels
-    # weights: the 3x3x4x16 filter plus the zero bias (16 floats) the converter always adds
-    assert op.bytes_weights == (16 * 3 * 3 * 4 + 16) * 4 and op.bytes_in == 8 * 8 * 4 * 4 and op.bytes_out == 8 * 8 * 16 * 4
-
-    dw = _single_op_tflite(tmp_path, keras.layers.DepthwiseConv2D(3, strides=2, padding="valid"), (9, 9, 8))
-    (op,) = [o for o in dw.ops if o.type == "DEPTHWISE_CONV_2D"]
-    assert op.macs == 4 * 4 * 8 * 3 * 3  # (9-3)/2+1 = 4
-
-    fc = _single_op_tflite(tmp_path, keras.layers.Dense(10), (32,))
-    (op,) = [o for o in fc.ops if o.type == "FULLY_CONNECTED"]
-    assert op.macs == 32 * 10 and op.precision == "fp32"
-
-
-def test_op_cost_formula_by_hand(tmp_path):
-    import keras
-
-    graph = _single_op_tflite(tmp_path, keras.layers.Dense(1000, use_bias=False), (1000,))
-    (op,) = [o for o in graph.ops if o.type == "FULLY_CONNECTED"]
-    core = CoreType("test-core", fp32_macs_per_cycle=8, dotprod=False, efficiency=0.5, calibrated=True)
-    device = Device("t", "test", (Cluster(4, core, 2.0),), dram_bw_gbs=4.0, ram_mb=1024, source="test")
-    params = {"class_efficiency": {"conv": 1.0, "dwconv": 0.5, "fc": 0.25}, "elementwise_values_per_mac": 1.0,
-              "int8_gain_dot": 4.0, "int8_gain_nodot": 2.0, "hybrid_factor": 0.5, "int16_factor": 0.1,
-              "serial_fraction": 0.2, "op_overhead_cycles": 2000, "bandwidth_efficiency": 0.5,
-              "legacy_runtime_factor": 1.0}
-    one, bound = op_seconds(op, device.fastest(1), device, params)
-    compute = 1e6 / (2e9 * 8 * 0.5 * 0.25)         # 1M MACs at 2 GHz x 8 MACs x core eff x fc eff = 500 us
-    memory = (4000 + 4000 + 4e6) / (4e9 * 0.5)       # 4 MB of weights over 2 GB/s effective = 2004 us
-    assert bound == "memory" and one == pytest.approx(max(compute, memory) + 2000 / 2e9)
-    params["bandwidth_efficiency"] = 100.0           # make it compute-bound to check thread scaling
-    four, bound = op_seconds(op, device.fastest(4), device, params)
-    assert bound == "compute" and four == pytest.approx(compute * (0.2 + 0.8 / 4) + 1e-6, rel=1e-3)
-
-
 def test_arena_planner_hand_case():
     # a chain a -> b -> c with a side tensor d alive across: sizes in 64-byte units
     items = [Lifetime(0, 640, -1, 0), Lifetime(1, 256, 0, 1), Lifetime(2, 640, 1, 2), Lifetime(3, 128, -1, 2)]
@@ -112,10 +64,10 @@ def test_arena_planner_hand_case():
     assert arena == 1024
 
 
-def test_arena_of_real_model_is_below_sum_of_activations(converted):
+def test_arena_of_real_model_is_below_sum_of_activations(artifacts):
     from edgekit.arena import lifetimes
 
-    graph = read_graph((converted["dir"] / "digits_cnn_fp32.tflite").read_bytes())
+    graph = read_graph((artifacts / "digits_cnn_fp32.tflite").read_bytes())
     items = lifetimes(graph)
     arena, offsets = plan_arena(items)
     assert max(i.size for i in items) <= arena < sum(i.size for i in items)
@@ -129,11 +81,11 @@ def test_arena_of_real_model_is_below_sum_of_activations(converted):
 
 # -- emulate ------------------------------------------------------------------------------------------
 
-def test_emulate_every_profile(converted, tmp_path):
+def test_emulate_every_profile(artifacts, tmp_path):
     out = tmp_path / "emu.json"
     targets = device_names()
     assert {"rpi3", "rpi4", "rpi5", "pixel4", "pixel6", "iphone13"} <= set(targets)
-    result = run_cli("emulate", converted["dir"] / "digits_cnn_int8.tflite", "--target", ",".join(targets),
+    result = run_cli("emulate", artifacts / "digits_cnn_int8.tflite", "--target", ",".join(targets),
                      "--json", out)
     assert result.exit_code == 0, result.stderr
     rows = json.loads(out.read_text())
@@ -146,16 +98,16 @@ def test_emulate_every_profile(converted, tmp_path):
     assert by["rpi3"] > by["rpi4"] > by["rpi5"]  # slower cores, slower estimates
 
 
-def test_emulate_int8_faster_than_fp32_on_a_pi(converted):
-    fp32 = read_graph((converted["dir"] / "digits_cnn_fp32.tflite").read_bytes())
-    int8 = read_graph((converted["dir"] / "digits_cnn_int8.tflite").read_bytes())
+def test_emulate_int8_faster_than_fp32_on_a_pi(artifacts):
+    fp32 = read_graph((artifacts / "digits_cnn_fp32.tflite").read_bytes())
+    int8 = read_graph((artifacts / "digits_cnn_int8.tflite").read_bytes())
     pi4 = load_device("rpi4")
     assert estimate(int8, pi4, 1).estimate_ms < estimate(fp32, pi4, 1).estimate_ms
     assert estimate(fp32, pi4, 4).estimate_ms < estimate(fp32, pi4, 1).estimate_ms
 
 
-def test_emulate_bad_inputs(converted, tmp_path):
-    artifact = converted["dir"] / "digits_cnn_int8.tflite"
+def test_emulate_bad_inputs(artifacts, tmp_path):
+    artifact = artifacts / "digits_cnn_int8.tflite"
     result = run_cli("emulate", artifact, "--target", "rpi9")
     assert result.exit_code == 2 and "unknown target 'rpi9'; known targets: iphone13" in result.stderr
     result = run_cli("emulate", artifact, "--target", "rpi4", "--threads", "8")
@@ -164,16 +116,6 @@ def test_emulate_bad_inputs(converted, tmp_path):
     junk.write_bytes(b"garbage" * 10)
     result = run_cli("emulate", junk, "--target", "rpi4")
     assert result.exit_code == 4 and "TFL3" in result.stderr
-
-
-def test_emulate_names_ops_it_cannot_cost(tmp_path):
-    import tensorflow as tf
-
-    path = tflite_from_function(lambda x: tf.linalg.det(x) + tf.reduce_sum(x), [tf.TensorSpec([1, 3, 3], tf.float32)],
-                                tmp_path / "custom.tflite", allow_custom_ops=True)
-    result = run_cli("emulate", path, "--target", "rpi4")
-    assert result.exit_code == 0
-    assert "not costed (estimate excludes them): CUSTOM" in result.stderr
 
 
 def test_targets_lists_profiles():

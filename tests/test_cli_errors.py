@@ -1,13 +1,16 @@
 """Every bad input gets one line on stderr, a non-zero exit, no traceback, nothing half-written."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import OUTSIDE, run_cli
+
+pytestmark = pytest.mark.convert
 
 
 def assert_one_line_error(result, code, *fragments):
@@ -158,9 +161,57 @@ def test_inspect_rejects_non_tflite(tmp_path):
 def test_cli_subprocess_has_no_traceback_and_debug_env_shows_it(tmp_path):
     """The installed console script, as a user runs it."""
     cmd = [sys.executable, "-m", "edgekit.cli", "convert", str(tmp_path / "missing.keras")]
-    quiet = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    quiet = subprocess.run(cmd, capture_output=True, text=True, cwd=OUTSIDE)
     assert quiet.returncode == 2 and "Traceback" not in quiet.stderr
     assert quiet.stderr.strip().startswith("Error: expected a model file")
-    loud = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**__import__("os").environ,
+    loud = subprocess.run(cmd, capture_output=True, text=True, cwd=OUTSIDE, env={**__import__("os").environ,
                                                                                "EDGEKIT_DEBUG": "1"})
     assert loud.returncode != 0 and "Traceback" in loud.stderr
+
+
+def test_one_failing_recipe_keeps_the_others_and_exits_non_zero(tmp_path, samples, monkeypatch):
+    """The orchestration around a converter failure: other artifacts are written, the failed one
+    is not, the report records the error, and the CLI exits 5 with one line."""
+    import json
+
+    from conftest import run_cli
+    from edgekit.converters import tflite as tflite_converter
+    from edgekit.errors import ConversionError
+
+    real = tflite_converter.convert
+
+    def fail_fp16(source, recipe, *args, **kwargs):
+        if recipe == "fp16":
+            raise ConversionError("simulated rejection of fp16")
+        return real(source, recipe, *args, **kwargs)
+
+    monkeypatch.setattr(tflite_converter, "convert", fail_fp16)
+    report = tmp_path / "r.json"
+    result = run_cli("convert", samples / "digits_cnn.keras", "-q", "fp32,fp16", "--std", "255",
+                     "-o", tmp_path, "--report", report)
+    assert result.exit_code == 5
+    assert result.stderr.strip().splitlines()[-1] == "Error: 1 of 2 recipes failed: fp16: simulated rejection of fp16"
+    assert (tmp_path / "digits_cnn_fp32.tflite").exists() and not (tmp_path / "digits_cnn_fp16.tflite").exists()
+    rows = {a["quantize"]: a for a in json.loads(report.read_text())["artifacts"]}
+    assert rows["fp16"]["error"] == "simulated rejection of fp16" and "error" not in rows["fp32"]
+    assert "FAILED" in result.stdout
+
+
+def test_missing_optional_package_is_a_dependency_error_and_other_recipes_are_kept(tmp_path, samples):
+    """README's Core ML command in an install without scikit-learn (round 1's [convert] extra): the
+    fp16 package is written and tabled, palettize-4 fails with the pip command, exit 6."""
+    report = tmp_path / "r.json"
+    script = ("import sys; sys.modules['sklearn'] = None\nfrom edgekit.cli import main\n"
+              f"main(['convert', {str(samples / 'digits_cnn.keras')!r}, '--to', 'coreml', '-q', 'fp16,palettize-4', "
+              f"'--std', '255', '--validate', {str(samples / 'validation')!r}, '-o', {str(tmp_path)!r}, "
+              f"'--report', {str(report)!r}])")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=OUTSIDE)
+    assert proc.returncode == 6, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: 1 of 2 recipes failed: palettize-4: a required package is not importable")
+    assert last.endswith("install it: pip install 'edgekit[convert]'"), last
+    assert "Traceback" not in proc.stderr
+    assert (tmp_path / "digits_cnn_fp16.mlpackage").is_dir() and not (tmp_path / "digits_cnn_palettize-4.mlpackage").exists()
+    assert "palettize-4" in proc.stdout and "FAILED" in proc.stdout  # the table was printed
+    rows = {a["quantize"]: a for a in json.loads(report.read_text())["artifacts"]}
+    assert rows["palettize-4"]["error_kind"] == "dependency" and "error" not in rows["fp16"]

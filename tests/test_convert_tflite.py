@@ -10,6 +10,8 @@ from ai_edge_litert.interpreter import Interpreter
 
 from conftest import ALL_TFLITE_RECIPES, run_cli
 
+pytestmark = pytest.mark.convert
+
 # Parity thresholds, per recipe, against the Keras model's softmax outputs on 150 held-out images.
 # fp32: the same graph in float32 — only op-order rounding differs (measured ~1e-6 max abs).
 # fp16: weights rounded to 11-bit mantissas (rel. error ~5e-4): SNR well above 40 dB.

@@ -10,6 +10,8 @@ import pytest
 import edgekit
 from conftest import run_cli
 
+pytestmark = pytest.mark.convert
+
 COREML_IOS16 = ["fp32", "fp16", "int8-weights", "palettize-2", "palettize-4", "palettize-6", "palettize-8",
                 "prune-50", "prune-75"]
 COREML_IOS18 = ["int8-weights", "int4-weights", "palettize-4", "prune-50"]
@@ -207,3 +209,16 @@ def test_inspect_mlpackage(coreml16):
     assert "edgekit manifest: recipe palettize-4, labels 10" in result.stdout
     data = json.loads(run_cli("inspect", coreml16[0] / "digits_cnn_fp32.mlpackage", "--json").stdout)
     assert data["ops"]["conv"] == 4 and data["manifest"]["format"] == "coreml"
+
+
+def test_committed_coreml_package_agrees_with_the_committed_tflite(artifacts, validation_set):
+    """The committed .mlpackage (sample_models/build_artifacts.py) runs and agrees with the committed .tflite."""
+    import edgekit
+
+    x, y = validation_set
+    coreml = edgekit.load(artifacts / "digits_cnn_fp16.mlpackage")
+    tflite = edgekit.load(artifacts / "digits_cnn_fp32.tflite")
+    a, b = coreml.predict(x[:32]), tflite.predict(x[:32])
+    assert coreml.backend.startswith("coreml")
+    np.testing.assert_allclose(a, b, atol=0.02)
+    assert (a.argmax(1) == b.argmax(1)).mean() == 1.0 and (a.argmax(1) == y[:32]).mean() > 0.9

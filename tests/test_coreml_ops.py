@@ -10,6 +10,8 @@ import pytest
 from conftest import run_cli
 from edgekit.coreml import ops
 
+pytestmark = pytest.mark.convert
+
 RNG = np.random.default_rng(0)
 
 
@@ -97,6 +99,7 @@ def test_bit_unpacking_follows_the_spec_example():
 ARCHITECTURES = ["MobileNetV2", "MobileNetV3Small", "EfficientNetB0", "ResNet50"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ARCHITECTURES)
 def test_keras_applications_executed_against_keras(name, tmp_path):
     """weights=None with BatchNorm statistics set by two training-mode passes, so activations have

@@ -18,7 +18,9 @@ import pytest
 from PIL import Image
 
 import edgekit
-from conftest import ROOT, tflite_from_function
+from conftest import OUTSIDE, ROOT
+
+pytestmark = pytest.mark.serve
 
 KEY = "test-key-123"
 
@@ -34,7 +36,7 @@ class Server:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen([sys.executable, "-m", "edgekit.cli", "serve", *map(str, args),
-                                      "--port", str(self.port)], cwd=ROOT, stdout=subprocess.PIPE,
+                                      "--port", str(self.port)], cwd=OUTSIDE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -75,8 +77,8 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(converted):
-    srv = Server(f"digits={converted['dir'] / 'digits_cnn_fp32.tflite'}", converted["dir"] / "digits_cnn_int8.tflite",
+def server(artifacts):
+    srv = Server(f"digits={artifacts / 'digits_cnn_fp32.tflite'}", artifacts / "digits_cnn_int8.tflite",
                  "--max-batch", "8", "--batch-timeout-ms", "2", "--max-body-mb", "0.5", "--threads", "1",
                  env={"EDGEKIT_API_KEY": KEY})
     yield srv
@@ -103,14 +105,14 @@ def test_metadata(server):
 
 @pytest.mark.parametrize("model, artifact", [("digits", "digits_cnn_fp32.tflite"),
                                              ("digits_cnn_int8", "digits_cnn_int8.tflite")])
-def test_infer_matches_model_predict(server, converted, images, model, artifact):
+def test_infer_matches_model_predict(server, artifacts, images, model, artifact):
     _, x = images
     status, body = server.infer(model, x, id="req-1")
     assert status == 200, body
     assert body["model_name"] == model and body["id"] == "req-1"
     (out,) = body["outputs"]
     assert out["name"] == "probs" and out["shape"] == [8, 10] and out["datatype"] == "FP32"
-    expected = edgekit.load(converted["dir"] / artifact).predict(x)
+    expected = edgekit.load(artifacts / artifact).predict(x)
     np.testing.assert_allclose(np.array(out["data"]).reshape(8, 10), expected, atol=1e-6)
 
 
@@ -129,9 +131,9 @@ def test_binary_tensor_extension_matches_json(server, images):
     np.testing.assert_array_equal(binary, np.array(body["outputs"][0]["data"], np.float32).reshape(8, 10))
 
 
-def test_classify_endpoint_raw_and_multipart(server, converted, images):
+def test_classify_endpoint_raw_and_multipart(server, artifacts, images):
     files, _ = images
-    model = edgekit.load(converted["dir"] / "digits_cnn_int8.tflite")
+    model = edgekit.load(artifacts / "digits_cnn_int8.tflite")
     expected = model.classify(files[0], top_k=3)[0]
     status, raw, _ = server.request("POST", "/v2/models/digits_cnn_int8/classify?top_k=3", files[0].read_bytes(),
                                     {"Content-Type": "image/png"})
@@ -216,13 +218,10 @@ def _count(server, model, endpoint, status) -> float:
 
 
 @pytest.fixture(scope="module")
-def gather_tflite(tmp_path_factory):
-    """A model whose inference fails for out-of-range indices (GATHER checks bounds at run time)."""
-    import tensorflow as tf
-
-    return tflite_from_function(lambda idx: tf.gather(tf.range(10, dtype=tf.float32) * 2.0, idx),
-                                [tf.TensorSpec([1], tf.int32, name="image")],
-                                tmp_path_factory.mktemp("gather") / "lookup.tflite")
+def gather_tflite():
+    """A model whose inference fails for out-of-range indices (GATHER checks bounds at run time);
+    made by tests/data/build_tflite.py."""
+    return ROOT / "tests" / "data" / "lookup.tflite"
 
 
 def test_failing_inference_is_500_and_server_keeps_serving(gather_tflite):
@@ -242,8 +241,8 @@ def srv_input(srv) -> str:
     return json.loads(srv.get("/v2/models/lookup", key=None)[1])["inputs"][0]["name"]
 
 
-def test_allow_list_rejects_other_clients(converted):
-    srv = Server(converted["dir"] / "digits_cnn_fp32.tflite", "--allow-ip", "10.9.8.0/24")
+def test_allow_list_rejects_other_clients(artifacts):
+    srv = Server(artifacts / "digits_cnn_fp32.tflite", "--allow-ip", "10.9.8.0/24")
     try:
         status, raw, _ = srv.get("/v2/models/digits_cnn_fp32", key=None)
         assert status == 403 and "not in --allow-ip" in json.loads(raw)["error"]
@@ -252,16 +251,16 @@ def test_allow_list_rejects_other_clients(converted):
         srv.proc.communicate(timeout=30)
 
 
-def test_sigterm_shuts_down_cleanly(converted):
-    srv = Server(converted["dir"] / "digits_cnn_fp32.tflite")
+def test_sigterm_shuts_down_cleanly(artifacts):
+    srv = Server(artifacts / "digits_cnn_fp32.tflite")
     code, err = srv.stop()
     assert code == 0 and "server stopped" in err and "Traceback" not in err
 
 
-def test_serve_bad_arguments(converted):
+def test_serve_bad_arguments(artifacts):
     from conftest import run_cli
 
-    a = converted["dir"] / "digits_cnn_fp32.tflite"
+    a = artifacts / "digits_cnn_fp32.tflite"
     result = run_cli("serve", f"m={a}", f"m={a}")
     assert result.exit_code == 2 and "two artifacts are named 'm'" in result.stderr
     result = run_cli("serve", a, "--allow-ip", "not-a-cidr")

@@ -12,6 +12,8 @@ import pytest
 
 from conftest import run_cli, tflite_from_function
 
+pytestmark = pytest.mark.convert
+
 
 @pytest.fixture(scope="module")
 def shipped(samples, tmp_path_factory):

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Test what a user installs: build the wheel and sdist, install the wheel into a fresh virtual
+# environment per install flavour, and run each test tier there against the installed package.
+#
+#   bash tests/run_installed.sh                 # every tier (what .ci/run runs)
+#   TIERS="device serve" bash tests/run_installed.sh
+#
+# pytest runs from a scratch folder, never from the checkout: `python -m pytest` in the repo root
+# would import ./edgekit instead of the wheel (a `pip install -e` hid a broken wheel in round 1),
+# and EDGEKIT_TEST_INSTALLED=1 makes conftest.py refuse a checkout that shadows the package.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+WORK="${EDGEKIT_TEST_WORK:-$(mktemp -d -t edgekit-tests.XXXXXX)}"
+PYTHON="${PYTHON:-python3}"
+TIERS="${TIERS:-pi packaging device serve convert slow}"
+PIP_FLAGS=(-q --disable-pip-version-check)
+mkdir -p "$WORK"
+TIMES="$WORK/tier_times.tsv"
+: > "$TIMES"
+
+say() { printf '\n== %s\n' "$*"; }
+# pip on machines with an extra local index prints a warning per package for each missing folder
+quiet() { "$@" 2> >(grep -v "^WARNING: Location '" >&2); }
+
+fresh_venv() {  # fresh_venv NAME "wheel[extras]" -> prints the venv path
+    local venv="$WORK/venv-$1"
+    rm -rf "$venv"
+    "$PYTHON" -m venv "$venv"
+    quiet "$venv/bin/pip" install "${PIP_FLAGS[@]}" "$2" "pytest>=8" >&2
+    echo "$venv"
+}
+
+run_tier() {  # run_tier VENV LABEL MARK-EXPRESSION
+    local venv="$1" label="$2" marks="$3" start end status=0
+    say "tier $label: pytest -m \"$marks\" in $(basename "$venv")"
+    start=$(date +%s)
+    (cd "$WORK" && EDGEKIT_TEST_INSTALLED=1 "$venv/bin/python" -m pytest "$ROOT/tests" -m "$marks" \
+        -q -p no:cacheprovider --rootdir "$ROOT" -o console_output_style=classic) || status=$?
+    end=$(date +%s)
+    printf '%s\t%s\t%s\n' "$label" "$((end - start))" "$status" >> "$TIMES"
+    # exit 5 = no test selected: a tier that selects nothing is a broken tier, not a pass
+    return "$status"
+}
+
+wanted() { [[ " $TIERS " == *" $1 "* ]]; }
+
+say "building the wheel and sdist from $ROOT into $WORK/dist"
+"$PYTHON" -m venv "$WORK/venv-build"
+quiet "$WORK/venv-build/bin/pip" install "${PIP_FLAGS[@]}" build
+rm -rf "$ROOT/build"
+"$WORK/venv-build/bin/python" -m build --outdir "$WORK/dist" "$ROOT" > "$WORK/build.log" 2>&1 \
+    || { tail -30 "$WORK/build.log"; exit 1; }
+rm -rf "$ROOT/build" "$ROOT"/*.egg-info
+WHEEL="$(ls "$WORK"/dist/edgekit-*.whl)"
+SDIST="$(ls "$WORK"/dist/edgekit-*.tar.gz)"
+export EDGEKIT_WHEEL="$WHEEL" EDGEKIT_SDIST="$SDIST"
+echo "wheel: $WHEEL ($(du -k "$WHEEL" | cut -f1) KB)"
+echo "sdist: $SDIST ($(du -k "$SDIST" | cut -f1) KB)"
+
+failed=0
+if wanted pi; then
+    # Raspberry Pi OS bookworm 64-bit = aarch64, glibc 2.36, CPython 3.11: the device install must
+    # resolve to binary wheels there, or a Pi user meets a compiler (or nothing) at `pip install`.
+    say "tier pi: resolving the device install for manylinux_2_27_aarch64 / CPython 3.11"
+    start=$(date +%s); status=0
+    quiet "$WORK/venv-build/bin/pip" download "${PIP_FLAGS[@]}" --only-binary=:all: --python-version 3.11 \
+        --implementation cp --platform manylinux_2_27_aarch64 --platform manylinux2014_aarch64 \
+        -d "$WORK/pi-wheels" "$WHEEL" || status=$?
+    ls "$WORK/pi-wheels" | sed 's/^/  /'
+    printf '%s\t%s\t%s\n' pi "$(( $(date +%s) - start ))" "$status" >> "$TIMES"
+    [ "$status" -eq 0 ] || failed=1
+fi
+if wanted device; then
+    say "device install: the wheel alone (numpy + LiteRT, no TensorFlow)"
+    venv="$(fresh_venv device "$WHEEL")"
+    if "$venv/bin/python" -c "import tensorflow" 2>/dev/null; then
+        echo "the device venv has tensorflow: the device tier would not prove anything"; exit 1
+    fi
+    site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+    echo "device venv site-packages: $(du -sm "$site" | cut -f1) MB (pytest included)"
+    run_tier "$venv" device "device" || failed=1
+fi
+if wanted serve; then
+    say "serve install: edgekit[serve]"
+    venv="$(fresh_venv serve "$WHEEL[serve]")"
+    run_tier "$venv" serve "serve" || failed=1
+fi
+if wanted convert; then
+    say "convert install: edgekit[convert] (what README command 1 installs)"
+    venv="$(fresh_venv convert "$WHEEL[convert]")"
+    run_tier "$venv" convert "convert and not slow" || failed=1
+fi
+if wanted packaging || wanted slow; then
+    say "dev install: edgekit[dev]"
+    venv="$(fresh_venv dev "$WHEEL[dev]")"
+    if wanted packaging; then run_tier "$venv" packaging "packaging" || failed=1; fi
+    if wanted slow; then run_tier "$venv" slow "slow" || failed=1; fi
+fi
+
+say "tier times (seconds; exit status)"
+column -t "$TIMES" 2>/dev/null || cat "$TIMES"
+exit "$failed"
