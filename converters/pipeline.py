@@ -228,7 +228,7 @@ def _build_tflite(job: _Job, recipe: str, path: Path) -> ArtifactResult:
     except ArtifactError as e:
         raise ConversionError(f"the {recipe} artifact was produced but LiteRT refuses to run it ({e}); "
                               "try another recipe (int8 or int8-weights)") from e
-    parity = job.parity(_run_batched(artifact, job.validation.arrays))
+    parity = job.parity(_run_batched(artifact, job.validation.arrays, job.source))
     error_layers = []
     if recipe == "int8" and opts.explain_errors and job.calibration is not None:
         job.progress("    ranking layers by quantization error")
@@ -268,7 +268,7 @@ def _build_coreml(job: _Job, recipe: str, path: Path) -> ArtifactResult:
             mlmodel.save(str(checked))
         job.progress(f"    converted in {seconds:.1f}s; executing the saved package on {len(job.validation)} inputs")
         executed = CoreMLModel(checked, native=False, preprocessing=job.spec)
-        parity = job.parity(_run_batched(executed, job.validation.arrays))
+        parity = job.parity(_run_batched(executed, job.validation.arrays, job.source))
         outputs = [TensorInfo(n, (None,) + tuple(r.shape[1:]), "float32")
                    for n, r in zip(job.source.output_names, job.reference)]
         manifest = job.manifest(COREML, recipe, job.source.inputs, outputs, parity)
@@ -327,11 +327,26 @@ def _explain(tf, source, calibration) -> list[dict]:
         return [{"layer": None, "error": f"quantization debugger failed: {type(e).__name__}: {str(e)[:200]}"}]
 
 
-def _run_batched(model: Model, arrays: list[np.ndarray]) -> list[np.ndarray]:
+def _run_batched(model, arrays: list[np.ndarray], source: SourceModel) -> list[np.ndarray]:
+    """Run the artifact on the source's inputs and return its outputs in the source's order: a
+    converted signature lists inputs and outputs alphabetically, the source model in its own order
+    (a two-input model got its arrays swapped)."""
+    in_names, out_names = [t.name for t in model.inputs], [t.name for t in model.outputs]
+    to_artifact = _permutation([t.name for t in source.inputs], in_names)
+    arrays = [arrays[to_artifact.index(k)] for k in range(len(arrays))] if to_artifact else arrays
     n = arrays[0].shape[0]
     batch = RUN_BATCH if model.inputs[0].shape and model.inputs[0].shape[0] is None else 1
     chunks = [model.run([a[i:i + batch] for a in arrays]) for i in range(0, n, batch)]
-    return [np.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))]
+    outputs = [np.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))]
+    from_artifact = _permutation(out_names, list(source.output_names))
+    return [outputs[from_artifact.index(k)] for k in range(len(outputs))] if from_artifact else outputs
+
+
+def _permutation(names: list[str], target: list[str]) -> list[int] | None:
+    """Where each of `names` sits in `target`, when `target` is a reordering of the same names."""
+    if sorted(names) != sorted(target) or len(set(names)) != len(names):
+        return None
+    return [target.index(n) for n in names]
 
 
 def _image_spec(source: SourceModel, opts: ConvertOptions) -> ImageSpec | None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .graph import vocabulary_sizes
 from .errors import InputError
 from .runtime import Model, load
 
@@ -54,13 +55,21 @@ def peak_rss_mb() -> float:
     return peak / 2**20 if os.uname().sysname == "Darwin" else peak / 1024  # bytes on macOS, KiB on Linux
 
 
-def random_inputs(model: Model, rng: np.random.Generator) -> list[np.ndarray]:
-    """Real-valued inputs in the range the model expects: the normalized pixel range for image
-    models, the representable range for quantized inputs, a unit normal otherwise."""
+def random_inputs(model: Model, rng: np.random.Generator, vocabulary: dict[int, int] | None = None) -> list[np.ndarray]:
+    """Inputs in the range the model expects: the normalized pixel range for image models, the
+    representable range for quantized inputs, valid ids for integer inputs (token ids below the
+    vocabulary size the graph's embedding table tells, else small non-negative ints), a unit
+    normal otherwise. Floats cast to int would index embeddings out of range."""
     arrays = []
     spec = model.preprocessing
-    for info in model.inputs:
+    indices = getattr(model, "input_tensor_indices", None) or [None] * len(model.inputs)
+    for info, tensor_index in zip(model.inputs, indices):
         shape = tuple(1 if d is None else d for d in info.shape)
+        dtype = np.dtype(info.dtype)
+        if dtype.kind in "iub" and not info.quantized:
+            high = (vocabulary or {}).get(tensor_index, 2 if dtype.kind == "b" else 100)
+            arrays.append(rng.integers(0, high, size=shape).astype(dtype))
+            continue
         if spec is not None and len(model.inputs) == 1:
             lo, hi = spec.value_range()
         elif info.quantized:
@@ -101,7 +110,8 @@ def run_bench(path: str | Path, threads: int | None = None, runs: int | None = N
     if input_file is not None:
         arrays, note = load_input_file(Path(input_file), model), f"from {input_file}"
     else:
-        arrays, note = random_inputs(model, np.random.default_rng(seed)), "random, in the model's input range"
+        vocab = vocabulary_sizes(path.read_bytes()) if path.is_file() else {}
+        arrays, note = random_inputs(model, np.random.default_rng(seed), vocab), "random, in the model's input range"
     start = time.perf_counter()
     model.run(arrays)
     first_ms = (time.perf_counter() - start) * 1e3
@@ -120,15 +130,16 @@ def run_bench(path: str | Path, threads: int | None = None, runs: int | None = N
     result = BenchResult(str(path), model.backend, threads, len(samples), model.size_bytes, init_ms, first_ms,
                          {k: round(v, 4) for k, v in stats.items()}, 1e3 / stats["mean"], peak_rss_mb(),
                          max(0.0, loaded - before), note, samples_ms=samples)
-    result.warnings = noise_warnings(stats, len(samples))
+    result.warnings = noise_warnings(stats, len(samples), more_samples="a longer --duration" if duration_s
+                                     else "--duration for more samples")
     return result
 
 
-def noise_warnings(stats: dict, n: int) -> list[str]:
+def noise_warnings(stats: dict, n: int, more_samples: str = "--duration for more samples") -> list[str]:
     warnings = []
     if stats["p99"] > NOISY_P99_OVER_P50 * stats["p50"]:
         warnings.append(f"p99 is {stats['p99'] / stats['p50']:.1f}x p50: the machine was busy or throttling; "
-                        "close other work and rerun, or use --duration for more samples")
+                        f"close other work and rerun, or use {more_samples}")
     if stats["mean"] > 0 and stats["std"] / stats["mean"] > NOISY_CV:
         warnings.append(f"latency varies by {100 * stats['std'] / stats['mean']:.0f}% (std/mean): results are noisy")
     if n < 20:
@@ -139,37 +150,11 @@ def noise_warnings(stats: dict, n: int) -> list[str]:
     return warnings
 
 
-def plot_png(result: BenchResult, path: Path) -> None:
-    """Latency histogram (left) and run-order trace (right), drawn with Pillow (no plotting
-    library on the device side)."""
-    from PIL import Image, ImageDraw
+def plot_png(result: BenchResult, path: Path):
+    """Latency histogram with p50/p90/p99 and the run-order trace as a PNG (matplotlib, from the
+    desktop extra edgekit[charts]); returns the figure."""
+    from .charts import latency_png
 
-    width, height, pad = 900, 360, 40
-    img = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(img)
-    lat = np.asarray(result.samples_ms)
-    lo, hi = float(lat.min()), float(lat.max()) if lat.max() > lat.min() else float(lat.min()) + 1e-3
-    half = width // 2
-    counts, edges = np.histogram(lat, bins=30, range=(lo, hi))
-    plot_h = height - 2 * pad
-    bar_w = (half - 2 * pad) / len(counts)
-    for i, c in enumerate(counts):
-        h = plot_h * c / max(counts.max(), 1)
-        x0 = pad + i * bar_w
-        draw.rectangle([x0, height - pad - h, x0 + bar_w - 1, height - pad], fill=(70, 110, 180))
-    draw.text((pad, 10), f"latency histogram (ms), n={len(lat)}", fill="black")
-    draw.text((pad, height - pad + 8), f"{lo:.3f}", fill="black")
-    draw.text((half - pad - 40, height - pad + 8), f"{hi:.3f}", fill="black")
-    p50_x = pad + (result.latency_ms["p50"] - lo) / (hi - lo) * (half - 2 * pad)
-    draw.line([p50_x, pad, p50_x, height - pad], fill=(200, 60, 60), width=2)
-    draw.text((p50_x + 4, pad), f"p50 {result.latency_ms['p50']:.3f}", fill=(200, 60, 60))
-    xs = np.linspace(half + pad, width - pad, len(lat))
-    ys = height - pad - (lat - lo) / (hi - lo) * plot_h
-    draw.line(list(zip(xs.tolist(), ys.tolist())), fill=(40, 140, 90), width=1)
-    draw.text((half + pad, 10), "latency by run order (ms)", fill="black")
-    draw.line([half + pad, height - pad, width - pad, height - pad], fill="black")
-    draw.line([pad, height - pad, half - pad, height - pad], fill="black")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    threads = "default threads" if result.threads is None else f"{result.threads} thread{'s' * (result.threads != 1)}"
+    title = f"{Path(result.artifact).name} — {threads}, {result.runs} runs ({result.backend})"
+    return latency_png(result.samples_ms, result.latency_ms, title, path)

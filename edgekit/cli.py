@@ -270,36 +270,41 @@ class _NoBar:
 @click.option("--warmup", default=10, show_default=True, type=click.IntRange(min=0))
 @click.option("--input", "input_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="A real input: image, .npy or .npz (default: random in the model's input range).")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the figures as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON instead of tables.")
 @click.option("--plot", type=click.Path(path_type=Path), help="Write a PNG: latency histogram and run-order trace.")
-def bench(artifact, threads, runs, duration, warmup, input_file, json_path, plot):
+def bench(artifact, threads, runs, duration, warmup, input_file, as_json, plot):
     """Measure ARTIFACT on this machine: init, first inference, latency percentiles, memory."""
     from .bench import run_bench
     from .native_output import captured_native_output
 
     if runs is not None and duration is not None:
         raise InputError("give --runs or --duration, not both")
+    if plot:  # before the benchmark: a missing edgekit[charts] should not cost a whole run first
+        from .charts import require_matplotlib
+
+        require_matplotlib("edgekit bench --plot")
     with captured_native_output():
         result = run_bench(artifact, threads=threads, runs=runs, duration_s=duration, warmup=warmup,
                            input_file=input_file)
-    lat = result.latency_ms
-    click.echo(f"{artifact}  {human_size(result.size_bytes)}  backend {result.backend}  threads "
-               f"{result.threads or 'default'}  {result.runs} runs  inputs {result.inputs}")
-    click.echo(render(["init ms", "first ms", "p50 ms", "p90 ms", "p99 ms", "mean ms", "std ms", "min ms", "max ms",
-                       "per s", "peak RSS MB", "model RSS MB"],
-                      [[round(result.init_ms, 2), round(result.first_inference_ms, 3), lat["p50"], lat["p90"],
-                        lat["p99"], lat["mean"], lat["std"], lat["min"], lat["max"], int(round(result.throughput_per_s)),
-                        round(result.peak_rss_mb, 1), round(result.model_rss_mb, 1)]]))
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
-    if json_path:
-        atomic_write_text(json_path, json.dumps(result.to_dict(), indent=2) + "\n")
-        click.echo(f"json: {json_path}")
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        lat = result.latency_ms
+        click.echo(f"{artifact}  {human_size(result.size_bytes)}  backend {result.backend}  threads "
+                   f"{result.threads or 'default'}  {result.runs} runs  inputs {result.inputs}")
+        click.echo(render(["init ms", "first ms", "p50 ms", "p90 ms", "p99 ms", "mean ms", "std ms", "min ms",
+                           "max ms", "per s", "peak RSS MB", "model RSS MB"],
+                          [[round(result.init_ms, 2), round(result.first_inference_ms, 3), lat["p50"], lat["p90"],
+                            lat["p99"], lat["mean"], lat["std"], lat["min"], lat["max"],
+                            int(round(result.throughput_per_s)), round(result.peak_rss_mb, 1),
+                            round(result.model_rss_mb, 1)]]))
     if plot:
         from .bench import plot_png
 
         plot_png(result, plot)
-        click.echo(f"plot: {plot}")
+        click.echo(f"plot: {plot}", err=as_json)  # stdout stays pure JSON with --json
 
 
 @main.command()
@@ -307,8 +312,8 @@ def bench(artifact, threads, runs, duration, warmup, input_file, json_path, plot
 @click.option("--target", "targets", required=True, help="Device profile(s), comma-separated (edgekit targets).")
 @click.option("--threads", type=click.IntRange(min=1), help="Threads (default: min(4, cores of the target)).")
 @click.option("--top", default=5, show_default=True, type=click.IntRange(min=0), help="Slowest ops to list.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write estimates as JSON.")
-def emulate(artifact, targets, threads, top, json_path):
+@click.option("--json", "as_json", is_flag=True, help="Print the estimates as JSON instead of tables.")
+def emulate(artifact, targets, threads, top, as_json):
     """Estimate ARTIFACT's latency and memory on target CPUs (Raspberry Pi, phones), offline."""
     from .emulator import estimate, load_device
     from .graph import read_graph
@@ -322,6 +327,11 @@ def emulate(artifact, targets, threads, top, json_path):
     verify_tflite(data, artifact.name)
     graph = read_graph(data, artifact.name)
     results = [estimate(graph, d, threads or min(4, d.cores)) for d in devices]
+    if graph.uncosted:
+        click.echo(f"not costed (estimate excludes them): {', '.join(graph.uncosted)}", err=True)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
+        return
     click.echo(f"{artifact}  {human_size(graph.size_bytes)}  {graph.total_macs / 1e6:.1f} M multiply-accumulates  "
                f"{len(graph.ops)} ops")
     click.echo(render(["target", "threads", "estimate ms", "range ms", "memory MB", "fits"],
@@ -332,13 +342,8 @@ def emulate(artifact, targets, threads, top, json_path):
             slow = sorted(r.ops, key=lambda o: -o.ms)[:top]
             click.echo(f"{r.target} slowest ops: " + ", ".join(f"#{o.index} {o.type} {o.precision} {o.ms:.3f} ms "
                                                               f"({o.bound})" for o in slow))
-    if graph.uncosted:
-        click.echo(f"not costed (estimate excludes them): {', '.join(graph.uncosted)}", err=True)
     click.echo("range: the 10th-90th percentile of leave-one-device-out errors against published measurements; "
                "memory fits when under half the target's smallest RAM configuration")
-    if json_path:
-        atomic_write_text(json_path, json.dumps([r.to_dict() for r in results], indent=2) + "\n")
-        click.echo(f"json: {json_path}")
 
 
 @main.command()
@@ -365,11 +370,28 @@ def targets():
 @click.option("--max-batch", default=1, show_default=True, type=click.IntRange(min=1),
               help="Micro-batch up to this many samples (models with a resizable batch).")
 @click.option("--batch-timeout-ms", default=2.0, show_default=True, type=click.FloatRange(min=0))
-@click.option("--max-body-mb", default=32.0, show_default=True, type=click.FloatRange(min=0.001))
-def serve(artifacts, host, port, threads, api_key, allow_ip, max_batch, batch_timeout_ms, max_body_mb):
+@click.option("--max-body-mb", default=32.0, show_default=True, type=click.FloatRange(min=0.001),
+              help="Largest request body (413 above it).")
+@click.option("--trusted-proxy", default="", help="Comma-separated CIDRs of reverse proxies whose --proxy-header "
+              "names the client; from anyone else proxy headers are ignored and the TCP peer is the client.")
+@click.option("--proxy-header", default="x-forwarded-for", show_default=True,
+              type=click.Choice(["x-forwarded-for", "forwarded", "x-real-ip"]),
+              help="The one header your proxy sets (only read from --trusted-proxy peers).")
+@click.option("--max-json-mb", default=4.0, show_default=True, type=click.FloatRange(min=0.001),
+              help="Largest JSON body or binary-extension JSON header: JSON tensors cost 10-20x their size in "
+                   "memory; send large tensors with the binary extension.")
+@click.option("--max-image-pixels", default=25_000_000, show_default=True,
+              type=click.IntRange(1, 89_478_485),  # Pillow's own bomb limit; above it Pillow refuses anyway
+              help="Largest image /classify decodes, width x height (413 above it), checked before decoding.")
+@click.option("--header-timeout", default=10.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds for a client to send a request's headers (408 and close after).")
+@click.option("--body-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds for a client to send a request's body (408 and close after).")
+@click.option("--keep-alive", default=5.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds an idle keep-alive connection stays open.")
+def serve(artifacts, host, port, threads, api_key, allow_ip, max_batch, batch_timeout_ms, max_body_mb, trusted_proxy,
+          proxy_header, max_json_mb, max_image_pixels, header_timeout, body_timeout, keep_alive):
     """Serve ARTIFACTS ([name=]path.tflite ...) over the KServe v2 REST protocol."""
-    import ipaddress
-
     from ._deps import require
     from .native_output import captured_native_output
     from .runtime import load
@@ -377,6 +399,7 @@ def serve(artifacts, host, port, threads, api_key, allow_ip, max_batch, batch_ti
     require("uvicorn", "edgekit serve")
     require("starlette", "edgekit serve")
     from .serve.app import ServerConfig, create_app
+    from .serve.guard import parse_networks
 
     models = {}
     for spec in artifacts:
@@ -386,19 +409,20 @@ def serve(artifacts, host, port, threads, api_key, allow_ip, max_batch, batch_ti
             raise InputError(f"two artifacts are named {name!r}; give distinct names as name=path")
         with captured_native_output():
             models[name] = load(path, threads=threads)
-    try:
-        networks = tuple(ipaddress.ip_network(c.strip(), strict=False) for c in allow_ip.split(",") if c.strip())
-    except ValueError as e:
-        raise InputError(f"--allow-ip expects CIDRs like 192.168.1.0/24, got {allow_ip!r}: {e}") from None
-    config = ServerConfig(api_key=api_key or None, allow_ips=networks, max_batch=max_batch,
-                          batch_timeout_ms=batch_timeout_ms, max_body_bytes=int(max_body_mb * 2**20))
+    config = ServerConfig(api_key=api_key or None, allow_ips=parse_networks(allow_ip, "--allow-ip"),
+                          trusted_proxies=parse_networks(trusted_proxy, "--trusted-proxy"), proxy_header=proxy_header,
+                          max_batch=max_batch, batch_timeout_ms=batch_timeout_ms,
+                          max_body_bytes=int(max_body_mb * 2**20), max_json_bytes=int(max_json_mb * 2**20),
+                          max_image_pixels=max_image_pixels, body_timeout=body_timeout)
     from .serve.run import run_server
 
     app = create_app(models, config)
     click.echo(f"serving {', '.join(models)} on http://{host}:{port}/v2 "
                f"(auth {'on' if config.api_key else 'off'}, micro-batching "
-               f"{'up to ' + str(max_batch) if max_batch > 1 else 'off'}); Ctrl-C or SIGTERM stops", err=True)
-    run_server(app, host, port)
+               f"{'up to ' + str(max_batch) if max_batch > 1 else 'off'}, {proxy_header} "
+               f"{'trusted from ' + trusted_proxy if config.trusted_proxies else 'ignored'}); "
+               "Ctrl-C or SIGTERM stops", err=True)
+    run_server(app, host, port, header_timeout=header_timeout, keep_alive=keep_alive)
     click.echo("server stopped", err=True)
 
 
@@ -439,7 +463,7 @@ def bundle(artifacts, out, check_dir, force):
 @click.option("--bench-runs", default=30, show_default=True, type=click.IntRange(min=0),
               help="Host latency runs per .tflite (0: skip).")
 @click.option("--threads", type=click.IntRange(min=1), help="Host benchmark threads.")
-@click.option("--title", help="Page title (default: the first artifact's model name).")
+@click.option("--title", help="Page title (default: the model name from the artifacts' manifests).")
 @click.option("--force", is_flag=True, help="Overwrite an existing report.")
 def report(artifacts, out, targets, bench_runs, threads, title, force):
     """One self-contained HTML page comparing ARTIFACTS: size, parity, host and emulated latency."""
@@ -451,7 +475,7 @@ def report(artifacts, out, targets, bench_runs, threads, title, force):
     for name in target_names:
         load_device(name)  # unknown names fail here, before any work
     rows = collect(list(artifacts), target_names, bench_runs, threads)
-    page = render_html(rows, target_names, title or f"{artifacts[0].name.split('_')[0]}: edge variants")
+    page = render_html(rows, target_names, title)  # default: the full model name from the manifests
     atomic_write_text(out, page)
     click.echo(f"report: {out} ({len(rows)} artifacts, {len(page) // 1024} KB, self-contained)")
 

@@ -114,9 +114,23 @@ def _load_tensors(path: Path, inputs: list[TensorInfo], limit: int | None, role:
                          f"{[a.shape for a in arrays]}")
     if limit is not None:
         arrays = [a[:limit] for a in arrays]
-    arrays = [a.astype(np.float32) if a.dtype.kind in "fiub" else a for a in arrays]
+    # Each input keeps its own kind: token ids stay integers (a model with an int32 input rejects
+    # float calibration data), everything numeric else becomes float32.
+    arrays = [_as_input_dtype(a, spec) for a, spec in zip(arrays, inputs)]
     n = arrays[0].shape[0]
     return Dataset(arrays, str(path), [f"{path.name}[{i}]" for i in range(n)], [])
+
+
+def _as_input_dtype(array: np.ndarray, spec: TensorInfo) -> np.ndarray:
+    if array.dtype.kind not in "fiub":
+        return array  # refused later with the input's name
+    wanted = np.dtype(spec.dtype) if spec.dtype else np.dtype(np.float32)
+    if wanted.kind in "iu":
+        if array.dtype.kind == "f" and not np.all(np.isfinite(array) & (array == np.round(array))):
+            raise InputError(f"input {spec.name!r} takes {wanted.name} values (e.g. token ids), but the data holds "
+                             "fractional numbers; save the ids as integers")
+        return array.astype(wanted)
+    return array.astype(np.float32)
 
 
 def _check_shape(array: np.ndarray, spec: TensorInfo, path: Path, role: str) -> None:

@@ -118,11 +118,14 @@ class Model(Predictor):
             source = {"model_path": str(path)} if path is not None else {"model_content": data}
             self._interpreter = interpreter_cls(**source, num_threads=threads)
             self._interpreter.allocate_tensors()
-        except (RuntimeError, ValueError) as e:
+        except (RuntimeError, ValueError, MemoryError) as e:  # MemoryError: std::bad_alloc on absurd sizes
             raise _load_error(e, origin, self.backend) from e
         self._lock = threading.Lock()
         self._shapes: dict[int, tuple] = {}
-        self._bindings = self._bind()
+        try:
+            self._bindings = self._bind()
+        except (RuntimeError, ValueError, KeyError, UnicodeDecodeError) as e:  # a corrupt signature table
+            raise _load_error(e, origin, self.backend) from e
         self._default = next(iter(self._bindings.values()))
 
     # -- structure -------------------------------------------------------------------------
@@ -177,6 +180,11 @@ class Model(Predictor):
         return self._default.outputs
 
     @property
+    def input_tensor_indices(self) -> list[int]:
+        """The graph tensor index of each input, in `inputs` order (what graph.py keys by)."""
+        return list(self._default.input_index)
+
+    @property
     def resizable_batch(self) -> bool:
         return all(t.shape and t.shape[0] is None for t in self.inputs)
 
@@ -188,7 +196,13 @@ class Model(Predictor):
             raise InputError(f"{self.origin} expects {len(b.inputs)} inputs "
                              f"({', '.join(t.name for t in b.inputs)}), got {len(arrays)}")
         arrays = [_checked(np.asarray(a), info) for a, info in zip(arrays, b.inputs)]
-        raw = self._invoke(b, arrays)
+        try:
+            raw = self._invoke(b, arrays)
+        except (RuntimeError, ValueError, MemoryError) as e:
+            # Inputs were checked above, so a failing kernel or resize means the model itself is
+            # broken (e.g. "Input tensor 8 lacks data", a delegate that cannot reshape).
+            raise ArtifactError(f"the {self.backend} runtime failed to run {self.origin}: {_first(e)}; the file may "
+                                "be corrupt: re-copy or re-convert it") from e
         return [codec.decode(r) for r, codec in zip(raw, b.out_codecs)]
 
     def _invoke(self, b: _Binding, arrays: list[np.ndarray]) -> list[np.ndarray]:
@@ -197,11 +211,18 @@ class Model(Predictor):
                 out = b.runner(**{t.name: c.encode(a) for t, c, a in zip(b.inputs, b.in_codecs, arrays)})
                 return [out[t.name] for t in b.outputs]
             it = self._interpreter
-            for index, codec, a in zip(b.input_index, b.in_codecs, arrays):
+            # Resize every input first, then allocate once: allocating after each input in turn
+            # leaves the inputs briefly disagreeing on batch size, and XNNPACK then fails to
+            # reshape the graph (a two-input model at batch 2 could not run).
+            resized = False
+            for index, a in zip(b.input_index, arrays):
                 if self._shapes.get(index) != a.shape:
                     it.resize_tensor_input(index, a.shape, strict=True)
-                    it.allocate_tensors()
                     self._shapes[index] = a.shape
+                    resized = True
+            if resized:
+                it.allocate_tensors()
+            for index, codec, a in zip(b.input_index, b.in_codecs, arrays):
                 # Quantize straight into the interpreter's input buffer: saves set_tensor's copy.
                 # The view must be gone before invoke(), which refuses to run while one is alive.
                 codec.encode(a, out=it.tensor(index)())
@@ -232,6 +253,11 @@ def _info(name: str, details: dict) -> TensorInfo:
                       float(scale) if quantized else None, int(zero_point) if quantized else None)
 
 
+def _first(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
+
+
 def _load_error(error: Exception, origin: str, backend: str) -> ArtifactError:
     text = str(error)
     ops = sorted(set(_UNRESOLVED_OP.findall(text)))
@@ -243,9 +269,13 @@ def _load_error(error: Exception, origin: str, backend: str) -> ArtifactError:
 
 
 def load(path: str | Path, threads: int | None = None, backend: str = "auto", labels: Sequence[str] | None = None,
-         preprocessing: ImageSpec | None = None) -> Predictor:
+         preprocessing: ImageSpec | None = None, isolate: bool = False) -> Predictor:
     """Load an artifact: a .tflite (edgekit's or any other) through LiteRT, or an .mlpackage through
-    Core ML on macOS and edgekit's numpy executor elsewhere (backend says which)."""
+    Core ML on macOS and edgekit's numpy executor elsewhere (backend says which).
+
+    isolate=True first loads and runs a .tflite once in a sandbox process (edgekit.sandbox), so a
+    file that crashes or hangs the native runtime raises ArtifactError instead of killing this
+    process; it costs about half a second. Use it for files from elsewhere."""
     path = Path(path)
     if path.suffix.lower() == ".mlpackage":
         from .coreml.model import CoreMLModel
@@ -257,5 +287,9 @@ def load(path: str | Path, threads: int | None = None, backend: str = "auto", la
         raise InputError(f"expected a .tflite file, got {str(path)!r}, which does not exist")
     if threads is not None and threads < 1:
         raise InputError(f"threads expects a positive number, got {threads}")
+    if isolate:
+        from .sandbox import probe
+
+        probe(path, threads=threads, backend=backend)
     return Model(read_bytes(path), origin=path.name, threads=threads, backend=backend, labels=labels,
                  preprocessing=preprocessing, path=path)

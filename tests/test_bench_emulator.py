@@ -16,12 +16,10 @@ BENCH_KEYS = {"latency_ms", "init_ms", "first_inference_ms", "throughput_per_s",
               "size_bytes", "threads"}
 
 
-def test_bench_figures_and_json(artifacts, tmp_path):
-    out, plot = tmp_path / "bench.json", tmp_path / "bench.png"
-    result = run_cli("bench", artifacts / "digits_cnn_int8.tflite", "--threads", "1", "--runs", "60",
-                     "--json", out, "--plot", plot)
+def test_bench_figures_and_json(artifacts):
+    result = run_cli("bench", artifacts / "digits_cnn_int8.tflite", "--threads", "1", "--runs", "60", "--json")
     assert result.exit_code == 0, result.stderr
-    data = json.loads(out.read_text())
+    data = json.loads(result.stdout)  # --json: stdout is the JSON document and nothing else
     assert BENCH_KEYS <= set(data)
     lat = data["latency_ms"]
     assert set(lat) == {"p50", "p90", "p99", "mean", "std", "min", "max"}
@@ -29,10 +27,8 @@ def test_bench_figures_and_json(artifacts, tmp_path):
     assert data["peak_rss_mb"] > 0 and data["model_rss_mb"] >= 0 and data["init_ms"] > 0
     assert data["threads"] == 1 and data["size_bytes"] == (artifacts / "digits_cnn_int8.tflite").stat().st_size
     assert data["throughput_per_s"] == pytest.approx(1000 / lat["mean"], rel=0.01)  # mean is rounded to 0.1 us
-    from PIL import Image
-
-    assert Image.open(plot).size == (900, 360)
-    assert "p50 ms" in result.stdout.splitlines()[1]
+    table = run_cli("bench", artifacts / "digits_cnn_int8.tflite", "--runs", "20")
+    assert table.exit_code == 0 and "p50 ms" in table.stdout.splitlines()[1]
 
 
 def test_bench_with_real_input_and_duration(artifacts, samples):
@@ -81,14 +77,12 @@ def test_arena_of_real_model_is_below_sum_of_activations(artifacts):
 
 # -- emulate ------------------------------------------------------------------------------------------
 
-def test_emulate_every_profile(artifacts, tmp_path):
-    out = tmp_path / "emu.json"
+def test_emulate_every_profile(artifacts):
     targets = device_names()
     assert {"rpi3", "rpi4", "rpi5", "pixel4", "pixel6", "iphone13"} <= set(targets)
-    result = run_cli("emulate", artifacts / "digits_cnn_int8.tflite", "--target", ",".join(targets),
-                     "--json", out)
+    result = run_cli("emulate", artifacts / "digits_cnn_int8.tflite", "--target", ",".join(targets), "--json")
     assert result.exit_code == 0, result.stderr
-    rows = json.loads(out.read_text())
+    rows = json.loads(result.stdout)
     assert [r["target"] for r in rows] == targets
     for r in rows:
         assert {"target", "threads", "estimate_ms", "low_ms", "high_ms", "memory_mb", "fits", "ops"} <= set(r)
@@ -122,3 +116,15 @@ def test_targets_lists_profiles():
     result = run_cli("targets")
     assert result.exit_code == 0
     assert "rpi3      Raspberry Pi 3 Model B+" in result.stdout and "4x cortex-a53 @1.4" in result.stdout
+
+
+def test_fp16_weights_are_costed_like_fp32(artifacts):
+    """fp16 weights reach CONV_2D through DEQUANTIZE: they used to count as 0 MACs, so fp16 models
+    were estimated several times faster than fp32 on CPUs where fp16 weights run as fp32."""
+    fp32 = read_graph((artifacts / "digits_cnn_fp32.tflite").read_bytes())
+    fp16 = read_graph((artifacts / "digits_cnn_fp16.tflite").read_bytes())
+    assert fp16.total_macs == fp32.total_macs > 0
+    assert {op.op_class for op in fp16.ops if op.type == "DEQUANTIZE"} == {"view"}  # done once at load
+    device = load_device("rpi4")
+    a, b = estimate(fp32, device, 4).estimate_ms, estimate(fp16, device, 4).estimate_ms
+    assert b == pytest.approx(a, rel=0.1)
