@@ -214,7 +214,10 @@ def inspect(artifact, as_json):
 @click.option("--out", type=click.Path(path_type=Path), help="Store: .sqlite/.db, .csv or .jsonl (resumable).")
 @click.option("--threads", type=click.IntRange(min=1), help="Interpreter threads (default: runtime's choice).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary (and rows without --out) as JSON.")
-def predict(artifact, inputs, top_k, out, threads, as_json):
+@click.option("--isolate/--no-isolate", default=None,
+              help="Load and run once in a sandbox process first (default: for files without an edgekit manifest "
+                   "or with sparse tensors).")
+def predict(artifact, inputs, top_k, out, threads, as_json, isolate):
     """Run ARTIFACT on INPUTS (image/.npy files, folders, globs). Re-running with the same --out
     skips inputs this model already predicted."""
     from .native_output import captured_native_output
@@ -223,6 +226,7 @@ def predict(artifact, inputs, top_k, out, threads, as_json):
     from .stores import open_store
 
     paths = expand_inputs(list(inputs))
+    _probe_if_needed(artifact, isolate, threads)
     with captured_native_output():  # LiteRT's "INFO: Created ... XNNPACK delegate" is not ours to print
         model = load(artifact, threads=threads)
     store = open_store(out) if out is not None else None
@@ -251,6 +255,17 @@ def predict(artifact, inputs, top_k, out, threads, as_json):
         raise InputError(f"all {len(summary.failures)} inputs failed; first: {summary.failures[0][1]}")
 
 
+def _probe_if_needed(artifact: Path, isolate: bool | None, threads: int | None) -> None:
+    """A file edgekit did not make, or one with sparse tensors, is first tried in a sandbox process:
+    if it crashes LiteRT the user gets one line instead of a dead shell (issue #15). Edgekit's own
+    artifacts skip the ~0.5 s: their weights are checked against the manifest's digest."""
+    from .sandbox import needs_isolation, probe
+
+    if isolate or (isolate is None and needs_isolation(artifact)):
+        if artifact.suffix.lower() == ".tflite" and artifact.is_file():
+            probe(artifact, threads=threads)
+
+
 class _NoBar:
     def __enter__(self):
         return self
@@ -272,7 +287,10 @@ class _NoBar:
               help="A real input: image, .npy or .npz (default: random in the model's input range).")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON instead of tables.")
 @click.option("--plot", type=click.Path(path_type=Path), help="Write a PNG: latency histogram and run-order trace.")
-def bench(artifact, threads, runs, duration, warmup, input_file, as_json, plot):
+@click.option("--isolate/--no-isolate", default=None,
+              help="Load and run once in a sandbox process first (default: for files without an edgekit manifest "
+                   "or with sparse tensors).")
+def bench(artifact, threads, runs, duration, warmup, input_file, as_json, plot, isolate):
     """Measure ARTIFACT on this machine: init, first inference, latency percentiles, memory."""
     from .bench import run_bench
     from .native_output import captured_native_output
@@ -283,6 +301,7 @@ def bench(artifact, threads, runs, duration, warmup, input_file, as_json, plot):
         from .charts import require_matplotlib
 
         require_matplotlib("edgekit bench --plot")
+    _probe_if_needed(artifact, isolate, threads)  # outside the timed load: init_ms stays the runtime's
     with captured_native_output():
         result = run_bench(artifact, threads=threads, runs=runs, duration_s=duration, warmup=warmup,
                            input_file=input_file)

@@ -10,10 +10,29 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import ArtifactError
+from .sparsity import _MAX_ELEMENTS, SPARSE_OPS, verify_sparse_tensor
 from .tflite_file import _model, _schema
 
 _ITEMSIZE = {"FLOAT32": 4, "FLOAT16": 2, "INT32": 4, "UINT8": 1, "INT64": 8, "BOOL": 1, "INT16": 2,
              "INT8": 1, "FLOAT64": 8, "UINT64": 8, "UINT32": 4, "UINT16": 2}
+
+
+# Inputs that may be absent (-1) per builtin op. Kernels dereference the others unchecked, so a -1
+# there is a segfault. Ops not listed here (LSTMs, custom ops...) keep the runtime's own checks.
+_OPTIONAL_INPUTS: dict[str, set[int]] = {
+    **{op: {2} for op in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "CONV_3D")},
+    **{op: {3} for op in ("TRANSPOSE_CONV", "CONV_3D_TRANSPOSE")},
+    "RESHAPE": {1},
+    **{op: set() for op in (
+        "ADD", "SUB", "MUL", "DIV", "AVERAGE_POOL_2D", "MAX_POOL_2D", "CONCATENATION", "SOFTMAX", "LOGISTIC",
+        "TANH", "RELU", "RELU6", "RELU_N1_TO_1", "HARD_SWISH", "LEAKY_RELU", "PRELU", "DEQUANTIZE", "QUANTIZE",
+        "MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN", "PAD", "PADV2", "TRANSPOSE", "STRIDED_SLICE", "SLICE",
+        "SQUEEZE", "EXPAND_DIMS", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "DENSIFY", "GATHER", "SPLIT",
+        "SPLIT_V", "PACK", "UNPACK", "MAXIMUM", "MINIMUM", "BATCH_MATMUL", "L2_NORMALIZATION", "EXP", "LOG",
+        "SQRT", "RSQRT", "SQUARE", "ABS", "NEG", "CAST", "ARG_MAX", "ARG_MIN", "TILE", "BROADCAST_TO", "SHAPE",
+        "DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "GELU", "POW", "SQUARED_DIFFERENCE", "EQUAL", "LESS", "GREATER",
+        "SELECT", "SELECT_V2", "MIRROR_PAD", "ELU", "LOG_SOFTMAX", "FLOOR", "CEIL", "ROUND")},
+}
 
 
 def verify_tflite(data: bytes, origin: str) -> None:
@@ -65,19 +84,33 @@ def _verify(schema, model, data: bytes, origin: str) -> None:
                                     f"the file has {len(data)}")
             buffer_sizes.append(buf.Size())
         else:
-            buffer_sizes.append(0 if buf.DataIsNone() else buf.DataLength())
+            size = 0 if buf.DataIsNone() else buf.DataLength()
+            # the vector's length prefix is a field like any other: a corrupt one claims bytes past the end
+            if size and buf._tab.Vector(buf._tab.Offset(4)) + size > len(data):
+                raise ArtifactError(f"{origin} is corrupt: buffer {b} claims {size} bytes past the end of the file; "
+                                    "re-copy or re-convert the model")
+            buffer_sizes.append(size)
+    op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if isinstance(v, int)}
+    codes = [op_names.get(max(model.OperatorCodes(i).BuiltinCode(), model.OperatorCodes(i).DeprecatedBuiltinCode()), "")
+             for i in range(n_codes)]
     for s in range(model.SubgraphsLength()):
         sg = model.Subgraphs(s)
         n_tensors = sg.TensorsLength()
+        sparse = set()
         for t in range(n_tensors):
             tensor = sg.Tensors(t)
             b = tensor.Buffer()
             if b >= n_buffers:
                 raise ArtifactError(f"{origin} is corrupt: tensor {t} points at buffer {b} of {n_buffers}")
+            _check_shape(tensor, t, origin)
             size = buffer_sizes[b]
             itemsize = _ITEMSIZE.get(type_names.get(tensor.Type(), ""), 0)
-            # sparse tensors hold compressed values; sub-byte types are not in _ITEMSIZE
-            if size and itemsize and tensor.ShapeLength() and tensor.Sparsity() is None:
+            if tensor.Sparsity() is not None:
+                verify_sparse_tensor(schema, tensor, type_names.get(tensor.Type(), str(tensor.Type())), size,
+                                     f"{origin}: tensor {t} ({(tensor.Name() or b'').decode(errors='replace')})")
+                sparse.add(t)
+            # sub-byte types are not in _ITEMSIZE
+            elif size and itemsize and tensor.ShapeLength():
                 shape = tensor.ShapeAsNumpy()
                 if np.all(shape >= 0):
                     needed = int(np.prod(shape.astype(np.int64))) * itemsize
@@ -93,11 +126,52 @@ def _verify(schema, model, data: bytes, origin: str) -> None:
             op = sg.Operators(o)
             if op.OpcodeIndex() >= n_codes:
                 raise ArtifactError(f"{origin} is corrupt: operator {o} uses opcode {op.OpcodeIndex()} of {n_codes}")
+            name = codes[op.OpcodeIndex()]
             for i in range(op.InputsLength()):
                 if not -1 <= op.Inputs(i) < n_tensors:
                     raise ArtifactError(f"{origin} is corrupt: operator {o} input {i} is tensor {op.Inputs(i)} "
                                         f"of {n_tensors}")
+                if op.Inputs(i) == -1 and name in _OPTIONAL_INPUTS and i not in _OPTIONAL_INPUTS[name]:
+                    raise ArtifactError(f"{origin} is corrupt: operator {o} ({name}) has no tensor for its required "
+                                        f"input {i}; re-copy or re-convert the model")
             for i in range(op.OutputsLength()):
                 if not 0 <= op.Outputs(i) < n_tensors:
                     raise ArtifactError(f"{origin} is corrupt: operator {o} output {i} is tensor {op.Outputs(i)} "
                                         f"of {n_tensors}")
+            _check_sparse_use(sg, op, o, name, sparse, origin)
+
+
+def _check_shape(tensor, index: int, origin: str) -> None:
+    """Negative or absurd dimensions make LiteRT allocate gigabytes or index with overflowed ints."""
+    shape = [int(d) for d in tensor.ShapeAsNumpy()] if tensor.ShapeLength() else []
+    elements = 1
+    for d in shape:
+        elements *= d
+    if any(d < 0 for d in shape) or elements > _MAX_ELEMENTS:
+        raise ArtifactError(f"{origin} is corrupt: tensor {index} has shape {shape}, expected non-negative "
+                            f"dimensions and at most {_MAX_ELEMENTS} elements; re-copy or re-convert the model")
+    if tensor.ShapeSignatureLength():
+        signature = [int(d) for d in tensor.ShapeSignatureAsNumpy()]
+        if len(signature) != len(shape) or any(d < -1 or (d != -1 and d != s) for d, s in zip(signature, shape)):
+            raise ArtifactError(f"{origin} is corrupt: tensor {index} has shape signature {signature} for shape "
+                                f"{shape}, expected the same dimensions with -1 where dynamic; re-copy or re-convert "
+                                "the model")
+
+
+def _check_sparse_use(sg, op, index: int, name: str, sparse: set, origin: str) -> None:
+    """Only DENSIFY and the sparse FULLY_CONNECTED kernel read compressed values; any other op would
+    read them as a dense tensor, past the end of the buffer. DENSIFY writes a dense output of the
+    sparse input's shape, so that output must have exactly that shape and type."""
+    for i in range(op.InputsLength()):
+        t = op.Inputs(i)
+        if t in sparse and SPARSE_OPS.get(name) != i:
+            raise ArtifactError(f"{origin} is corrupt: operator {index} ({name or 'unknown'}) takes sparse tensor {t} "
+                                f"as input {i}; only DENSIFY and FULLY_CONNECTED weights may be sparse")
+    if name == "DENSIFY" and op.InputsLength() >= 1 and op.OutputsLength() >= 1 and op.Inputs(0) >= 0:
+        src, dst = sg.Tensors(op.Inputs(0)), sg.Tensors(op.Outputs(0))
+        src_shape = list(src.ShapeAsNumpy()) if src.ShapeLength() else []
+        dst_shape = list(dst.ShapeAsNumpy()) if dst.ShapeLength() else []
+        if src.Sparsity() is None or src_shape != dst_shape or src.Type() != dst.Type():
+            raise ArtifactError(f"{origin} is corrupt: DENSIFY operator {index} maps tensor {op.Inputs(0)} "
+                                f"(shape {src_shape}) to tensor {op.Outputs(0)} (shape {dst_shape}); expected a sparse "
+                                "input and an output of the same shape and type")

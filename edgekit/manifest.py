@@ -10,6 +10,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .errors import ArtifactError, EdgekitError
+
 MANIFEST_SCHEMA = "edgekit.manifest/1"
 TFLITE_METADATA_NAME = "edgekit_manifest"
 
@@ -33,7 +35,31 @@ class TensorInfo:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TensorInfo":
-        return cls(d["name"], tuple(d["shape"]), d["dtype"], d.get("scale"), d.get("zero_point"))
+        _expect(isinstance(d, dict), "a tensor entry is not an object", d)
+        _expect(isinstance(d.get("name"), str), "a tensor has no string 'name'", d)
+        shape = d.get("shape")
+        _expect(isinstance(shape, list) and all(v is None or (type(v) is int and v >= 0) for v in shape),
+                f"tensor {d['name']!r} 'shape' is not a list of non-negative integers or nulls", shape)
+        _expect(isinstance(d.get("dtype"), str) and d["dtype"] in _DTYPES, f"tensor {d['name']!r} 'dtype' is not "
+                f"one of {', '.join(sorted(_DTYPES))}", d.get("dtype"))
+        scale, zero_point = d.get("scale"), d.get("zero_point")
+        _expect(scale is None or (isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale == scale),
+                f"tensor {d['name']!r} 'scale' is not a number", scale)
+        _expect(zero_point is None or type(zero_point) is int, f"tensor {d['name']!r} 'zero_point' is not an integer",
+                zero_point)
+        return cls(d["name"], tuple(shape), d["dtype"], scale, zero_point)
+
+
+_DTYPES = {"float32", "float16", "float64", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64",
+           "bool"}
+
+
+def _expect(ok: bool, what: str, got: Any) -> None:
+    """A manifest read from an artifact is untrusted input: a wrong type is a corrupt artifact,
+    not a TypeError deep in the runtime."""
+    if not ok:
+        raise ArtifactError(f"the edgekit manifest is malformed: {what} (got {str(got)[:80]!r}); "
+                            "re-convert the artifact with edgekit convert or re-copy it")
 
 
 @dataclass
@@ -63,6 +89,28 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Manifest":
+        """Raises ArtifactError (never TypeError/KeyError) when `d` does not have the manifest's shape."""
+        _expect(isinstance(d, dict), "it is not a JSON object", d)
+        for key in ("format", "recipe"):
+            _expect(isinstance(d.get(key, ""), str), f"{key!r} is not a string", d.get(key))
+        for key in ("inputs", "outputs"):
+            _expect(isinstance(d.get(key, []), list), f"{key!r} is not a list", d.get(key))
+        for key in ("preprocessing", "parity", "calibration"):
+            _expect(d.get(key) is None or isinstance(d[key], dict), f"{key!r} is not an object", d.get(key))
+        for key in ("model", "source", "versions"):
+            _expect(isinstance(d.get(key, {}), dict), f"{key!r} is not an object", d.get(key))
+        labels = d.get("labels")
+        _expect(labels is None or (isinstance(labels, list) and all(isinstance(v, str) for v in labels)),
+                "'labels' is not a list of strings", labels)
+        if d.get("preprocessing") is not None:
+            from .preprocess import ImageSpec  # checks the spec's keys and values now, not at first predict
+
+            try:
+                ImageSpec.from_dict(d["preprocessing"])
+            except EdgekitError:
+                raise
+            except (KeyError, TypeError, ValueError) as e:
+                _expect(False, f"'preprocessing' lacks or mistypes {e}", d["preprocessing"])
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         known["inputs"] = [TensorInfo.from_dict(t) for t in d.get("inputs", [])]
         known["outputs"] = [TensorInfo.from_dict(t) for t in d.get("outputs", [])]
@@ -70,4 +118,8 @@ class Manifest:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "Manifest":
-        return cls.from_dict(json.loads(text))
+        try:
+            data = json.loads(text)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ArtifactError(f"the edgekit manifest is not valid JSON ({e}); re-convert or re-copy the artifact") from e
+        return cls.from_dict(data)

@@ -7,6 +7,7 @@ never needs TensorFlow.
 from __future__ import annotations
 
 import json
+import struct
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ArtifactError, MissingDependencyError
-from .manifest import TFLITE_METADATA_NAME, TensorInfo
+from .manifest import TFLITE_METADATA_NAME, Manifest, TensorInfo
 from ._deps import import_failure
 
 TFLITE_IDENTIFIER = b"TFL3"
@@ -73,10 +74,13 @@ def _model(data: bytes, origin: str):
 
 
 def _buffer_bytes(model, data: bytes, index: int) -> bytes:
-    buf = model.Buffers(index)
-    if buf.Offset() > 1:  # large models keep buffer data after the flatbuffer
-        return bytes(data[buf.Offset(): buf.Offset() + buf.Size()])
-    return b"" if buf.DataIsNone() else buf.DataAsNumpy().tobytes()
+    try:
+        buf = model.Buffers(index)
+        if buf.Offset() > 1:  # large models keep buffer data after the flatbuffer
+            return bytes(data[buf.Offset(): buf.Offset() + buf.Size()])
+        return b"" if buf.DataIsNone() else buf.DataAsNumpy().tobytes()
+    except (ValueError, IndexError, struct.error) as e:  # a length or offset pointing past the end
+        raise ArtifactError(f"buffer {index} of the model is corrupt ({e}); re-copy or re-convert the model") from e
 
 
 def metadata_buffer(data: bytes, name: str, origin: str = "model") -> bytes | None:
@@ -95,9 +99,14 @@ def read_manifest(data: bytes, origin: str = "model") -> dict[str, Any] | None:
     if raw is None:
         return None
     try:
-        return json.loads(raw.decode("utf-8"))
+        manifest = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ArtifactError(f"{origin}: the embedded edgekit manifest is not valid JSON ({e})") from e
+    try:
+        Manifest.from_dict(manifest)  # every reader (runtime, inspect, bundle) gets a well-typed manifest
+    except ArtifactError as e:
+        raise ArtifactError(f"{origin}: {e}") from e
+    return manifest
 
 
 def _tensor_info(schema, subgraph, index: int, dtype_names: dict[int, str]) -> TensorInfo:
