@@ -23,6 +23,7 @@ from conftest import OUTSIDE, ROOT
 pytestmark = pytest.mark.serve
 
 KEY = "test-key-123"
+INFER = "/v2/models/{name}/infer"  # metrics label requests by route template, never by raw path
 
 
 def free_port() -> int:
@@ -190,7 +191,7 @@ def test_bad_requests(server, images):
 
 def test_sixteen_concurrent_clients_and_metrics(server, images):
     _, x = images
-    before = _count(server, "digits_cnn_int8", "infer", "200")
+    before = _count(server, "digits_cnn_int8", INFER, "200")
 
     def client(i):
         ok = 0
@@ -202,18 +203,19 @@ def test_sixteen_concurrent_clients_and_metrics(server, images):
     with ThreadPoolExecutor(16) as pool:
         results = list(pool.map(client, range(16)))
     assert results == [50] * 16
-    assert _count(server, "digits_cnn_int8", "infer", "200") - before == 800
+    assert _count(server, "digits_cnn_int8", INFER, "200") - before == 800
     text = server.get("/metrics")[1].decode()
     batches = float(re.search(r'edgekit_batch_size_count\{model="digits_cnn_int8"\} (\S+)', text).group(1))
     samples = float(re.search(r'edgekit_batch_size_sum\{model="digits_cnn_int8"\} (\S+)', text).group(1))
     assert samples >= 800 and batches <= samples  # micro-batching grouped some requests
-    assert 'edgekit_request_seconds_bucket{endpoint="infer",le="0.5",model="digits_cnn_int8"}' in text
+    assert f'edgekit_request_seconds_bucket{{endpoint="{INFER}",le="0.5",model="digits_cnn_int8"}}' in text
     assert "edgekit_queue_depth" in text
 
 
 def _count(server, model, endpoint, status) -> float:
     text = server.get("/metrics")[1].decode()
-    m = re.search(rf'edgekit_requests_total\{{endpoint="{endpoint}",model="{model}",status="{status}"\}} (\S+)', text)
+    labels = f'endpoint="{re.escape(endpoint)}",model="{model}",status="{status}"'
+    m = re.search(rf"edgekit_requests_total\{{{labels}\}} (\S+)", text)
     return float(m.group(1)) if m else 0.0
 
 

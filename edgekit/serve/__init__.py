@@ -3,6 +3,8 @@
 protocol.py  v2 JSON <-> numpy, validated against the model's metadata
 batching.py  dynamic micro-batching of concurrent requests
 metrics.py   Prometheus metrics
-app.py       the Starlette application: routes, auth, allow-list, body limit
+app.py       the Starlette application: routes, body/JSON/image limits
+guard.py     in front of it: client address (trusted proxies), allow-list, API key, body deadline, metrics
+connection.py  uvicorn's protocol with a deadline and a size cap on request heads (slowloris)
 Needs the `serve` extra: pip install 'edgekit[serve]'.
 """

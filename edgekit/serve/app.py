@@ -5,49 +5,57 @@ Routes (Open Inference Protocol v2, plus an image convenience endpoint and metri
   POST /v2/models/{name}/infer      JSON tensors, or the v2 binary-tensor extension
   POST /v2/models/{name}/classify   an image (raw body or multipart "file") -> top-k labels
   GET  /metrics                     Prometheus text format
-Inference runs in worker threads (the runtime is thread-safe); the event loop only parses,
-validates and answers, so a slow model never blocks health checks.
+Inference and image decoding run in worker threads (the runtime is thread-safe); the event loop
+only parses, validates and answers, so a slow model never blocks health checks. guard.Guard wraps
+the app (access, body deadline, metrics, JSON errors); every error a request causes is a 4xx with
+{"error": "..."}, a 5xx only when the model or the server fails.
 """
 from __future__ import annotations
 
 import contextlib
-import hmac
-import ipaddress
+import io
 import json
 import time
+import warnings
 from dataclasses import dataclass
 
 import anyio.to_thread
 import numpy as np
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .. import __version__
-from ..errors import EdgekitError
+from ..errors import EdgekitError, InputError
 from ..runtime import Model
 from .batching import MicroBatcher
+from .guard import CLOSES_CONNECTION, Guard, HTTPError, parse_uint
 from .metrics import ServerMetrics
-from .protocol import DATATYPES, ProtocolError, decode_inputs, encode_outputs, requested_outputs, tensor_metadata
+from .protocol import (DATATYPES, ProtocolError, check_request, decode_inputs, encode_outputs, requested_outputs,
+                       show, tensor_metadata)
 
-OPEN_PATHS = ("/v2/health/live", "/v2/health/ready")
 BINARY_HEADER = "inference-header-content-length"
+# Parsers a client may reach through /classify: common camera/web formats only (Pillow would
+# otherwise also try EPS, which runs Ghostscript, and a few dozen rarer decoders).
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
 
 
 @dataclass
 class ServerConfig:
     api_key: str | None = None
     allow_ips: tuple = ()            # ip_network objects; empty = everyone who can reach the port
+    trusted_proxies: tuple = ()      # ip_network objects whose proxy header names the client
+    proxy_header: str = "x-forwarded-for"
     max_batch: int = 1               # >1 turns on micro-batching for resizable-batch models
     batch_timeout_ms: float = 2.0
     max_body_bytes: int = 32 * 2**20
-
-
-class HTTPError(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status, self.message = status, message
+    # A JSON tensor costs 10-20x its text once parsed (a Python object per number): 31 MB of
+    # "0," cost +300 MB. Large tensors belong in the binary extension, which costs its size.
+    max_json_bytes: int = 4 * 2**20
+    max_image_pixels: int = 25_000_000  # 24 MP photos pass; a 160 KB 13000x13000 PNG (+806 MB) does not
+    body_timeout: float = 30.0          # seconds to receive a whole request body
 
 
 def create_app(models: dict[str, Model], config: ServerConfig) -> Starlette:
@@ -59,28 +67,23 @@ def create_app(models: dict[str, Model], config: ServerConfig) -> Starlette:
             raise HTTPError(404, f"unknown model {name!r}; serving {sorted(models)}")
         return models[name]
 
-    async def read_body(request: Request) -> bytes | bytearray:
-        """The whole body, within the size limit. With a Content-Length the chunks land in one
-        preallocated buffer: a 600 KB tensor is copied once, not gathered and joined."""
-        declared = request.headers.get("content-length")
-        expected = int(declared) if declared and declared.isdigit() else None
-        buffer = bytearray(expected) if expected is not None else None
-        chunks, size = [], 0
+    async def read_body(request: Request, limit: int | None = None, option: str = "--max-body-mb") -> bytearray:
+        """The whole body, within the size limit, in one growing buffer (a 600 KB tensor is copied
+        once, not gathered and joined). Not preallocated from Content-Length: memory follows the
+        bytes actually sent, so connections that declare 32 MB and stall cost nothing."""
+        limit = min(limit or config.max_body_bytes, config.max_body_bytes)
+        expected = parse_uint(request.headers.get("content-length"))
+        if expected is not None and expected > limit:  # refused before a byte is read
+            raise HTTPError(413, f"request body of {expected} bytes is over the {limit} byte limit ({option})")
+        buffer = bytearray()
         try:
             async for chunk in request.stream():
-                if size + len(chunk) > config.max_body_bytes:
-                    raise HTTPError(413, f"request body over the {config.max_body_bytes} byte limit "
-                                         "(--max-body-mb)")
-                if buffer is not None and size + len(chunk) <= expected:
-                    buffer[size:size + len(chunk)] = chunk
-                else:
-                    chunks.append(chunk)
-                size += len(chunk)
+                if len(buffer) + len(chunk) > limit:
+                    raise HTTPError(413, f"request body over the {limit} byte limit ({option})")
+                buffer += chunk
         except ClientDisconnect:
             raise HTTPError(400, "client disconnected before sending the whole body") from None
-        if buffer is not None and not chunks and size == expected:
-            return buffer
-        return (bytes(buffer[:min(size, expected)]) if buffer is not None else b"") + b"".join(chunks)
+        return buffer
 
     async def run_model(name: str, arrays: list[np.ndarray]) -> list[np.ndarray]:
         if name in batchers:
@@ -117,29 +120,30 @@ def create_app(models: dict[str, Model], config: ServerConfig) -> Starlette:
     async def infer(request: Request) -> Response:
         name = request.path_params["name"]
         model = served(name)
-        raw = await read_body(request)
         header_len = request.headers.get(BINARY_HEADER)
-        body, binary = _split_binary(raw, header_len)
+        if header_len is None:  # all JSON: held to the lower JSON limit before reading
+            raw = await read_body(request, config.max_json_bytes, "--max-json-mb; large tensors: binary extension")
+        else:
+            raw = await read_body(request)
+        body, binary = _split_binary(raw, header_len, config.max_json_bytes)
+        payload = _parse_json(body)
         try:
-            payload = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise HTTPError(400, f"malformed JSON body: {e}") from None
-        if binary is not None:
-            payload = _inline_binary_inputs(payload, binary, model)
-        try:
+            check_request(payload)  # types first: nothing below can hash a list or .get() on one
+            if binary is not None:
+                _inline_binary_inputs(payload, binary)
             arrays = decode_inputs(payload, model.inputs)
             wanted = requested_outputs(payload, [t.name for t in model.outputs])
         except ProtocolError as e:
             raise HTTPError(400, str(e)) from None
         try:
             outputs = await run_model(name, arrays)
-        except EdgekitError as e:
+        except InputError as e:  # the arrays do not fit the model: the client's to fix
             raise HTTPError(400, str(e)) from None
-        except Exception as e:  # the model failed: report it, keep serving
+        except Exception as e:  # the model failed (the runtime's ArtifactError, or worse): report it, keep serving
             raise HTTPError(500, f"inference failed: {type(e).__name__}: {e}") from None
         encoded = encode_outputs([t.name for t in model.outputs], outputs, wanted)
         response = {"model_name": name, "model_version": "1", "outputs": encoded}
-        if isinstance(payload, dict) and "id" in payload:
+        if "id" in payload:
             response["id"] = payload["id"]
         if _wants_binary(payload):
             return _binary_response(response, outputs, [t.name for t in model.outputs], wanted)
@@ -148,14 +152,13 @@ def create_app(models: dict[str, Model], config: ServerConfig) -> Starlette:
     async def classify(request: Request) -> Response:
         name = request.path_params["name"]
         model = served(name)
-        try:
-            top_k = int(request.query_params.get("top_k", "5"))
-        except ValueError:
-            raise HTTPError(400, f"top_k must be an integer, got {request.query_params.get('top_k')!r}") from None
+        top_k = parse_uint(request.query_params.get("top_k", "5"))
+        if not top_k:
+            raise HTTPError(400, f"top_k must be a positive integer, got {show(request.query_params.get('top_k'))}")
         if model.preprocessing is None:
             raise HTTPError(400, f"model {name!r} has no image preprocessing in its manifest; use /infer with tensors")
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
-            if int(request.headers.get("content-length") or 0) > config.max_body_bytes:
+            if (parse_uint(request.headers.get("content-length")) or 0) > config.max_body_bytes:
                 raise HTTPError(413, f"request body over the {config.max_body_bytes} byte limit (--max-body-mb)")
             form = await request.form(max_part_size=config.max_body_bytes)
             upload = form.get("file")
@@ -167,10 +170,14 @@ def create_app(models: dict[str, Model], config: ServerConfig) -> Starlette:
         if not image:
             raise HTTPError(400, "expected an image in the body (raw bytes or multipart field \"file\"), got nothing")
         start = time.perf_counter()
-        try:
-            arrays = model.to_arrays(image)
+        picture = _open_image(image, config.max_image_pixels)
+        try:  # decoding takes a while for a large photo: off the event loop, like inference
+            arrays = await anyio.to_thread.run_sync(model.to_arrays, picture)
         except EdgekitError as e:
             raise HTTPError(400, str(e)) from None
+        except Exception as e:  # a decoder choking on a corrupt file: Pillow raises SyntaxError, struct.error...
+            raise HTTPError(400, f"expected an image Pillow can decode, got one it fails on: "
+                                 f"{type(e).__name__}: {show(str(e))}") from None
         try:
             outputs = await run_model(name, arrays)
         except Exception as e:
@@ -202,134 +209,101 @@ def create_app(models: dict[str, Model], config: ServerConfig) -> Starlette:
             await b.stop()
 
     async def http_error(request: Request, exc: HTTPError) -> Response:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+        if exc.status in CLOSES_CONNECTION:
+            headers["Connection"] = "close"
         return JSONResponse({"error": exc.message}, status_code=exc.status, headers=headers)
+
+    async def starlette_error(request: Request, exc: HTTPException) -> Response:
+        # the router's 404/405 and a malformed multipart form: the protocol's JSON, not plain text
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
 
     app = Starlette(routes=routes, lifespan=lifespan,
-                    exception_handlers={HTTPError: http_error, Exception: unexpected})
+                    exception_handlers={HTTPError: http_error, HTTPException: starlette_error,
+                                        Exception: unexpected})
     app.state.metrics, app.state.batchers = metrics, batchers
-    return _Guard(app, config, metrics, set(models))
+    return Guard(app, config, metrics, set(models))
 
 
-class _Guard:
-    """ASGI wrapper: allow-list, API key, and the one place errors become JSON and metrics.
-    Plain ASGI rather than BaseHTTPMiddleware: it adds microseconds, not a task per request."""
+# -- /classify images ---------------------------------------------------------------------------
 
-    def __init__(self, app: Starlette, config: ServerConfig, metrics: ServerMetrics, names: set[str]):
-        self.app, self.config, self.metrics, self.names = app, config, metrics, names
-        self.state = app.state
+def _open_image(data: bytes | bytearray, max_pixels: int):
+    """A lazily opened image whose declared size is within max_pixels. Image.open reads only the
+    header, so a 160 KB PNG declaring 13000x13000 (806 MB once decoded) is refused for free."""
+    from PIL import Image, UnidentifiedImageError
 
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        start = time.perf_counter()
-        path = scope["path"]
-        model, endpoint = _labels(path, self.names)
-        status_holder = {"status": 500}
-
-        async def send_tracking(message):
-            if message["type"] == "http.response.start":
-                status_holder["status"] = message["status"]
-            await send(message)
-
-        try:
-            self._check_access(scope, path)
-            declared = _header(scope, b"content-length")
-            if declared is not None and declared.isdigit() and int(declared) > self.config.max_body_bytes:
-                raise HTTPError(413, f"request body of {declared} bytes is over the {self.config.max_body_bytes} "
-                                     "byte limit (--max-body-mb)")
-            await self.app(scope, receive, send_tracking)
-        except HTTPError as e:
-            await _send_json(send_tracking, e.status, {"error": e.message},
-                             {b"www-authenticate": b"Bearer"} if e.status == 401 else None)
-        except Exception as e:  # nothing a request does may take the server down
-            await _send_json(send_tracking, 500, {"error": f"internal error: {type(e).__name__}: {e}"})
-        finally:
-            self.metrics.requests.labels(model, endpoint, str(status_holder["status"])).inc()
-            self.metrics.latency.labels(model, endpoint).observe(time.perf_counter() - start)
-
-    def _check_access(self, scope, path: str) -> None:
-        if self.config.allow_ips:
-            client = (scope.get("client") or ("", 0))[0]
-            try:
-                address = ipaddress.ip_address(client)
-            except ValueError:
-                raise HTTPError(403, f"client address {client!r} is not allowed") from None
-            if not any(address in net for net in self.config.allow_ips):
-                raise HTTPError(403, f"client {client} is not in --allow-ip")
-        if self.config.api_key and path not in OPEN_PATHS:
-            given = _header(scope, b"authorization") or ""
-            expected = f"Bearer {self.config.api_key}"
-            if not hmac.compare_digest(given.encode(), expected.encode()):
-                raise HTTPError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'")
-
-
-def _labels(path: str, names: set[str]) -> tuple[str, str]:
-    parts = path.strip("/").split("/")
-    if len(parts) >= 3 and parts[0] == "v2" and parts[1] == "models":
-        model = parts[2] if parts[2] in names else "_unknown"  # bounded label cardinality
-        return model, parts[3] if len(parts) > 3 else "metadata"
-    return "", "/".join(parts[:3]) or "/"
-
-
-def _header(scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", []):
-        if key == name:
-            return value.decode("latin-1")
-    return None
-
-
-async def _send_json(send, status: int, body: dict, extra: dict | None = None) -> None:
-    data = json.dumps(body).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
-    headers += list((extra or {}).items())
     try:
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": data})
-    except RuntimeError:
-        pass  # a response had already started; the client sees a truncated reply
+        # Pillow warns past its own MAX_IMAGE_PIXELS (89 MP) and raises past twice that; as errors
+        # here, both land in the 413 below. (The filter swap is on the event loop thread only.)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        raise HTTPError(413, f"image over the {max_pixels}-pixel limit (--max-image-pixels; Pillow: {e}); "
+                             "send it downscaled") from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise HTTPError(400, f"expected a {'/'.join(IMAGE_FORMATS)} image Pillow can read, got {len(data)} bytes: "
+                             f"{show(str(e))}") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise HTTPError(413, f"image of {width}x{height} = {width * height} pixels is over the {max_pixels}-pixel "
+                             "limit (--max-image-pixels); send it downscaled")
+    return image
 
 
 # -- the v2 binary tensor extension ------------------------------------------------------------
 
-def _split_binary(raw, header_len: str | None):
+def _split_binary(raw, header_len: str | None, max_json_bytes: int):
     """(JSON header bytes, binary section as a zero-copy memoryview or None)."""
     if header_len is None:
         return raw, None
-    if not header_len.isdigit() or int(header_len) > len(raw):
-        raise HTTPError(400, f"Inference-Header-Content-Length {header_len!r} does not fit a {len(raw)}-byte body")
-    n = int(header_len)
+    n = parse_uint(header_len)
+    if n is None or n > len(raw):
+        raise HTTPError(400, f"Inference-Header-Content-Length {show(header_len)} does not fit a {len(raw)}-byte "
+                             "body; expected the JSON header's length in bytes")
+    if n > max_json_bytes:
+        raise HTTPError(413, f"JSON header of {n} bytes is over the {max_json_bytes} byte limit (--max-json-mb)")
     view = memoryview(raw)
     return bytes(view[:n]), view[n:]
 
 
-def _inline_binary_inputs(payload, binary: memoryview, model: Model):
-    """Replace inputs sent as binary_data_size with arrays read from the binary section (in order)."""
-    if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
-        return payload
+def _parse_json(body) -> dict:
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise HTTPError(400, "malformed JSON body: nested too deeply for an inference request") from None
+    except ValueError as e:  # also bad UTF-8, and integers over Python's 4300-digit limit
+        raise HTTPError(400, f"malformed JSON body: {show(str(e))}") from None
+
+
+def _inline_binary_inputs(payload: dict, binary: memoryview) -> None:
+    """Replace inputs sent as binary_data_size with arrays read from the binary section (in order).
+    The payload's structure is already checked (protocol.check_request)."""
     offset = 0
     for tensor in payload["inputs"]:
-        size = (tensor.get("parameters") or {}).get("binary_data_size") if isinstance(tensor, dict) else None
+        size = tensor.get("parameters", {}).get("binary_data_size")
         if size is None:
             continue
-        if not isinstance(size, int) or offset + size > len(binary):
-            raise HTTPError(400, f"binary_data_size {size!r} of input {tensor.get('name')!r} overruns the body")
+        name = show(tensor.get("name"))
+        # bool is an int to Python, and a negative count made numpy read "the rest"
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
+            raise ProtocolError(f"input {name}: binary_data_size {show(size)} does not fit the "
+                                f"{len(binary) - offset} bytes left; expected a byte count")
         dtype = DATATYPES.get(tensor.get("datatype"))
         if dtype is None:
-            raise HTTPError(400, f"input {tensor.get('name')!r}: unsupported datatype {tensor.get('datatype')!r}")
+            raise ProtocolError(f"input {name}: unsupported datatype {show(tensor.get('datatype'))}; "
+                                f"expected one of {sorted(DATATYPES)}")
         if size % np.dtype(dtype).itemsize:
-            raise HTTPError(400, f"input {tensor.get('name')!r}: {size} bytes is not a whole number of "
-                                 f"{tensor.get('datatype')} values")
+            raise ProtocolError(f"input {name}: {size} bytes is not a whole number of {tensor['datatype']} values")
         tensor["data"] = np.frombuffer(binary, dtype=dtype, count=size // np.dtype(dtype).itemsize, offset=offset)
         offset += size
-    return payload
 
 
-def _wants_binary(payload) -> bool:
-    return isinstance(payload, dict) and bool((payload.get("parameters") or {}).get("binary_data_output"))
+def _wants_binary(payload: dict) -> bool:
+    return bool(payload.get("parameters", {}).get("binary_data_output"))
 
 
 def _binary_response(response: dict, outputs: list[np.ndarray], names: list[str], wanted) -> Response:

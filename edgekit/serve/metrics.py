@@ -1,4 +1,6 @@
-"""Prometheus metrics for the server, in a registry of its own (no global state between apps)."""
+"""Prometheus metrics for the server, in a registry of its own (no global state between apps).
+Label values are bounded sets (served model names, route templates, `other`; see guard.Guard.labels):
+a label per raw path let 13,000 junk requests make 57k series and an 18.8 MB, 11.6 s scrape."""
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -9,7 +11,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 class ServerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("edgekit_requests_total", "Requests by model, endpoint and HTTP status",
+        self.requests = Counter("edgekit_requests_total", "Requests by model, route and HTTP status",
                                 ["model", "endpoint", "status"], registry=self.registry)
         self.latency = Histogram("edgekit_request_seconds", "Request latency, received to response",
                                  ["model", "endpoint"], buckets=LATENCY_BUCKETS, registry=self.registry)
