@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import OUTSIDE, ROOT
 
 pytestmark = pytest.mark.serve
 
@@ -46,13 +46,14 @@ def proc_kb(pid: int, field: str) -> int:
 
 
 class Server:
-    """`python -m edgekit.cli serve` on a free loopback port; stderr to a file (a pipe could fill)."""
+    """`python -m edgekit.cli serve` on a free loopback port; stderr to a file (a pipe could fill).
+    Run from OUTSIDE the checkout, so the package under test is the installed one."""
 
     def __init__(self, log: Path, *args: str, env: dict | None = None):
         self.port = free_port()
         self.log = log.open("w")
         self.proc = subprocess.Popen([sys.executable, "-m", "edgekit.cli", "serve", *args, "--port", str(self.port)],
-                                     cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self.log,
+                                     cwd=OUTSIDE, stdout=subprocess.DEVNULL, stderr=self.log,
                                      env={**os.environ, **(env or {})})
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -183,7 +184,7 @@ def test_unique_paths_add_no_series_memory_or_stalls(server):
     assert status == 200
     assert growth_mb < 8, f"RSS grew {growth_mb:.1f} MB over {N_PATHS} requests"
     assert len(text) < 64 * 1024 and scrape_s < 0.5
-    assert max(health) < 1.0, f"a health check waited {max(health):.2f} s"
+    assert max(health) < 0.5, f"a health check waited {max(health):.2f} s"  # before: 0.81 s at 6000
     series = [l for l in text.decode().splitlines() if l.startswith("edgekit_requests_total{")]
     assert len(series) <= 12, series  # (model, route template, status) only
     assert 'endpoint="other"' in text.decode() and 'model="other"' in text.decode()
