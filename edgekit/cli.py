@@ -33,6 +33,21 @@ class EdgekitGroup(click.Group):
             sys.exit(e.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
+        except OSError as e:
+            if DEBUG:
+                raise
+            if not e.filename:  # an OSError about no path is not the user's to fix
+                _unexpected(e)
+            # a path the user chose (-o /proc/x, a file where a folder goes, a full disk): their
+            # environment, not an edgekit bug, so exit 2 like any other bad argument
+            click.echo(f"Error: cannot use {e.filename}: {e.strerror or e}; check the path and its permissions or "
+                       "choose another location", err=True)
+            sys.exit(InputError.exit_code)
+        except BrokenPipeError:
+            # `edgekit inspect x.tflite | head`: the reader left; stop quietly like other Unix tools
+            # (point stdout at /dev/null so the interpreter's final flush cannot fail again).
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(128 + 13)  # 13 = SIGPIPE, the status `head`'s writers conventionally get
         except KeyboardInterrupt:
             click.echo("Interrupted; no partial outputs were left behind.", err=True)
             sys.exit(130)
@@ -45,10 +60,13 @@ class EdgekitGroup(click.Group):
         except Exception as e:  # a bug or an unforeseen backend failure: still one line
             if DEBUG:
                 raise
-            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-            click.echo(f"Error: unexpected {type(e).__name__}: {first} (set EDGEKIT_DEBUG=1 for the traceback)",
-                       err=True)
-            sys.exit(70)
+            _unexpected(e)
+
+
+def _unexpected(e: Exception) -> None:
+    first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+    click.echo(f"Error: unexpected {type(e).__name__}: {first} (set EDGEKIT_DEBUG=1 for the traceback)", err=True)
+    sys.exit(70)
 
 
 @click.group(cls=EdgekitGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -200,7 +218,8 @@ def inspect(artifact, as_json):
             labels = m["labels"]
             click.echo(f"labels: {len(labels)} ({', '.join(labels[:5])}{' ...' if len(labels) > 5 else ''})")
         if parity:
-            click.echo(f"parity vs source: cosine {parity.get('cosine'):.6f}, SNR {parity.get('snr_db'):.1f} dB, "
+            click.echo(f"parity vs source: cosine {_num(parity.get('cosine'), '.6f')}, "
+                       f"SNR {_num(parity.get('snr_db'), '.1f')} dB, "
                        f"top-1 agreement {parity.get('top1_agreement')} on {parity.get('samples')} inputs")
     else:
         other = [n for n in info.metadata_names if n]
@@ -237,6 +256,11 @@ def predict(artifact, inputs, top_k, out, threads, as_json, isolate):
     finally:
         if store is not None:
             store.close()
+    unreadable = getattr(store, "unreadable", None)
+    if unreadable:
+        line, reason = unreadable[0]
+        click.echo(f"warning: skipped {len(unreadable)} unreadable line(s) in {out} (first: line {line}, {reason}); "
+                   "they were left as they are", err=True)
     data = summary.to_dict()
     if as_json:
         click.echo(json.dumps({**data, "rows": summary.rows} if store is None else data, indent=2))
@@ -253,6 +277,11 @@ def predict(artifact, inputs, top_k, out, threads, as_json, isolate):
             click.echo(f"  failed {path}: {reason}", err=True)
     if summary.failures and summary.predicted == 0:
         raise InputError(f"all {len(summary.failures)} inputs failed; first: {summary.failures[0][1]}")
+
+
+def _num(value, spec: str) -> str:
+    """A manifest figure for display; a corrupt manifest may hold anything there."""
+    return format(value, spec) if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
 
 
 def _probe_if_needed(artifact: Path, isolate: bool | None, threads: int | None) -> None:
@@ -539,7 +568,7 @@ def _inspect_coreml(path: Path, as_json: bool) -> None:
     if manifest:
         parity = manifest.get("parity") or {}
         click.echo(f"edgekit manifest: recipe {manifest.get('recipe')}, labels {len(manifest.get('labels') or [])}, "
-                   f"parity cosine {parity.get('cosine', float('nan')):.6f}")
+                   f"parity cosine {_num(parity.get('cosine'), '.6f')}")
     else:
         click.echo("no edgekit manifest")
 

@@ -6,10 +6,12 @@ cannot run. Batch dimensions that are dynamic (-1) are taken as 1.
 """
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import ArtifactError, EdgekitError
 from .tflite_file import _model, _names, _schema
 
 # op type -> class the cost model knows; anything else is "elementwise" (one pass over data)
@@ -69,6 +71,17 @@ class Graph:
 
 
 def read_graph(data: bytes, origin: str = "model") -> Graph:
+    """The costing view of a .tflite; a file whose flatbuffer cannot be walked is an ArtifactError."""
+    try:
+        return _read_graph(data, origin)
+    except EdgekitError:
+        raise
+    except (struct.error, IndexError, KeyError, TypeError, ValueError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{origin} is corrupt: its graph cannot be read ({type(e).__name__}: {e}); "
+                            "re-copy or re-convert the model") from e
+
+
+def _read_graph(data: bytes, origin: str) -> Graph:
     schema = _schema()
     model = _model(data, origin)
     op_names, dtype_names = _names(schema.BuiltinOperator), _names(schema.TensorType)

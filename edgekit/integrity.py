@@ -35,6 +35,20 @@ _OPTIONAL_INPUTS: dict[str, set[int]] = {
 }
 
 
+# (min, max) input count per builtin op, as the converter writes them. The XNNPACK delegate reads
+# node inputs by position before any kernel checks their number, so a short list is a segfault.
+_ARITY: dict[str, tuple[int, int]] = {
+    **{op: (3, 3) for op in ("CONV_2D", "DEPTHWISE_CONV_2D")},  # bias slot present (-1 when none)
+    "FULLY_CONNECTED": (2, 3), "TRANSPOSE_CONV": (3, 4), "STRIDED_SLICE": (4, 4), "SLICE": (3, 3), "PADV2": (3, 3),
+    **{op: (2, 2) for op in ("ADD", "SUB", "MUL", "DIV", "MAXIMUM", "MINIMUM", "MEAN", "SUM", "REDUCE_MAX",
+                             "REDUCE_MIN", "PAD", "TRANSPOSE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "GATHER",
+                             "PRELU", "SQUARED_DIFFERENCE", "BATCH_MATMUL", "MIRROR_PAD")},
+    **{op: (1, 1) for op in ("AVERAGE_POOL_2D", "MAX_POOL_2D", "SOFTMAX", "LOGISTIC", "TANH", "RELU", "RELU6",
+                             "HARD_SWISH", "DEQUANTIZE", "QUANTIZE", "DENSIFY", "L2_NORMALIZATION", "LOG_SOFTMAX")},
+    "RESHAPE": (1, 2),
+}
+
+
 def verify_tflite(data: bytes, origin: str) -> None:
     schema = _schema()
     model = _model(data, origin)
@@ -122,11 +136,17 @@ def _verify(schema, model, data: bytes, origin: str) -> None:
                 if not 0 <= getter(i) < n_tensors:
                     raise ArtifactError(f"{origin} is corrupt: subgraph {s} {kind} {i} names tensor {getter(i)} "
                                         f"of {n_tensors}")
+        produced: set[int] = set()
+        graph_inputs = {sg.Inputs(i) for i in range(sg.InputsLength())}
         for o in range(sg.OperatorsLength()):
             op = sg.Operators(o)
             if op.OpcodeIndex() >= n_codes:
                 raise ArtifactError(f"{origin} is corrupt: operator {o} uses opcode {op.OpcodeIndex()} of {n_codes}")
             name = codes[op.OpcodeIndex()]
+            low, high = _ARITY.get(name, (0, 1 << 30))
+            if not low <= op.InputsLength() <= high:
+                raise ArtifactError(f"{origin} is corrupt: operator {o} ({name}) has {op.InputsLength()} inputs, "
+                                    f"expected {low}{'' if low == high else f' to {high}'}; re-copy or re-convert the model")
             for i in range(op.InputsLength()):
                 if not -1 <= op.Inputs(i) < n_tensors:
                     raise ArtifactError(f"{origin} is corrupt: operator {o} input {i} is tensor {op.Inputs(i)} "
@@ -135,9 +155,17 @@ def _verify(schema, model, data: bytes, origin: str) -> None:
                     raise ArtifactError(f"{origin} is corrupt: operator {o} ({name}) has no tensor for its required "
                                         f"input {i}; re-copy or re-convert the model")
             for i in range(op.OutputsLength()):
-                if not 0 <= op.Outputs(i) < n_tensors:
-                    raise ArtifactError(f"{origin} is corrupt: operator {o} output {i} is tensor {op.Outputs(i)} "
-                                        f"of {n_tensors}")
+                t = op.Outputs(i)
+                if not 0 <= t < n_tensors:
+                    raise ArtifactError(f"{origin} is corrupt: operator {o} output {i} is tensor {t} of {n_tensors}")
+                # a kernel writes its outputs: into a constant, that is the read-only mapped file
+                # (a segfault); into another op's output or a graph input, past a buffer sized for
+                # a different shape
+                if buffer_sizes[sg.Tensors(t).Buffer()] or t in produced or t in graph_inputs:
+                    raise ArtifactError(f"{origin} is corrupt: operator {o} ({name}) writes tensor {t}, which is "
+                                        f"{'a constant' if buffer_sizes[sg.Tensors(t).Buffer()] else 'written elsewhere'}; "
+                                        "re-copy or re-convert the model")
+                produced.add(t)
             _check_sparse_use(sg, op, o, name, sparse, origin)
 
 

@@ -33,12 +33,23 @@ class SqliteStore:
                              "choose a new file name") from e
 
     def done(self, model_sha: str) -> set[str]:
-        return {row[0] for row in self.db.execute("SELECT input FROM predictions WHERE model_sha256 = ?", (model_sha,))}
+        try:
+            return {row[0] for row in self.db.execute("SELECT input FROM predictions WHERE model_sha256 = ?",
+                                                      (model_sha,))}
+        except sqlite3.Error as e:  # a database of another shape (or damaged) under our file name
+            raise self._foreign(e) from e
 
     def add(self, rows: list[dict]) -> None:
-        with self.db:  # one transaction per chunk: all of it or none of it
-            self.db.executemany(f"INSERT OR REPLACE INTO predictions ({', '.join(COLUMNS)}) "
-                                f"VALUES ({', '.join('?' * len(COLUMNS))})", [[r[c] for c in COLUMNS] for r in rows])
+        try:
+            with self.db:  # one transaction per chunk: all of it or none of it
+                self.db.executemany(f"INSERT OR REPLACE INTO predictions ({', '.join(COLUMNS)}) "
+                                    f"VALUES ({', '.join('?' * len(COLUMNS))})", [[r[c] for c in COLUMNS] for r in rows])
+        except sqlite3.Error as e:
+            raise self._foreign(e) from e
+
+    def _foreign(self, error: Exception) -> InputError:
+        return InputError(f"--out {str(self.path)!r} is an SQLite database edgekit cannot use ({error}); "
+                          "choose a new file name")
 
     def close(self) -> None:
         self.db.close()
@@ -68,8 +79,10 @@ class CsvStore(_TextStore):
             self.writer.writeheader()
 
     def done(self, model_sha: str) -> set[str]:
-        with open(self.path, encoding="utf-8", newline="") as fh:
-            return {r["input"] for r in csv.DictReader(fh) if r.get("model_sha256") == model_sha}
+        with open(self.path, encoding="utf-8", errors="replace", newline="") as fh:
+            # csv raises on NUL bytes; a damaged line then only loses itself
+            rows = csv.DictReader(line.replace("\0", "") for line in fh)
+            return {r["input"] for r in rows if r.get("model_sha256") == model_sha and isinstance(r.get("input"), str)}
 
     def _write(self, rows: list[dict]) -> None:
         self.writer.writerows(rows)
@@ -77,9 +90,25 @@ class CsvStore(_TextStore):
 
 class JsonlStore(_TextStore):
     def done(self, model_sha: str) -> set[str]:
-        with open(self.path, encoding="utf-8") as fh:
-            rows = [json.loads(line) for line in fh if line.strip()]
-        return {r["input"] for r in rows if r.get("model_sha256") == model_sha}
+        """Inputs already predicted. A line that is not one of our records (hand-edited, another
+        tool's, bytes damaged) is skipped and reported in `unreadable`, not fatal: the run resumes
+        and predicts that line's input again if it was ours."""
+        done = set()
+        self.unreadable = []
+        with open(self.path, encoding="utf-8", errors="replace") as fh:
+            for number, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError as e:
+                    self.unreadable.append((number, f"not JSON ({e})"))
+                    continue
+                if not isinstance(record, dict) or not isinstance(record.get("input"), str):
+                    self.unreadable.append((number, "not a prediction record (no 'input')"))
+                elif record.get("model_sha256") == model_sha:
+                    done.add(record["input"])
+        return done
 
     def _write(self, rows: list[dict]) -> None:
         for r in rows:
@@ -103,5 +132,11 @@ def open_store(path: Path):
               ".jsonl": JsonlStore}
     if suffix not in stores:
         raise InputError(f"--out expects a .sqlite, .db, .csv or .jsonl file, got {path.name!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return stores[suffix](path)
+    if path.is_dir():
+        raise InputError(f"--out expects a file, {str(path)!r} is a folder; give a file name inside it")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return stores[suffix](path)
+    except OSError as e:
+        raise InputError(f"--out {str(path)!r} cannot be opened for writing ({e.strerror or e}); "
+                         "choose a writable location") from e

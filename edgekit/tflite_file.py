@@ -79,17 +79,23 @@ def _buffer_bytes(model, data: bytes, index: int) -> bytes:
         if buf.Offset() > 1:  # large models keep buffer data after the flatbuffer
             return bytes(data[buf.Offset(): buf.Offset() + buf.Size()])
         return b"" if buf.DataIsNone() else buf.DataAsNumpy().tobytes()
-    except (ValueError, IndexError, struct.error) as e:  # a length or offset pointing past the end
+    except (ValueError, IndexError, TypeError, struct.error) as e:  # a length or offset pointing past the end
         raise ArtifactError(f"buffer {index} of the model is corrupt ({e}); re-copy or re-convert the model") from e
 
 
 def metadata_buffer(data: bytes, name: str, origin: str = "model") -> bytes | None:
     """The bytes of the model's metadata entry `name` (None when absent)."""
     model = _model(data, origin)
-    for i in range(model.MetadataLength()):
-        meta = model.Metadata(i)
-        if (meta.Name() or b"").decode() == name:
-            return _buffer_bytes(model, data, meta.Buffer())
+    try:
+        for i in range(model.MetadataLength()):
+            meta = model.Metadata(i)
+            if (meta.Name() or b"").decode(errors="replace") == name:
+                return _buffer_bytes(model, data, meta.Buffer())
+    except ArtifactError:
+        raise
+    except (ValueError, IndexError, TypeError, struct.error) as e:
+        raise ArtifactError(f"{origin} is corrupt: its metadata table cannot be read ({type(e).__name__}: {e}); "
+                            "re-copy or re-convert the model") from e
     return None
 
 

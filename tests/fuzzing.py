@@ -196,6 +196,18 @@ def _try_one(path: str, isolate: bool) -> dict:
 
     import edgekit
 
+    from edgekit.errors import EdgekitError
+    from edgekit.graph import read_graph
+    from edgekit.tflite_file import inspect_bytes
+
+    data = Path(path).read_bytes()
+    for reader in (inspect_bytes, read_graph):  # what `edgekit inspect` / `emulate` read, in pure Python
+        try:
+            reader(data, Path(path).name)
+        except EdgekitError:
+            pass
+        except Exception as e:  # noqa: BLE001
+            return _classify(e)
     try:
         model = edgekit.load(path, **({"isolate": True} if isolate else {}))
         arrays = []
