@@ -199,15 +199,9 @@ def render_readme(entries: list[dict]) -> str:
         lines += [f"- Labels: {first['labels_count']} classes; `android/labels.txt` (also packed inside each .tflite) "
                   "and the Core ML classifier's class labels."]
     if android:
-        name = android[0]["path"].split("/")[-1]
-        lines += ["", "## Android (Kotlin, TFLite Task library)", "", "```kotlin",
-                  "val options = ImageClassifier.ImageClassifierOptions.builder().setMaxResults(5).build()",
-                  f"val classifier = ImageClassifier.createFromFileAndOptions(context, \"{name}\", options)",
-                  "val results = classifier.classify(TensorImage.fromBitmap(bitmap))",
-                  "val best = results.first().categories.maxBy { it.score }", "```", "",
-                  f"Put `{name}` in `app/src/main/assets/`. Android Studio's ML model binding reads the same metadata "
-                  "(File > New > Other > TensorFlow Lite Model). The Task library accepts float32 and uint8 inputs; "
-                  "for an int8-input artifact use the Interpreter API or convert with `--io uint8`."]
+        from .android_snippet import kotlin_section
+
+        lines += kotlin_section(android)
     if ios:
         name = ios[0]["path"].split("/")[-1].replace(".mlpackage", "")
         cls = "".join(c if c.isalnum() else "_" for c in name)

@@ -1,6 +1,7 @@
 """`edgekit report`: one self-contained HTML page comparing the variants of a model — a table of
-recipe, size, parity, host and emulated latency, and two inline-SVG charts (size vs accuracy
-kept; latency per target with the emulator's error band). No network needed to view it."""
+recipe, size, parity, host and emulated latency, and two charts inlined as SVG (size vs accuracy
+kept; latency per target with the emulator's error band), drawn by `charts.py` with matplotlib
+(the desktop extra edgekit[charts]). No network needed to view it."""
 from __future__ import annotations
 
 import datetime as dt
@@ -11,21 +12,22 @@ from . import __version__
 from .fileio import path_size
 from .table import human_size
 
-COLORS = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#ff9da6", "#9d755d", "#bab0ac"]
-
 
 def collect(artifacts: list[Path], targets: list[str], bench_runs: int, threads: int | None) -> list[dict]:
     from .bench import run_bench
     from .bundle import artifact_manifest
+    from .charts import require_matplotlib
     from .emulator import estimate, load_device
     from .graph import read_graph
     from .native_output import captured_native_output
 
+    require_matplotlib("edgekit report")  # before any benchmark runs
     rows = []
     for path in artifacts:
         manifest = artifact_manifest(path)
         size = path_size(path)
-        row = {"name": path.name, "format": manifest["format"], "recipe": manifest["recipe"], "size_bytes": size,
+        row = {"name": path.name, "model": (manifest.get("model") or {}).get("name") or path.stem,
+               "format": manifest["format"], "recipe": manifest["recipe"], "size_bytes": size,
                "parity": manifest.get("parity") or {}, "host_p50_ms": None, "emulated": {}}
         if path.suffix == ".tflite":
             if bench_runs:
@@ -40,7 +42,18 @@ def collect(artifacts: list[Path], targets: list[str], bench_runs: int, threads:
     return rows
 
 
-def render(rows: list[dict], targets: list[str], title: str) -> str:
+def model_title(rows: list[dict]) -> str:
+    """The model name(s) as the manifests give them, in full (a name cut at its first underscore
+    read `digits` for `digits_cnn`)."""
+    names = list(dict.fromkeys(r.get("model") or r["name"] for r in rows))
+    return ", ".join(names)
+
+
+def render(rows: list[dict], targets: list[str], title: str | None = None) -> str:
+    from .charts import latency_by_target_svg, size_accuracy_svg
+
+    model = model_title(rows)
+    title = title or f"{model}: edge variants"
     head = ["artifact", "format", "recipe", "size", "cosine", "SNR dB", "top-1 agreement", "host p50 ms"] + \
         [f"{t} ms (range)" for t in targets]
     body = []
@@ -61,8 +74,9 @@ def render(rows: list[dict], targets: list[str], title: str) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
 body {{ font-family: -apple-system, Segoe UI, Helvetica, Arial, sans-serif; margin: 2em; color: #222; }}
+h1 {{ overflow-wrap: anywhere; }}
 table {{ border-collapse: collapse; margin: 1em 0; font-size: 14px; }}
-th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }}
+th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }} td {{ white-space: nowrap; }}
 th {{ background: #f3f3f3; }} td:first-child, td:nth-child(2), td:nth-child(3) {{ text-align: left; }}
 .charts {{ display: flex; flex-wrap: wrap; gap: 2em; }} figure {{ margin: 0; }}
 figcaption {{ font-size: 13px; color: #555; max-width: 520px; }}
@@ -73,88 +87,12 @@ the validation inputs of its conversion; host latency is this machine (LiteRT, p
 edgekit's per-op model of the target CPU with its leave-one-device-out error band.</p>
 {table}
 <div class="charts">
-<figure>{size_accuracy_svg(rows)}<figcaption>Size against accuracy kept (top-1 agreement with the source
-model, or cosine similarity when the model is not a classifier). Up and left is better.</figcaption></figure>
-<figure>{latency_svg(rows, targets)}<figcaption>Emulated latency per target for the .tflite variants; whiskers
-span the estimate's error band.</figcaption></figure>
+<figure>{size_accuracy_svg(rows, model)}<figcaption>Size against accuracy kept: top-1 agreement with the
+source model, or cosine similarity when top-1 agreement does not tell the variants apart (all equal, or not
+a classifier). Up and left is better; each recipe has its own colour and marker (Core ML hollow, TFLite
+filled).</figcaption></figure>
+<figure>{latency_by_target_svg(rows, targets, model)}<figcaption>Emulated latency per target for the .tflite
+variants; whiskers span the estimate's error band.</figcaption></figure>
 </div></body></html>
 """
 
-
-def _accuracy(row: dict) -> float:
-    p = row["parity"]
-    return p["top1_agreement"] if p.get("top1_agreement") is not None else p.get("cosine", 0.0)
-
-
-def size_accuracy_svg(rows: list[dict], width: int = 520, height: int = 340) -> str:
-    pad_l, pad_r, pad_t, pad_b = 60, 20, 20, 50
-    sizes = [r["size_bytes"] / 1024 for r in rows]
-    accs = [_accuracy(r) for r in rows]
-    x_max = max(sizes) * 1.1 or 1
-    y_min = min(min(accs) - 0.01, 0.9)
-    def x(v):
-        return pad_l + v / x_max * (width - pad_l - pad_r)
-    def y(v):
-        return height - pad_b - (v - y_min) / (1.0 - y_min + 1e-9) * (height - pad_t - pad_b)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-             f'aria-label="size against accuracy">',
-             f'<line x1="{pad_l}" y1="{height - pad_b}" x2="{width - pad_r}" y2="{height - pad_b}" stroke="#333"/>',
-             f'<line x1="{pad_l}" y1="{pad_t}" x2="{pad_l}" y2="{height - pad_b}" stroke="#333"/>',
-             f'<text x="{(width + pad_l) / 2}" y="{height - 12}" text-anchor="middle" font-size="12">size (KB)</text>',
-             f'<text x="14" y="{height / 2}" transform="rotate(-90 14 {height / 2})" text-anchor="middle" '
-             f'font-size="12">accuracy kept</text>']
-    for tick in (0.0, 0.5, 1.0):
-        parts.append(f'<text x="{x(tick * x_max / 1.1):.1f}" y="{height - pad_b + 16}" font-size="10" '
-                     f'text-anchor="middle">{tick * x_max / 1.1:.0f}</text>')
-    for tick in (y_min, (y_min + 1) / 2, 1.0):
-        parts.append(f'<text x="{pad_l - 6}" y="{y(tick) + 4:.1f}" font-size="10" text-anchor="end">{tick:.3f}</text>')
-    for i, (r, s, a) in enumerate(zip(rows, sizes, accs)):
-        color = COLORS[i % len(COLORS)]
-        parts.append(f'<circle cx="{x(s):.1f}" cy="{y(a):.1f}" r="5" fill="{color}">'
-                     f'<title>{html.escape(r["name"])}: {s:.1f} KB, {a:.4f}</title></circle>')
-        parts.append(f'<text x="{x(s) + 7:.1f}" y="{y(a) - 6:.1f}" font-size="10">'
-                     f'{html.escape(r["format"] + " " + r["recipe"])}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def latency_svg(rows: list[dict], targets: list[str], width: int = 560, height: int = 340) -> str:
-    series = [r for r in rows if r["emulated"]]
-    pad_l, pad_r, pad_t, pad_b = 60, 20, 20, 70
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-             f'aria-label="latency per target">']
-    if not series or not targets:
-        parts.append('<text x="20" y="40" font-size="12">no .tflite variants to emulate</text></svg>')
-        return "".join(parts)
-    top = max(r["emulated"][t][2] for r in series for t in targets) * 1.1
-    group = (width - pad_l - pad_r) / len(targets)
-    bar = group * 0.8 / len(series)
-    def y(v):
-        return height - pad_b - v / top * (height - pad_t - pad_b)
-    parts.append(f'<line x1="{pad_l}" y1="{height - pad_b}" x2="{width - pad_r}" y2="{height - pad_b}" stroke="#333"/>')
-    parts.append(f'<line x1="{pad_l}" y1="{pad_t}" x2="{pad_l}" y2="{height - pad_b}" stroke="#333"/>')
-    parts.append(f'<text x="14" y="{height / 2}" transform="rotate(-90 14 {height / 2})" text-anchor="middle" '
-                 f'font-size="12">ms</text>')
-    for tick in (0, top / 2, top / 1.1):
-        parts.append(f'<text x="{pad_l - 6}" y="{y(tick) + 4:.1f}" font-size="10" text-anchor="end">{tick:.1f}</text>')
-    for ti, target in enumerate(targets):
-        gx = pad_l + ti * group + group * 0.1
-        parts.append(f'<text x="{pad_l + ti * group + group / 2:.1f}" y="{height - pad_b + 16}" font-size="11" '
-                     f'text-anchor="middle">{html.escape(target)}</text>')
-        for si, r in enumerate(series):
-            est, low, high = r["emulated"][target]
-            bx = gx + si * bar
-            color = COLORS[rows.index(r) % len(COLORS)]
-            parts.append(f'<rect x="{bx:.1f}" y="{y(est):.1f}" width="{bar * 0.9:.1f}" '
-                         f'height="{height - pad_b - y(est):.1f}" fill="{color}"><title>{html.escape(r["name"])} on '
-                         f'{html.escape(target)}: {est:.2f} ms ({low:.2f}–{high:.2f})</title></rect>')
-            cx = bx + bar * 0.45
-            parts.append(f'<line x1="{cx:.1f}" y1="{y(low):.1f}" x2="{cx:.1f}" y2="{y(high):.1f}" stroke="#222"/>')
-    for si, r in enumerate(series):  # legend
-        color = COLORS[rows.index(r) % len(COLORS)]
-        lx = pad_l + (si % 4) * 120
-        ly = height - pad_b + 34 + (si // 4) * 14
-        parts.append(f'<rect x="{lx}" y="{ly - 9}" width="10" height="10" fill="{color}"/>'
-                     f'<text x="{lx + 14}" y="{ly}" font-size="10">{html.escape(r["recipe"])}</text>')
-    parts.append("</svg>")
-    return "".join(parts)

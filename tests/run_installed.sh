@@ -13,7 +13,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 WORK="${EDGEKIT_TEST_WORK:-$(mktemp -d -t edgekit-tests.XXXXXX)}"
 PYTHON="${PYTHON:-python3}"
-TIERS="${TIERS:-pi packaging device serve convert slow}"
+TIERS="${TIERS:-pi packaging device serve convert charts slow}"
 PIP_FLAGS=(-q --disable-pip-version-check)
 mkdir -p "$WORK"
 TIMES="$WORK/tier_times.tsv"
@@ -91,10 +91,12 @@ if wanted convert; then
     venv="$(fresh_venv convert "$WHEEL[convert]")"
     run_tier "$venv" convert "convert and not slow" || failed=1
 fi
-if wanted packaging || wanted slow; then
+if wanted packaging || wanted charts || wanted slow; then
     say "dev install: edgekit[dev]"
     venv="$(fresh_venv dev "$WHEEL[dev]")"
     if wanted packaging; then run_tier "$venv" packaging "packaging" || failed=1; fi
+    # matplotlib is the [charts] extra, in [dev] only; the browser check uses the system's chromium
+    if wanted charts; then run_tier "$venv" charts "charts" || failed=1; fi
     if wanted slow; then run_tier "$venv" slow "slow" || failed=1; fi
 fi
 
