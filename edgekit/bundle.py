@@ -9,7 +9,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputError, OutputExistsError
+from .errors import ArtifactError, InputError, OutputExistsError
 from .fileio import path_size, replace_dir, sha256_path
 from .table import human_size
 
@@ -132,26 +132,77 @@ def check_bundle(root: Path, load_artifacts: bool = True) -> list[Problem]:
     if not manifest_path.is_file():
         raise InputError(f"expected a bundle folder with manifest.json, got {str(root)!r}")
     try:
-        bundle = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as e:
+        bundle = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
         return [Problem("manifest.json", f"not valid JSON ({e})")]
+    files, artifacts = _manifest_entries(bundle, root)
     problems = []
-    listed = set()
-    for f in bundle.get("files", []):
+    listed = {"manifest.json"}
+    for f in files:
+        path, reason = contained(root, f["path"])
         listed.add(f["path"])
-        path = root / f["path"]
-        if not path.is_file():
+        if reason:
+            problems.append(Problem(f["path"], reason))
+        elif not path.is_file():
             problems.append(Problem(f["path"], "missing"))
         elif path.stat().st_size != f["size_bytes"] or sha256_path(path) != f["sha256"]:
             problems.append(Problem(f["path"], "changed (sha256 differs from manifest.json)"))
-    for path in sorted(root.rglob("*")):
+    listed_dirs = {str(Path(p).parents[i]) for p in listed for i in range(len(Path(p).parents) - 1)}
+    for path in sorted(root.rglob("*")):  # rglob does not follow symlinked folders: each is reported here
         rel = str(path.relative_to(root))
-        if path.is_file() and rel not in listed and rel != "manifest.json":
+        if path.is_symlink():
+            problems.append(Problem(rel, "a symlink (bundles hold plain files only)"))
+        elif path.is_file() and rel not in listed:
             problems.append(Problem(rel, "not listed in manifest.json"))
+        elif path.is_dir() and rel not in listed_dirs:
+            problems.append(Problem(rel, "a folder with no listed file"))
     if load_artifacts and not problems:
-        for entry in bundle.get("artifacts", []):
-            problems.extend(_check_loads(root / entry["path"], entry["path"]))
+        for rel in artifacts:
+            problems.extend(_check_loads(root / rel, rel))
     return problems
+
+
+def contained(root: Path, rel: object) -> tuple[Path, str]:
+    """(path, "") when `rel` names a path inside `root` with no symlink on the way, else (root,
+    reason): a manifest must not make the checker stat, open or hash files outside the bundle."""
+    if not isinstance(rel, str) or not rel:
+        return root, "not a relative path"
+    parts = Path(rel).parts
+    if Path(rel).is_absolute() or ".." in parts or "\\" in rel:
+        return root, "points outside the bundle (absolute or '..')"
+    path = root
+    for part in parts:
+        path = path / part
+        if path.is_symlink():
+            return root, "goes through a symlink"
+    if not path.resolve().is_relative_to(root.resolve()):
+        return root, "points outside the bundle"
+    return path, ""
+
+
+def _manifest_entries(bundle: object, root: Path) -> tuple[list[dict], list[str]]:
+    """The manifest's file entries and artifact paths, or an ArtifactError naming what is malformed."""
+    def bad(what: str) -> ArtifactError:
+        return ArtifactError(f"bundle {str(root)!r} has a malformed manifest.json: {what}; rebuild it with "
+                             "edgekit bundle")
+
+    if not isinstance(bundle, dict):
+        raise bad("it is not a JSON object")
+    files = bundle.get("files")
+    if not isinstance(files, list):
+        raise bad("'files' is missing or not a list")
+    for i, f in enumerate(files):
+        if not (isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("sha256"), str)
+                and type(f.get("size_bytes")) is int):
+            raise bad(f"files[{i}] lacks a string 'path', string 'sha256' or integer 'size_bytes'")
+    artifacts = bundle.get("artifacts", [])
+    if not isinstance(artifacts, list) or not all(isinstance(a, dict) and isinstance(a.get("path"), str)
+                                                  for a in artifacts):
+        raise bad("'artifacts' is not a list of objects with a string 'path'")
+    for a in artifacts:
+        if contained(root, a["path"])[1]:
+            raise bad(f"artifact path {a['path']!r} {contained(root, a['path'])[1]}")
+    return files, [a["path"] for a in artifacts]
 
 
 def _check_loads(path: Path, rel: str) -> list[Problem]:

@@ -48,6 +48,7 @@ def load_spec_and_program(path: Path):
 
     if not (path / "Manifest.json").exists():
         raise ArtifactError(f"expected an .mlpackage folder with Manifest.json, got {str(path)!r}")
+    check_package_paths(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -63,6 +64,32 @@ def load_spec_and_program(path: Path):
         except Exception as e:
             raise ArtifactError(f"{path.name}: its ML program cannot be loaded ({type(e).__name__}: {e})") from e
     return model, spec, program
+
+
+def check_package_paths(path: Path) -> None:
+    """Every item Manifest.json names must be a file inside the package's Data folder: coremltools
+    opens whatever path is written there, so '../../etc/passwd' or a symlink would be read (and a
+    weight file outside the package trusted) by anyone loading a package from elsewhere."""
+    import json
+
+    try:
+        entries = json.loads((path / "Manifest.json").read_text(encoding="utf-8"))["itemInfoEntries"]
+        items = [e["path"] for e in entries.values()]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ArtifactError(f"{path.name}: Manifest.json is malformed ({type(e).__name__}: {e}); re-copy or "
+                            "re-convert the package") from e
+    data = (path / "Data").resolve()
+    for item in items:
+        plain = isinstance(item, str) and bool(item) and not Path(item).is_absolute() and ".." not in Path(item).parts
+        if plain:
+            walk = path / "Data"
+            for part in Path(item).parts:
+                walk = walk / part
+                plain = plain and not walk.is_symlink()
+            plain = plain and walk.resolve().is_relative_to(data)
+        if not plain:
+            raise ArtifactError(f"{path.name}: Manifest.json names {item!r}, which is not a plain file inside the "
+                                "package; refusing to read outside it. Re-copy or re-convert the package")
 
 
 class ProgramExecutor:
