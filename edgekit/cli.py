@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from . import __version__
 from ._deps import import_failure
 from .errors import ArtifactError, ConversionError, EdgekitError, InputError, MissingDependencyError, first_line
 from .fileio import atomic_write_text, check_writable, path_size
+from .interrupt import Interrupted
 from .table import human_size, render
 
 DEBUG = os.environ.get("EDGEKIT_DEBUG") == "1"
@@ -48,9 +50,11 @@ class EdgekitGroup(click.Group):
             # (point stdout at /dev/null so the interpreter's final flush cannot fail again).
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(128 + 13)  # 13 = SIGPIPE, the status `head`'s writers conventionally get
-        except KeyboardInterrupt:
-            click.echo("Interrupted; no partial outputs were left behind.", err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as e:
+            # commands that write (convert) raise Interrupted after taking back their outputs
+            click.echo(f"Error: {e}" if isinstance(e, Interrupted) else "Interrupted; no partial outputs were left behind.",
+                       err=True)
+            sys.exit(getattr(e, "exit_code", 130))
         except ImportError as e:  # a missing extra, or a broken install: never "your model is corrupt"
             if DEBUG:
                 raise
@@ -77,6 +81,40 @@ def main() -> None:
 
 def _progress(message: str) -> None:
     click.echo(f"  {message}", err=True)
+
+
+def _taking_back_outputs(command):
+    """SIGINT/SIGTERM during the command: remove every output it had written (its artifacts, their
+    JSON, the report, folders it created) and exit 130/143 with one line. Why and how: interrupt.py."""
+    import functools
+
+    @functools.wraps(command)
+    def wrapper(**kwargs):
+        from .fileio import recording_writes
+        from .interrupt import new_folders, now, remove_outputs, signals_as_interrupts
+
+        created = new_folders(kwargs["out_dir"])
+        if kwargs.get("report") is not None:
+            created += new_folders(kwargs["report"].parent)
+        since = now()
+
+        def take_back(signum: int) -> Interrupted:
+            removed = remove_outputs(written, created, since)
+            return Interrupted(signum, f"interrupted by {signal.Signals(signum).name}; removed the {removed} "
+                                       "output(s) this run had written, nothing partial is left")
+
+        with recording_writes() as written, signals_as_interrupts() as state:
+            try:
+                result = command(**kwargs)
+            except BaseException as e:
+                if state.signum is None and not isinstance(e, KeyboardInterrupt):
+                    raise
+                raise take_back(state.signum or signal.SIGINT) from None
+            if state.signum is not None:  # raised inside a library that swallowed it: still an interrupt
+                raise take_back(state.signum)
+            return result
+
+    return wrapper
 
 
 @main.command()
@@ -107,6 +145,7 @@ def _progress(message: str) -> None:
               show_default=True, help="Output folder.")
 @click.option("--report", type=click.Path(path_type=Path), help="Also write the summary as JSON here.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@_taking_back_outputs
 def convert(model, to, quantize, calibration, calibration_samples, validate, labels, mean, std, io, ios, model_name,
             description, model_version, author, license_, keep_float, explain, out_dir, report, force):
     """Convert MODEL (.keras, .h5 or SavedModel folder) into verified edge artifacts."""

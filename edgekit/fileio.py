@@ -4,10 +4,41 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from .errors import OutputExistsError
+
+_recorders: list[list[Path]] = []  # open `recording_writes` blocks
+
+
+@contextmanager
+def recording_writes() -> Iterator[list[Path]]:
+    """Collect every path the helpers below publish inside the block, so an interrupted command
+    can take back exactly what it wrote (edgekit.interrupt)."""
+    written: list[Path] = []
+    _recorders.append(written)
+    try:
+        yield written
+    finally:
+        _recorders.remove(written)
+
+
+@contextmanager
+def _publishing(path: Path) -> Iterator[None]:
+    """Rename into place and record it with SIGINT/SIGTERM held back: a signal between the two
+    would leave an output on disk that its run does not know it wrote."""
+    blocked = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    try:
+        yield
+        for written in _recorders:
+            written.append(path)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def path_size(path: Path) -> int:
@@ -46,7 +77,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with _publishing(path):
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -71,8 +103,10 @@ def replace_dir(built: Path, target: Path) -> None:
     if target.exists():
         old = target.with_name(f".{target.name}.old")
         shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-        os.replace(built, target)
+        with _publishing(target):
+            os.replace(target, old)
+            os.replace(built, target)
         shutil.rmtree(old, ignore_errors=True)
     else:
-        os.replace(built, target)
+        with _publishing(target):
+            os.replace(built, target)

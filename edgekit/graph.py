@@ -76,7 +76,7 @@ def read_graph(data: bytes, origin: str = "model") -> Graph:
         return _read_graph(data, origin)
     except EdgekitError:
         raise
-    except (struct.error, IndexError, KeyError, TypeError, ValueError, UnicodeDecodeError) as e:
+    except (struct.error, IndexError, KeyError, TypeError, ValueError, AttributeError, UnicodeDecodeError) as e:
         raise ArtifactError(f"{origin} is corrupt: its graph cannot be read ({type(e).__name__}: {e}); "
                             "re-copy or re-convert the model") from e
 

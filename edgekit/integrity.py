@@ -167,6 +167,14 @@ def _verify(schema, model, data: bytes, origin: str) -> None:
                                         "re-copy or re-convert the model")
                 produced.add(t)
             _check_sparse_use(sg, op, o, name, sparse, origin)
+            if name in ("DEQUANTIZE", "QUANTIZE") and op.InputsLength() == 1 and op.OutputsLength() >= 1:
+                # XNNPACK unpacks constant weights through these at load, sized by the output's
+                # shape and reading the input's buffer: the two must agree
+                src, dst = sg.Tensors(op.Inputs(0)), sg.Tensors(op.Outputs(0))
+                if list(src.ShapeAsNumpy() if src.ShapeLength() else []) != list(
+                        dst.ShapeAsNumpy() if dst.ShapeLength() else []):
+                    raise ArtifactError(f"{origin} is corrupt: {name} operator {o} changes shape from tensor "
+                                        f"{op.Inputs(0)} to tensor {op.Outputs(0)}; re-copy or re-convert the model")
 
 
 def _check_shape(tensor, index: int, origin: str) -> None:

@@ -92,7 +92,7 @@ class Manifest:
         """Raises ArtifactError (never TypeError/KeyError) when `d` does not have the manifest's shape."""
         _expect(isinstance(d, dict), "it is not a JSON object", d)
         for key in ("format", "recipe"):
-            _expect(isinstance(d.get(key, ""), str), f"{key!r} is not a string", d.get(key))
+            _expect(isinstance(d.get(key), str), f"{key!r} is missing or not a string", d.get(key))
         for key in ("inputs", "outputs"):
             _expect(isinstance(d.get(key, []), list), f"{key!r} is not a list", d.get(key))
         for key in ("preprocessing", "parity", "calibration"):

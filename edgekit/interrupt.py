@@ -1,0 +1,115 @@
+"""Stop a long command cleanly on SIGINT or SIGTERM, and take back what it wrote.
+
+Measured on `edgekit convert` before this existed (issue #15): SIGTERM has no Python handler by
+default, so the process died at once and left its artifacts; SIGINT became a KeyboardInterrupt
+that TensorFlow/Keras code sometimes caught and swallowed (the run went on and exited 0); and one
+raised between writing an artifact and its JSON left both behind under a message saying nothing
+was. So: both signals get one handler that records the signal *and* raises `Interrupted`; the
+caller checks the record after the work too (a swallowed interrupt is still an interrupt), removes
+every output this run published (`fileio.recording_writes`), and exits 128 + signal number.
+
+Why remove-on-interrupt rather than staging everything in a temp folder renamed at the end:
+the pipeline already writes each output atomically (temp file + rename), other commands and the
+parity gate rename in the output folder, and a staging folder would need a second rename per
+file that can itself be interrupted. Recording the renames keeps one code path for writes.
+"""
+from __future__ import annotations
+
+import shutil
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Raised in the main thread when SIGINT/SIGTERM arrives; exit code 128 + signal number."""
+
+    def __init__(self, signum: int, message: str = ""):
+        self.signum = signum
+        self.exit_code = 128 + signum
+        super().__init__(message or f"interrupted by {signal.Signals(signum).name}")
+
+
+class _State:
+    signum: int | None = None
+
+
+@contextmanager
+def signals_as_interrupts() -> Iterator[_State]:
+    """Within the block, SIGINT and SIGTERM raise `Interrupted` in the main thread and are
+    remembered in the yielded state, even if some library swallows the exception."""
+    state = _State()
+    if threading.current_thread() is not threading.main_thread():  # signal.signal only works there
+        yield state
+        return
+
+    def handler(signum, frame):
+        if state.signum is None:
+            state.signum = signum
+        raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in SIGNALS}
+    try:
+        yield state
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+@contextmanager
+def signals_ignored() -> Iterator[None]:
+    """For cleanup: a second Ctrl-C must not leave it half done."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in SIGNALS}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def remove_outputs(written: list[Path], created_dirs: list[Path], since: float) -> int:
+    """Delete what a run published (files and package folders), renamed leftovers of them
+    (`*.rejected` from the parity gate) written since `since`, and folders the run created that
+    are now empty. Returns how many outputs were removed."""
+    removed = 0
+    with signals_ignored():
+        for path in reversed(written):
+            for candidate in (path, path.with_name(path.name + ".rejected")):
+                try:
+                    if candidate is not path and candidate.lstat().st_mtime < since - 1:
+                        continue
+                    if candidate.is_dir() and not candidate.is_symlink():
+                        shutil.rmtree(candidate)
+                    else:
+                        candidate.unlink()
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+        for folder in sorted(created_dirs, key=lambda p: len(p.parts), reverse=True):
+            try:
+                folder.rmdir()  # only when empty: never someone else's files
+            except OSError:
+                pass
+    return removed
+
+
+def new_folders(path: Path) -> list[Path]:
+    """`path` and its ancestors that do not exist yet: what a run writing into `path` creates."""
+    missing = []
+    for p in [path, *path.parents]:
+        if p.exists():
+            break
+        missing.append(p)
+    return missing
+
+
+def now() -> float:
+    return time.time()
