@@ -76,7 +76,11 @@ def explain_quantization_error(tf, source: SourceModel, calibration: Dataset, to
         mse = float(stats.get("mean_squared_error", np.nan))
         if not scale or not np.isfinite(mse):
             continue
+        keras_layers = layers_of(tensor_name, names)
         rows.append({"layer": layer_of(tensor_name, names), "tensor": tensor_name,
+                     # what --keep-float accepts for it: a Keras layer name (tensor names of the debug
+                     # model, like StatefulPartitionedCall:12:39, match nothing in the converted graph)
+                     "keep_float": keras_layers[0] if keras_layers else None,
                      "rmse_over_scale": math.sqrt(mse) / scale,
                      "max_abs_err": float(stats.get("max_abs_error", np.nan))})
     rows.sort(key=lambda r: r["rmse_over_scale"], reverse=True)
@@ -93,34 +97,81 @@ def _scale_of(debugger, tensor_name: str) -> float | None:
 
 def convert_keeping_float(tf, converter, source: SourceModel, calibration: Dataset,
                           keep_float: tuple[str, ...]) -> bytes:
-    """Full-integer conversion with the named layers (Keras layer or tensor names) or op types
-    (e.g. MEAN) left in float, the rest quantized, and the requested integer I/O."""
+    """Full-integer conversion with the named layers (Keras layer names, tensor names) or op types
+    (e.g. MEAN, SOFTMAX) left in float, the rest quantized, and the requested I/O types."""
     # Float kernels must be allowed for the kept layers.
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-    io_dtype = converter.inference_input_type
+    io_in, io_out = converter.inference_input_type, converter.inference_output_type
     converter.inference_input_type = converter.inference_output_type = tf.float32
     debugger = _debugger(tf, converter, calibration)
-    debugger.run()  # calibrates, and lists the quantized tensors --keep-float may name
+    debugger.run()  # calibrates the model the quantizer below works on
+    calibrated = debugger.calibrated_model
     names = _layer_names(source)
-    tensors = list(debugger.layer_statistics)
-    op_types = {d["op_name"] for d in debugger._quant_interpreter._get_ops_details()} - _NOT_USER_OPS
+    op_outputs, op_types = _op_outputs(tf, calibrated)
     nodes, ops, unknown = [], [], []
     for item in keep_float:
         if item in op_types:
             ops.append(item)
             continue
-        matched = [t.removeprefix(NUMERIC_VERIFY) for t in tensors
-                   if item in (t, t.removeprefix(NUMERIC_VERIFY)) or item in layers_of(t, names)]
+        # The quantizer's denylist matches an op by the name of its output tensor in the
+        # calibrated model; the debugger's statistics name other (NumericVerify) tensors, which
+        # matched nothing, so layer names used to change nothing at all.
+        matched = [t for t in op_outputs if item == t or item in layers_of(t, names)]
         nodes.extend(matched) if matched else unknown.append(item)
     if unknown:
-        layers = sorted({layer for t in tensors for layer in layers_of(t, names)} or
-                        {layer_of(t, names) for t in tensors})
+        layers = sorted({layer for t in op_outputs for layer in layers_of(t, names)} or
+                        {layer_of(t, names) for t in op_outputs})
         raise InputError(f"--keep-float names {', '.join(unknown)}, which match no quantized layer or op; "
                          f"layers: {', '.join(layers)}; op types: {', '.join(sorted(op_types))}")
-    # The public debugger re-quantizes with float I/O only; the same private call with the
-    # requested I/O type keeps --io honoured.
     from tensorflow.lite.python import convert as tf_convert
+    from tensorflow.lite.python.util import modify_model_io_type
 
-    return tf_convert.mlir_quantize(
-        debugger.calibrated_model, fully_quantize=True, input_data_type=io_dtype, output_data_type=io_dtype,
-        denylisted_ops=ops or None, denylisted_nodes=nodes or None)
+    # Quantize with float I/O, then set the requested I/O types the way TFLiteConverter does:
+    # mlir_quantize itself turns a uint8 request into int8 (--io uint8 was silently ignored).
+    # fully_quantize=True forces int8 I/O (a uint8 request came out int8); without it the model
+    # keeps float I/O with QUANTIZE/DEQUANTIZE at the edges, which modify_model_io_type rewrites.
+    model = tf_convert.mlir_quantize(calibrated, fully_quantize=False, input_data_type=tf.float32,
+                                     output_data_type=tf.float32, denylisted_ops=ops or None,
+                                     denylisted_nodes=nodes or None)
+    try:
+        model = modify_model_io_type(model, io_in, io_out)
+    except ValueError as e:  # e.g. integer output requested for an op kept in float
+        raise InputError(f"--keep-float {', '.join(keep_float)} leaves an input or output in float, so it cannot "
+                         f"have integer I/O ({e}); add --io float or --io-out float") from e
+    return _float_outputs_of_kept_ops(model) if io_out == tf.float32 else model
+
+
+def _float_outputs_of_kept_ops(model: bytes) -> bytes:
+    """An op kept in float at the end of the graph (SOFTMAX) is still followed by a QUANTIZE
+    to int8, whatever float output type the quantizer was asked for: drop that last QUANTIZE so
+    the float result is the model's output (its int8 step is what lost the small values)."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    obj = flatbuffer_utils.convert_bytearray_to_object(model)
+    graph = obj.subgraphs[0]
+    quantize = [i for i, c in enumerate(obj.operatorCodes)
+                if max(c.builtinCode, c.deprecatedBuiltinCode) == _QUANTIZE_OPCODE]
+    replaced = {}
+    graph.outputs = [int(i) for i in graph.outputs]  # parsed as a read-only numpy array
+    for k, output in enumerate(list(graph.outputs)):
+        op = next((o for o in graph.operators if o.opcodeIndex in quantize and list(o.outputs) == [output]), None)
+        if op is not None and graph.tensors[op.inputs[0]].type == _FLOAT32:
+            graph.outputs[k] = replaced[output] = op.inputs[0]
+            graph.operators.remove(op)
+    for signature in obj.signatureDefs or []:  # signatures name outputs by tensor index too
+        for io in signature.outputs:
+            io.tensorIndex = replaced.get(io.tensorIndex, io.tensorIndex)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(obj))
+
+
+_QUANTIZE_OPCODE = 114  # BuiltinOperator.QUANTIZE in the TFLite schema
+_FLOAT32 = 0            # TensorType.FLOAT32
+
+
+def _op_outputs(tf, model: bytes) -> tuple[list[str], set[str]]:
+    """Names of every op's output tensors, and the op types, of a .tflite model."""
+    interpreter = tf.lite.Interpreter(model_content=model)
+    tensors = interpreter.get_tensor_details()
+    ops = interpreter._get_ops_details()  # no public accessor for the op list
+    outputs = [tensors[i]["name"] for op in ops for i in op["outputs"] if op["op_name"] not in _NOT_USER_OPS]
+    return outputs, {op["op_name"] for op in ops} - _NOT_USER_OPS

@@ -26,12 +26,13 @@ IO_TYPES = ("float", "int8", "uint8")
 
 
 def convert(source: SourceModel, recipe: str, calibration: Dataset | None = None, io: str = "int8",
+            io_out: str | None = None,
             keep_float: tuple[str, ...] = ()) -> bytes:
     tf = require("tensorflow", "TFLite conversion")
     if recipe in ("int8", "int16x8") and calibration is None:
         raise InputError(f"recipe {recipe!r} needs calibration data: pass --calibration DIR_OR_NPZ "
                          "(a folder of representative images or a .npz of input tensors)")
-    converter = make_converter(tf, source, recipe, calibration, io)
+    converter = make_converter(tf, source, recipe, calibration, io, io_out)
     try:
         if keep_float:
             from .quant_debug import convert_keeping_float
@@ -43,7 +44,10 @@ def convert(source: SourceModel, recipe: str, calibration: Dataset | None = None
         raise explain_converter_error(e, recipe) from e
 
 
-def make_converter(tf, source: SourceModel, recipe: str, calibration: Dataset | None, io: str):
+def make_converter(tf, source: SourceModel, recipe: str, calibration: Dataset | None, io: str,
+                   io_out: str | None = None):
+    """io: the input type of an int8 artifact; io_out its output type (default: the same). A float
+    output keeps what an int8 output step cannot represent (1000 softmax probabilities of ~0.001)."""
     converter = tf.lite.TFLiteConverter.from_saved_model(str(source.saved_model_dir))
     if recipe == "fp32":
         return converter
@@ -55,7 +59,8 @@ def make_converter(tf, source: SourceModel, recipe: str, calibration: Dataset | 
     elif recipe == "int8":
         converter.representative_dataset = representative_dataset(source, calibration)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = converter.inference_output_type = _io_dtype(tf, io)
+        converter.inference_input_type = _io_dtype(tf, io)
+        converter.inference_output_type = _io_dtype(tf, io_out or io)
     elif recipe == "int16x8":
         converter.representative_dataset = representative_dataset(source, calibration)
         converter.target_spec.supported_ops = [
@@ -101,7 +106,40 @@ def explain_converter_error(error: Exception, recipe: str) -> ConversionError:
         return ConversionError(
             f"recipe {recipe} cannot quantize op {', '.join(ops)}; keep it in float with --keep-float "
             f"{ops[0].upper()} or use recipe int8-weights")
-    first = next((ln.strip() for ln in text.splitlines() if "error" in ln.lower()), text.strip().splitlines()[0]
-                 if text.strip() else type(error).__name__)
+    messages = _mlir_errors(text)
+    if any("tensorlist" in m.lower().replace(" ", "") for m in messages):
+        # A Keras LSTM/GRU over a sequence of unknown length becomes a TensorList loop, which
+        # builtin TFLite ops cannot express.
+        op = next((m.split("'")[1] for m in messages if m.startswith("'tf.")), "a TensorList op")
+        return ConversionError(
+            f"a recurrent layer (LSTM/GRU) over a sequence of unknown length needs {op}, which LiteRT's builtin "
+            "ops cannot run; give the model a fixed sequence length, keras.Input(shape=(T, ...)), so the "
+            "converter emits its fused sequence op")
+    first = messages[0] if messages else (text.strip().splitlines()[0] if text.strip() else type(error).__name__)
     return ConversionError(f"the TFLite converter rejected the model for recipe {recipe}: {first[:300]}; "
                            "set EDGEKIT_DEBUG=1 for the converter's full message")
+
+
+def _mlir_errors(text: str) -> list[str]:
+    """The converter's error lines without their MLIR location dumps: `<unknown>:0: error:
+    loc(callsite(fused[...] at ...)): error: 'tf.X' op requires ...` -> `'tf.X' op requires ...`."""
+    found = []
+    for line in text.replace("\\n", "\n").splitlines():
+        if "error:" not in line:
+            continue
+        message = _without_location(line.rsplit("error:", 1)[1].strip())
+        if message and message not in found:
+            found.append(message)
+    return found
+
+
+def _without_location(message: str) -> str:
+    """Drop a leading `loc(...)` (nested parentheses) and the `: ` after it."""
+    if not message.startswith("loc("):
+        return message
+    depth = 0
+    for i, ch in enumerate(message):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth == 0 and ch == ")":
+            return message[i + 1:].lstrip(": ").strip()
+    return ""

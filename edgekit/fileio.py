@@ -110,3 +110,13 @@ def replace_dir(built: Path, target: Path) -> None:
     else:
         with _publishing(target):
             os.replace(built, target)
+
+
+def replace_path(source: Path, target: Path) -> None:
+    """Rename a file or a package folder onto `target`, replacing what is there (--force was
+    checked before the run started)."""
+    if target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target)
+    elif target.exists():
+        target.unlink()
+    os.replace(source, target)

@@ -43,3 +43,11 @@ def captured_native_output():
                 os.close(fd)
             sink.seek(0)
             captured.text = sink.read().decode("utf-8", errors="replace")
+
+
+def quiet_native():
+    """Silence the runtime's own INFO lines (\"Created TensorFlow Lite XNNPACK delegate for CPU\" on
+    every load) unless the user asked to see them: `edgekit -v` or EDGEKIT_VERBOSE=1."""
+    if os.environ.get("EDGEKIT_VERBOSE") == "1":
+        return contextlib.nullcontext(Captured())
+    return captured_native_output()

@@ -17,12 +17,32 @@ FORMATS = (TFLITE, COREML)
 
 
 @dataclass(frozen=True)
+class Gate:
+    """The parity an artifact of a recipe must reach against its source, or it is rejected.
+
+    Defaults are set to catch broken artifacts, not ordinary quantization loss: a saturated int8
+    softmax gave cosine 0.000 and 0 % top-1 agreement and used to be written and exit 0, while
+    healthy int8 artifacts of the sample and of keras.applications nets measure cosine ≥ 0.99.
+    Tighten them per run with --min-cosine / --min-top1; --no-gate turns the gate off.
+    """
+    min_cosine: float
+    min_top1: float  # applies to classifier outputs only
+
+
+# fp32 differs from the source only in op order; fp16 rounds activations to 11 bits; weight-only
+# 8-bit and 6/8-bit palettes are near-lossless; full-integer recipes quantize every activation;
+# 2-bit palettes and pruning without fine-tuning are lossy by design (still far from cosine 0).
+LOSSLESS, NEAR_LOSSLESS, QUANTIZED, LOSSY = Gate(0.9999, 0.99), Gate(0.999, 0.97), Gate(0.98, 0.90), Gate(0.80, 0.70)
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str
     summary: str
     # format -> how that format realises the recipe; absent = unsupported
     realisations: dict[str, str]
     needs_calibration: bool = False
+    gate: Gate = QUANTIZED
 
     def supports(self, fmt: str) -> bool:
         return fmt in self.realisations
@@ -32,24 +52,26 @@ RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in [
         Recipe("fp32", "float32 weights and activations (reference)",
-               {TFLITE: "no optimization", COREML: "compute precision float32"}),
+               {TFLITE: "no optimization", COREML: "compute precision float32"}, gate=LOSSLESS),
         Recipe("fp16", "float16 weights",
                {TFLITE: "float16 weights, dequantized to float32 at load on CPU",
-                COREML: "compute precision float16"}),
+                COREML: "compute precision float16"}, gate=NEAR_LOSSLESS),
         Recipe("int8-weights", "8-bit weights, float activations (dynamic range)",
-               {TFLITE: "dynamic-range quantization", COREML: "linear 8-bit weight quantization"}),
+               {TFLITE: "dynamic-range quantization", COREML: "linear 8-bit weight quantization"},
+               gate=NEAR_LOSSLESS),
         Recipe("int8", "full integer: 8-bit weights and activations, calibrated",
                {TFLITE: "full-integer quantization with a representative dataset"}, needs_calibration=True),
         Recipe("int16x8", "16-bit activations, 8-bit weights, calibrated",
                {TFLITE: "EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8"}, needs_calibration=True),
         Recipe("int4-weights", "4-bit weights, float activations",
                {COREML: "linear 4-bit weight quantization (iOS 18)"}),
-        Recipe("palettize-2", "2-bit k-means weight palettes", {COREML: "k-means palettization, 4 entries"}),
+        Recipe("palettize-2", "2-bit k-means weight palettes", {COREML: "k-means palettization, 4 entries"},
+               gate=LOSSY),
         Recipe("palettize-4", "4-bit k-means weight palettes", {COREML: "k-means palettization, 16 entries"}),
         Recipe("palettize-6", "6-bit k-means weight palettes", {COREML: "k-means palettization, 64 entries"}),
         Recipe("palettize-8", "8-bit k-means weight palettes", {COREML: "k-means palettization, 256 entries"}),
-        Recipe("prune-50", "50% magnitude sparsity", {COREML: "magnitude pruning to 50% sparsity"}),
-        Recipe("prune-75", "75% magnitude sparsity", {COREML: "magnitude pruning to 75% sparsity"}),
+        Recipe("prune-50", "50% magnitude sparsity", {COREML: "magnitude pruning to 50% sparsity"}, gate=LOSSY),
+        Recipe("prune-75", "75% magnitude sparsity", {COREML: "magnitude pruning to 75% sparsity"}, gate=LOSSY),
     ]
 }
 

@@ -34,6 +34,17 @@ def _names(enum_cls) -> dict[int, str]:
     return {v: k for k, v in vars(enum_cls).items() if not k.startswith("_") and isinstance(v, int)}
 
 
+# Custom ops the stock LiteRT runtime runs without the app registering anything. Checked on
+# ai-edge-litert 2.3: the MediaPipe ops are claimed by the XNNPACK delegate (on by default), which
+# is why a model using Convolution2DTransposeBias runs although it is a "custom" op; the others
+# are registered by LiteRT's builtin op resolver.
+RUNTIME_CUSTOM_OPS = {
+    "Convolution2DTransposeBias": "XNNPACK delegate", "MaxPoolingWithArgmax2D": "XNNPACK delegate",
+    "MaxUnpooling2D": "XNNPACK delegate", "TFLite_Detection_PostProcess": "LiteRT builtin resolver",
+    "Mfcc": "LiteRT builtin resolver", "AudioSpectrogram": "LiteRT builtin resolver",
+}
+
+
 @dataclass
 class TfliteInfo:
     size_bytes: int
@@ -49,6 +60,11 @@ class TfliteInfo:
     schema_version: int = 0
     description: str = ""
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def unresolved_custom_ops(self) -> list[str]:
+        """Custom ops the device app must register a kernel for."""
+        return [c for c in self.custom_ops if c not in RUNTIME_CUSTOM_OPS]
 
 
 def check_identifier(data: bytes, origin: str) -> None:

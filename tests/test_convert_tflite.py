@@ -111,7 +111,7 @@ def test_manifest_embedded_and_beside_artifact(converted, samples):
 def test_summary_table_and_error_attribution(converted):
     lines = converted["stdout"].splitlines()
     assert lines[0].split() == ["format", "recipe", "size", "vs", "fp32", "cosine", "snr", "dB", "max", "abs", "err",
-                                "top-1", "agree", "sec"]
+                                "top-1", "agree", "gate", "sec"]
     rows = {ln.split()[1]: ln.split() for ln in lines[2:7]}
     assert set(rows) == set(ALL_TFLITE_RECIPES)
     assert rows["fp32"][4] == "1.00x"
@@ -185,3 +185,27 @@ def test_weights_stay_16_byte_aligned_after_embedding_metadata(converted):
         offsets = [model.Buffers(i).DataAsNumpy().ctypes.data - data.ctypes.data
                    for i in range(model.BuffersLength()) if model.Buffers(i).DataLength()]
         assert offsets and all(o % 16 == 0 for o in offsets), recipe
+
+
+def _op_output_types(path):
+    it = Interpreter(model_path=str(path))
+    tensors = it.get_tensor_details()
+    return [(op["op_name"], tensors[op["outputs"][0]]["dtype"].__name__) for op in it._get_ops_details()]
+
+
+def test_keep_float_by_keras_layer_name_changes_the_artifact_and_honours_io_uint8(tmp_path, samples):
+    """`--keep-float pw_relu6` (the name edgekit itself suggests) used to produce the same ops, size and
+    parity as without it; and --io uint8 came out as int8 once --keep-float was given."""
+    common = ["-q", "int8", "--calibration", samples / "calibration", "--validate", samples / "validation",
+              "--std", "255", "--no-explain"]
+    plain = run_cli("convert", samples / "digits_cnn.keras", *common, "-o", tmp_path / "plain")
+    kept = run_cli("convert", samples / "digits_cnn.keras", *common, "--keep-float", "pw_relu6", "--io", "uint8",
+                   "-o", tmp_path / "kept")
+    assert plain.exit_code == 0 and kept.exit_code == 0, kept.stderr
+    before = _op_output_types(tmp_path / "plain" / "digits_cnn_int8.tflite")
+    after = _op_output_types(tmp_path / "kept" / "digits_cnn_int8.tflite")
+    assert before.count(("CONV_2D", "float32")) == 0
+    assert after.count(("CONV_2D", "float32")) == 1  # pw_conv + pw_bn + pw_relu6, fused, now in float
+    assert ("DEQUANTIZE", "float32") in after and ("QUANTIZE", "int8") in after
+    it = Interpreter(model_path=str(tmp_path / "kept" / "digits_cnn_int8.tflite"))
+    assert it.get_input_details()[0]["dtype"] == np.uint8 and it.get_output_details()[0]["dtype"] == np.uint8

@@ -118,3 +118,36 @@ def test_bundle_and_check_on_committed_artifacts(artifacts, tmp_path):
     (out / "android" / "digits_cnn_int8.tflite").write_bytes(b"tampered")
     tampered = run_cli("bundle", "--check", out)
     assert tampered.exit_code != 0 and "digits_cnn_int8.tflite" in tampered.output + tampered.stderr
+
+
+def test_closed_pipe_ends_quietly(artifacts, image_files):
+    """`edgekit predict ... | head -1` used to end with 'Error: unexpected BrokenPipeError'."""
+    proc = subprocess.Popen([sys.executable, "-m", "edgekit.cli", "predict", str(artifacts / "digits_cnn_int8.tflite"),
+                             *map(str, image_files[:40])], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=OUTSIDE)
+    proc.stdout.close()  # the reader is gone before the first line is written
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141
+    assert "Error" not in stderr and "Traceback" not in stderr, stderr
+
+
+def test_loading_is_quiet_unless_verbose(artifacts, image_files):
+    """Every load printed 'INFO: Created TensorFlow Lite XNNPACK delegate for CPU.' to stderr."""
+    args = ["predict", str(artifacts / "digits_cnn_fp32.tflite"), str(image_files[0])]
+    quiet = subprocess.run([sys.executable, "-m", "edgekit.cli", *args], capture_output=True, text=True, cwd=OUTSIDE)
+    loud = subprocess.run([sys.executable, "-m", "edgekit.cli", "-v", *args], capture_output=True, text=True,
+                          cwd=OUTSIDE)
+    assert quiet.returncode == loud.returncode == 0, quiet.stderr
+    assert "XNNPACK" not in quiet.stderr and "XNNPACK delegate" in loud.stderr
+    script = (f"import edgekit; m = edgekit.load({str(artifacts / 'digits_cnn_fp32.tflite')!r}); "
+              f"m.predict({str(image_files[0])!r})")
+    library = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=OUTSIDE)
+    assert library.returncode == 0 and "XNNPACK" not in library.stderr, library.stderr
+
+
+def test_bench_noise_advice_fits_the_options_given():
+    """The warning said 'use --duration' when --duration was given."""
+    from edgekit.bench import noise_warnings
+
+    tail = {"p50": 1.0, "p90": 1.1, "p99": 5.0, "mean": 1.1, "std": 0.1, "min": 1.0, "max": 6.0}
+    assert "use --duration for more samples" in noise_warnings(tail, 100)[0]
+    assert "use a longer --duration" in noise_warnings(tail, 100, more_samples="a longer --duration")[0]

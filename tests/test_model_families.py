@@ -105,3 +105,50 @@ def test_fractional_values_for_an_integer_input_are_refused(text_model, tmp_path
                      "-o", tmp_path / "out")
     assert result.exit_code == 2
     assert "input 'tokens' takes int32 values (e.g. token ids), but the data holds fractional numbers" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def wide_softmax(tmp_path_factory):
+    """16 features -> 1000-way softmax, untrained: every probability is near 0.001, below the int8
+    output step of 1/256 (what MobileNetV3/EfficientNet with their softmax head showed)."""
+    import keras
+
+    keras.utils.set_random_seed(11)
+    inputs = keras.Input((16,), name="features")
+    x = keras.layers.Dense(64, activation="relu")(inputs)
+    out = keras.layers.Dense(1000, activation="softmax", name="probs")(x)
+    folder = tmp_path_factory.mktemp("wide")
+    keras.Model(inputs, out).save(folder / "wide.keras")
+    np.savez(folder / "calibration.npz", features=RNG.standard_normal((150, 16)).astype(np.float32))
+    return folder
+
+
+def test_parity_gate_rejects_an_underflowing_int8_softmax_and_names_the_fix(wide_softmax):
+    out, report = wide_softmax / "out", wide_softmax / "report.json"
+    result = run_cli("convert", wide_softmax / "wide.keras", "-q", "fp32,int8", "--calibration",
+                     wide_softmax / "calibration.npz", "-o", out, "--report", report)
+    assert result.exit_code == 5, result.output
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: 1 of 2 recipes failed: int8: parity gate: cosine")
+    assert (out / "wide_fp32.tflite").exists()
+    assert not (out / "wide_int8.tflite").exists() and (out / "wide_int8.tflite.rejected").exists()
+    assert not (out / "wide_int8.tflite.json").exists()
+    row = next(line for line in result.stdout.splitlines() if line.startswith("tflite  int8"))
+    assert "REJECTED" in row
+    assert "int8: output 'probs' underflows its integer type" in result.stdout
+    assert "--keep-float SOFTMAX --io-out float" in result.stdout
+    int8 = next(a for a in json.loads(report.read_text())["artifacts"] if a["quantize"] == "int8")
+    assert int8["error_kind"] == "parity" and int8["gate"] == {"min_cosine": 0.98, "min_top1": 0.9, "passed": False}
+    assert int8["largest_quantization_error"][0]["layer"].startswith("output probs")  # ranked, not hidden
+
+    fixed = run_cli("convert", wide_softmax / "wide.keras", "-q", "int8", "--calibration",
+                    wide_softmax / "calibration.npz", "--keep-float", "SOFTMAX", "--io-out", "float",
+                    "-o", out, "--report", report, "--force")
+    assert fixed.exit_code == 0, fixed.output + fixed.stderr
+    artifact = json.loads(report.read_text())["artifacts"][0]
+    assert artifact["parity"]["cosine"] > 0.99 and artifact["gate"]["passed"] is True
+    model = edgekit.load(out / "wide_int8.tflite")
+    assert model.inputs[0].dtype == "int8" and model.outputs[0].dtype == "float32"
+
+    ungated = run_cli("convert", wide_softmax / "wide.keras", "-q", "int8", "--calibration",
+                      wide_softmax / "calibration.npz", "-o", out, "--no-gate", "--force")
+    assert ungated.exit_code == 0 and (out / "wide_int8.tflite").exists()

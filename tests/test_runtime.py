@@ -187,8 +187,10 @@ def test_predict_cli_table_and_json(artifacts, image_files):
     result = run_cli("predict", artifacts / "digits_cnn_int8.tflite", *image_files[:3], "--top-k", "2")
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["input", "label", "score", "latency", "ms"]
+    assert lines[0].split() == ["input", "label", "score", "top", "2", "latency", "ms"]
     assert lines[2].split()[:2] == [image_files[0].name, image_files[0].stem.split("label")[1]]
+    top2 = lines[2].split(None, 3)[3].rsplit(None, 1)[0]  # "5 0.996, 9 0.004"
+    assert top2.count(",") == 1 and top2.startswith(image_files[0].stem.split("label")[1] + " ")
     assert lines[-1].startswith("predicted 3, already done 0, failed 0; p50 latency ")
     js = json.loads(run_cli("predict", artifacts / "digits_cnn_int8.tflite", image_files[0], "--json").stdout)
     assert js["predicted"] == 1 and len(json.loads(js["rows"][0]["top_k"])) == 5

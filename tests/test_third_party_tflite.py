@@ -3,13 +3,14 @@ side must also handle (fixed batch, no manifest, custom ops, several signatures,
 Building them needs TensorFlow, so this module is in the convert tier."""
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
 import pytest
 
 import edgekit
-from conftest import run_cli, tflite_from_function
+from conftest import ROOT, run_cli, tflite_from_function
 from edgekit.emulator import Cluster, CoreType, Device, op_seconds
 from edgekit.graph import read_graph
 
@@ -149,3 +150,26 @@ def _single_op_tflite(tmp_path, layer, input_shape):
     path = tmp_path / "op.tflite"
     path.write_bytes(converter.convert())
     return read_graph(path.read_bytes())
+
+
+def test_inspect_knows_the_custom_ops_the_runtime_provides(tmp_path):
+    """MediaPipe's Convolution2DTransposeBias runs on stock LiteRT (the XNNPACK delegate claims it), so
+    inspect must not list it as needing a kernel; an unknown custom op still is."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(ROOT / "tests" / "data" / "lookup.tflite"))
+    for name in ("Convolution2DTransposeBias", "MyVendorOp"):
+        code = copy.deepcopy(model.operatorCodes[0])
+        code.builtinCode = code.deprecatedBuiltinCode = 32  # CUSTOM
+        code.customCode = name.encode()
+        model.operatorCodes.append(code)
+        op = copy.deepcopy(model.subgraphs[0].operators[0])
+        op.opcodeIndex, op.builtinOptionsType, op.builtinOptions = len(model.operatorCodes) - 1, 0, None
+        model.subgraphs[0].operators.append(op)
+    path = tmp_path / "custom.tflite"
+    flatbuffer_utils.write_model(model, str(path))
+    result = run_cli("inspect", path)
+    assert "custom ops the LiteRT runtime provides: Convolution2DTransposeBias (XNNPACK delegate)" in result.stdout
+    assert "custom ops (need a registered kernel on the device): MyVendorOp" in result.stdout
+    data = json.loads(run_cli("inspect", path, "--json").stdout)
+    assert data["custom_ops_needing_a_kernel"] == ["MyVendorOp"]
