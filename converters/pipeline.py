@@ -33,6 +33,7 @@ from edgekit.runtime import Model
 from edgekit.manifest import TFLITE_METADATA_NAME
 from edgekit.tflite_file import embed_metadata
 from edgekit.tflite_metadata import writer as tflite_metadata
+from edgekit.weights import coreml_weights_sha256, tflite_weights_sha256
 
 from . import tflite as tflite_converter
 from edgekit.native_output import captured_native_output
@@ -236,6 +237,7 @@ def _build_tflite(job: _Job, recipe: str, path: Path) -> ArtifactResult:
         with captured_native_output():
             error_layers = _explain(tf, job.source, job.calibration)
     manifest = job.manifest(TFLITE, recipe, artifact.inputs, artifact.outputs, parity)
+    manifest.weights_sha256 = tflite_weights_sha256(model_bytes)  # embedding metadata leaves tensor buffers as they are
     # Two metadata buffers: the standard TFLITE_METADATA (Android Studio, Task library) and
     # edgekit's manifest; then the labels as the standard appended zip of associated files.
     standard = tflite_metadata.build(tflite_metadata.ModelInfo(**manifest.model), manifest)
@@ -272,6 +274,7 @@ def _build_coreml(job: _Job, recipe: str, path: Path) -> ArtifactResult:
         outputs = [TensorInfo(n, (None,) + tuple(r.shape[1:]), "float32")
                    for n, r in zip(job.source.output_names, job.reference)]
         manifest = job.manifest(COREML, recipe, job.source.inputs, outputs, parity)
+        manifest.weights_sha256 = coreml_weights_sha256(checked)  # the re-save below is checked to keep them
         _describe_coreml(mlmodel, job, manifest)
         mlmodel.user_defined_metadata[MANIFEST_KEY] = manifest.to_json()
         final = staging / path.name

@@ -91,12 +91,13 @@ def _taking_back_outputs(command):
     @functools.wraps(command)
     def wrapper(**kwargs):
         from .fileio import recording_writes
-        from .interrupt import new_folders, now, remove_outputs, signals_as_interrupts
+        from .interrupt import LateSignals, new_folders, now, remove_outputs, signals_as_interrupts
 
         created = new_folders(kwargs["out_dir"])
         if kwargs.get("report") is not None:
             created += new_folders(kwargs["report"].parent)
         since = now()
+        late = LateSignals()
 
         def take_back(signum: int) -> Interrupted:
             removed = remove_outputs(written, created, since)
@@ -112,7 +113,8 @@ def _taking_back_outputs(command):
                 raise take_back(state.signum or signal.SIGINT) from None
             if state.signum is not None:  # raised inside a library that swallowed it: still an interrupt
                 raise take_back(state.signum)
-            return result
+        late.arm()
+        return result
 
     return wrapper
 

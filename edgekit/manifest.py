@@ -77,6 +77,7 @@ class Manifest:
     versions: dict[str, str] = field(default_factory=dict)      # edgekit, tensorflow, ...
     created_utc: str = ""
     schema: str = MANIFEST_SCHEMA
+    weights_sha256: str | None = None  # edgekit.weights: checked at load, so damaged weights never run
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -99,6 +100,8 @@ class Manifest:
             _expect(d.get(key) is None or isinstance(d[key], dict), f"{key!r} is not an object", d.get(key))
         for key in ("model", "source", "versions"):
             _expect(isinstance(d.get(key, {}), dict), f"{key!r} is not an object", d.get(key))
+        _expect(d.get("weights_sha256") is None or isinstance(d["weights_sha256"], str), "'weights_sha256' is not a "
+                "string", d.get("weights_sha256"))
         labels = d.get("labels")
         _expect(labels is None or (isinstance(labels, list) and all(isinstance(v, str) for v in labels)),
                 "'labels' is not a list of strings", labels)

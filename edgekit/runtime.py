@@ -23,6 +23,7 @@ from .manifest import Manifest, TensorInfo
 from .predictor import Predictor
 from .preprocess import ImageSpec
 from .tflite_file import read_bytes, read_manifest
+from .weights import check_digest, check_tflite_finite, tflite_weights_sha256
 
 _UNRESOLVED_OP = re.compile(r"unresolved custom op:\s*([A-Za-z0-9_]+)", re.IGNORECASE)
 
@@ -109,6 +110,9 @@ class Model(Predictor):
         self.size_bytes = len(data)
         manifest = read_manifest(data, origin)
         self.manifest: Manifest | None = Manifest.from_dict(manifest) if manifest else None
+        check_tflite_finite(data, origin)
+        if self.manifest and self.manifest.weights_sha256:
+            check_digest(self.manifest.weights_sha256, tflite_weights_sha256(data), origin)
         self.labels = list(labels) if labels is not None else (self.manifest.labels if self.manifest else None)
         if preprocessing is None and self.manifest and self.manifest.preprocessing:
             preprocessing = ImageSpec.from_dict(self.manifest.preprocessing)

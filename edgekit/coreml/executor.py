@@ -59,6 +59,7 @@ def load_spec_and_program(path: Path):
         if spec.WhichOneof("Type") != "mlProgram":
             raise ArtifactError(f"{path.name} is a {spec.WhichOneof('Type')} model; the executor runs ML programs "
                                 "(convert with convert_to='mlprogram')")
+        check_blob_offsets(spec, path)
         try:
             program = mil_load(spec, spec.specificationVersion, model.weights_dir)
         except Exception as e:
@@ -90,6 +91,51 @@ def check_package_paths(path: Path) -> None:
         if not plain:
             raise ArtifactError(f"{path.name}: Manifest.json names {item!r}, which is not a plain file inside the "
                                 "package; refusing to read outside it. Re-copy or re-convert the package")
+
+
+_BLOB_SENTINEL = 0xDEADBEEF
+_BLOB_HEADER = 64  # the weight file's header, then one 64-byte record before each blob
+
+
+def check_blob_offsets(spec, path: Path) -> None:
+    """Every weight the program reads by (file, offset) must point at a blob record in that file
+    whose data lies inside it. coremltools reads whatever is at the offset: one pointing into the
+    file header loads garbage as weights with no error."""
+    import struct
+
+    refs: list = []
+    _blob_refs(spec.mlProgram, refs)
+    sizes: dict[str, bytes] = {}
+    weights = path / "Data" / "com.apple.CoreML"
+    for file_name, offset in refs:
+        rel = file_name.removeprefix("@model_path/")
+        if rel not in sizes:
+            target = weights / rel
+            if ".." in Path(rel).parts or Path(rel).is_absolute() or not target.is_file() or target.is_symlink():
+                raise ArtifactError(f"{path.name}: a weight refers to {file_name!r}, which is not a file in the "
+                                    "package; re-copy or re-convert it")
+            sizes[rel] = target.read_bytes()
+        blob = sizes[rel]
+        ok = _BLOB_HEADER <= offset <= len(blob) - _BLOB_HEADER
+        if ok:
+            sentinel, _, size, data_offset = struct.unpack_from("<IIQQ", blob, offset)
+            ok = sentinel == _BLOB_SENTINEL and data_offset >= offset + _BLOB_HEADER and data_offset + size <= len(blob)
+        if not ok:
+            raise ArtifactError(f"{path.name}: a weight points at byte {offset} of {rel}, which is not a weight "
+                                f"record inside the file ({len(blob)} bytes); the package is damaged, re-copy or "
+                                "re-convert it")
+
+
+def _blob_refs(message, out: list) -> None:
+    for field, value in message.ListFields():
+        if field.name == "blobFileValue":
+            out.append((value.fileName, value.offset))
+        elif field.type == field.TYPE_MESSAGE:
+            items = value.values() if hasattr(value, "values") and hasattr(value, "keys") else (
+                value if not hasattr(value, "ListFields") else [value])
+            for item in items:
+                if hasattr(item, "ListFields"):
+                    _blob_refs(item, out)
 
 
 class ProgramExecutor:

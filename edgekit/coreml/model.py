@@ -19,6 +19,7 @@ from ..fileio import path_size
 from ..manifest import Manifest, TensorInfo
 from ..predictor import Predictor
 from ..preprocess import ImageSpec
+from ..weights import check_constants_finite, check_digest, coreml_weights_sha256
 from .executor import ProgramExecutor, on_macos_with_coreml
 
 MANIFEST_KEY = "edgekit.manifest"
@@ -34,6 +35,9 @@ class CoreMLModel(Predictor):
         spec = self._executor.spec
         meta = dict(spec.description.metadata.userDefined)
         self.manifest = Manifest.from_json(meta[MANIFEST_KEY]) if MANIFEST_KEY in meta else None
+        if self.manifest and self.manifest.weights_sha256:
+            check_digest(self.manifest.weights_sha256, coreml_weights_sha256(self.path), self.origin)
+        check_constants_finite(self._executor.constants, self.origin)
         self._image_inputs = {i.name: i.type.imageType for i in spec.description.input
                               if i.type.WhichOneof("Type") == "imageType"}
         self._probs_name = spec.description.predictedProbabilitiesName or None
