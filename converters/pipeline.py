@@ -187,6 +187,20 @@ class _Job:
         return parity_report(names, self.reference, outputs, len(self.validation), self.notes,
                              _classifier_outputs(names, self.reference, self.labels))
 
+    def reference_stats(self, input_info: TensorInfo, outputs: list[np.ndarray]) -> dict | None:
+        """What drift monitoring compares against (edgekit.monitor.reference). From the validation inputs
+        and this artifact's own outputs on them, not the source's: an int8 artifact's confidences sit on
+        its output codes (top 0.996), the float source's do not (0.9999), and KS would flag every window.
+        Synthetic inputs describe no real data, so they give no reference."""
+        if self.validation.source == "synthetic":
+            return None
+        from edgekit.monitor.reference import compute_reference
+
+        folder = Path(self.validation.source)
+        files = [folder / item for item in self.validation.items] if folder.is_dir() else None
+        return compute_reference(self.validation.arrays[0], outputs[0], input_info,
+                                 self.spec.to_dict() if self.spec else None, self.notes, files)
+
     def model_info(self, recipe: str) -> dict[str, str]:
         opts = self.opts
         name = opts.name or opts.model.name.split(".")[0]
@@ -229,7 +243,8 @@ def _build_tflite(job: _Job, recipe: str, path: Path) -> ArtifactResult:
     except ArtifactError as e:
         raise ConversionError(f"the {recipe} artifact was produced but LiteRT refuses to run it ({e}); "
                               "try another recipe (int8 or int8-weights)") from e
-    parity = job.parity(_run_batched(artifact, job.validation.arrays, job.source))
+    outputs = _run_batched(artifact, job.validation.arrays, job.source)
+    parity = job.parity(outputs)
     error_layers = []
     if recipe == "int8" and opts.explain_errors and job.calibration is not None:
         job.progress("    ranking layers by quantization error")
@@ -237,6 +252,7 @@ def _build_tflite(job: _Job, recipe: str, path: Path) -> ArtifactResult:
         with captured_native_output():
             error_layers = _explain(tf, job.source, job.calibration)
     manifest = job.manifest(TFLITE, recipe, artifact.inputs, artifact.outputs, parity)
+    manifest.reference_stats = job.reference_stats(artifact.inputs[0], outputs)
     manifest.weights_sha256 = tflite_weights_sha256(model_bytes)  # embedding metadata leaves tensor buffers as they are
     # Two metadata buffers: the standard TFLITE_METADATA (Android Studio, Task library) and
     # edgekit's manifest; then the labels as the standard appended zip of associated files.
@@ -270,10 +286,12 @@ def _build_coreml(job: _Job, recipe: str, path: Path) -> ArtifactResult:
             mlmodel.save(str(checked))
         job.progress(f"    converted in {seconds:.1f}s; executing the saved package on {len(job.validation)} inputs")
         executed = CoreMLModel(checked, native=False, preprocessing=job.spec)
-        parity = job.parity(_run_batched(executed, job.validation.arrays, job.source))
+        executed_outputs = _run_batched(executed, job.validation.arrays, job.source)
+        parity = job.parity(executed_outputs)
         outputs = [TensorInfo(n, (None,) + tuple(r.shape[1:]), "float32")
                    for n, r in zip(job.source.output_names, job.reference)]
         manifest = job.manifest(COREML, recipe, job.source.inputs, outputs, parity)
+        manifest.reference_stats = job.reference_stats(job.source.inputs[0], executed_outputs)
         manifest.weights_sha256 = coreml_weights_sha256(checked)  # the re-save below is checked to keep them
         _describe_coreml(mlmodel, job, manifest)
         mlmodel.user_defined_metadata[MANIFEST_KEY] = manifest.to_json()

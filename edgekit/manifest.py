@@ -78,6 +78,7 @@ class Manifest:
     created_utc: str = ""
     schema: str = MANIFEST_SCHEMA
     weights_sha256: str | None = None  # edgekit.weights: checked at load, so damaged weights never run
+    reference_stats: dict[str, Any] | None = None  # edgekit.monitor.reference: what drift is measured against
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -102,6 +103,10 @@ class Manifest:
             _expect(isinstance(d.get(key, {}), dict), f"{key!r} is not an object", d.get(key))
         _expect(d.get("weights_sha256") is None or isinstance(d["weights_sha256"], str), "'weights_sha256' is not a "
                 "string", d.get("weights_sha256"))
+        if d.get("reference_stats") is not None:  # optional: artifacts converted before monitoring load as before
+            from .monitor.reference import check_reference
+
+            check_reference(d["reference_stats"])
         labels = d.get("labels")
         _expect(labels is None or (isinstance(labels, list) and all(isinstance(v, str) for v in labels)),
                 "'labels' is not a list of strings", labels)

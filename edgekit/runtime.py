@@ -273,13 +273,20 @@ def _load_error(error: Exception, origin: str, backend: str) -> ArtifactError:
 
 
 def load(path: str | Path, threads: int | None = None, backend: str = "auto", labels: Sequence[str] | None = None,
-         preprocessing: ImageSpec | None = None, isolate: bool = False) -> Predictor:
+         preprocessing: ImageSpec | None = None, isolate: bool = False, monitor: bool = False) -> Predictor:
     """Load an artifact: a .tflite (edgekit's or any other) through LiteRT, or an .mlpackage through
     Core ML on macOS and edgekit's numpy executor elsewhere (backend says which).
 
     isolate=True first loads and runs a .tflite once in a sandbox process (edgekit.sandbox), so a
     file that crashes or hangs the native runtime raises ArtifactError instead of killing this
-    process; it costs about half a second. Use it for files from elsewhere."""
+    process; it costs about half a second. Use it for files from elsewhere.
+
+    monitor=True watches inputs and outputs for drift from the manifest's reference_stats
+    (edgekit.monitor): `model.drift()` reports it, crossings log a warning on "edgekit.monitor"."""
+    if monitor:
+        from .monitor import MonitoredModel
+
+        return MonitoredModel(load(path, threads, backend, labels, preprocessing, isolate))
     path = Path(path)
     if path.suffix.lower() == ".mlpackage":
         from .coreml.model import CoreMLModel
