@@ -16,6 +16,7 @@ _INSTALL_HINTS = {
     "scikit-learn": "pip install 'edgekit[convert]'",
     "uvicorn": "pip install 'edgekit[serve]'",
     "starlette": "pip install 'edgekit[serve]'",
+    "grpc": "pip install 'edgekit[serve]'",
     "matplotlib": "pip install 'edgekit[charts]'",
 }
 

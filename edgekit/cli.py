@@ -623,5 +623,27 @@ def recipes():
     click.echo(render(["recipe", "what it does", *FORMATS], rows))
 
 
+@main.command()
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--window", default="1h", show_default=True,
+              help="Window length: a duration (90s, 30m, 1h, 1d) by created_utc, or a row count (e.g. 200).")
+@click.option("--artifact", type=click.Path(path_type=Path),
+              help="The artifact the rows were predicted with (default: the rows' model file beside STORE or here).")
+@click.option("--json", "as_json", is_flag=True, help="Print every window's statistics as JSON.")
+def monitor(store, window, artifact, as_json):
+    """Drift per window of an `edgekit predict --out` STORE against the artifact's reference_stats."""
+    from .monitor.offline import monitor_store, summary_counts, table_rows
+
+    results = monitor_store(store, window, artifact)
+    counts = summary_counts(results)
+    if as_json:
+        click.echo(json.dumps({"summary": counts, "windows": [r.to_dict() for r in results]}, indent=2))
+        return
+    headers, rows = table_rows(results)
+    click.echo(render(headers, rows))
+    click.echo(f"{counts['drifting']} of {counts['evaluated']} evaluated windows drifting "
+               f"({counts['samples']} rows, {counts['windows']} windows of {window})")
+
+
 if __name__ == "__main__":
     main()

@@ -15,6 +15,7 @@ from .errors import EdgekitError, InputError
 from .fileio import sha256_path
 from .preprocess import IMAGE_SUFFIXES
 from .runtime import Model
+from .monitor.model import watch
 
 INPUT_SUFFIXES = IMAGE_SUFFIXES | {".npy"}
 
@@ -61,6 +62,7 @@ def expand_inputs(patterns: list[str]) -> list[Path]:
 def run_predictions(model: Model, model_path: Path, inputs: list[Path], store=None, top_k: int = 5,
                     chunk_size: int = 16, on_progress: Callable[[int], None] = lambda n: None) -> PredictSummary:
     model_sha = sha256_path(model_path)
+    model = watch(model, every=0)  # rows carry drift statistics when the manifest has reference_stats
     summary = PredictSummary()
     done = store.done(model_sha) if store is not None else set()
     todo = [p for p in inputs if str(p) not in done]
@@ -99,7 +101,9 @@ def _predict_one(model: Model, model_path: Path, model_sha: str, path: Path, top
     return {"input": str(path), "model_sha256": model_sha, "model": model_path.name,
             "label": classes[0][0] if classes else None, "score": classes[0][1] if classes else None,
             "top_k": json.dumps(classes) if classes else None, "outputs": outputs, "latency_ms": round(latency, 4),
-            "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+            "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            # per-row drift statistics for `edgekit monitor` (None when the artifact has no reference_stats)
+            "stats": model.last_stats() if hasattr(model, "last_stats") else None}
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:

@@ -82,8 +82,10 @@ if wanted device; then
     run_tier "$venv" device "device" || failed=1
 fi
 if wanted serve; then
-    say "serve install: edgekit[serve]"
-    venv="$(fresh_venv serve "$WHEEL[serve]")"
+    # [serve-test]: tritonclient and websocket-client, the clients tests/test_serve_conformance.py and
+    # test_serve_ui.py drive the server with (test-only; a user's install is edgekit[serve])
+    say "serve install: edgekit[serve] + [serve-test]"
+    venv="$(fresh_venv serve "$WHEEL[serve,serve-test]")"
     run_tier "$venv" serve "serve" || failed=1
 fi
 if wanted convert; then

@@ -62,7 +62,7 @@ def test_every_package_and_module_of_the_tree_is_in_the_wheel(wheel_files):
 
 
 def test_package_data_is_in_the_wheel(wheel_files):
-    for data in [*(ROOT / "edgekit").rglob("*.json"), *(ROOT / "edgekit").rglob("*.fbs")]:
+    for data in [p for ext in ("json", "fbs", "proto", "html", "js", "css") for p in (ROOT / "edgekit").rglob(f"*.{ext}")]:
         rel = f"edgekit/{data.relative_to(ROOT / 'edgekit')}"
         assert rel in wheel_files, f"{rel} is missing from the wheel"
     assert any(f.startswith("edgekit/devices/") for f in wheel_files)

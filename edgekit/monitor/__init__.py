@@ -9,8 +9,8 @@ offline    `edgekit monitor STORE`: drift per time window from edgekit predict's
 from __future__ import annotations
 
 from .drift import Statistic, evaluate
-from .model import MonitoredModel
+from .model import MonitoredModel, watch
 from .reference import compute_reference, extractor_for
 from .window import DriftMonitor
 
-__all__ = ["DriftMonitor", "MonitoredModel", "Statistic", "compute_reference", "evaluate", "extractor_for"]
+__all__ = ["DriftMonitor", "MonitoredModel", "Statistic", "compute_reference", "evaluate", "extractor_for", "watch"]

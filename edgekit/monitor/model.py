@@ -6,6 +6,7 @@ wrapped model's. Only the default signature is watched: the reference describes 
 """
 from __future__ import annotations
 
+import json
 from typing import Any, Sequence
 
 import numpy as np
@@ -13,6 +14,13 @@ import numpy as np
 from ..errors import InputError
 from ..predictor import Predictor
 from .window import DriftMonitor
+
+
+def watch(model: Predictor, name: str | None = None, every: int = 50) -> Predictor:
+    """`model` monitored when its manifest has reference_stats, else `model` itself. every=0: rows
+    only, no online evaluation (edgekit predict: `edgekit monitor` judges the stored rows later)."""
+    has = model.manifest is not None and model.manifest.reference_stats
+    return MonitoredModel(model, name, every=every or 2**62) if has else model
 
 
 class MonitoredModel(Predictor):
@@ -55,8 +63,16 @@ class MonitoredModel(Predictor):
     def run(self, arrays: Sequence[np.ndarray], signature: str | None = None) -> list[np.ndarray]:
         outputs = self.model.run(arrays, signature)
         if signature is None:
-            self.monitor.observe(np.asarray(arrays[0]), outputs[0])
+            self.last_rows = self.monitor.observe(np.asarray(arrays[0]), outputs[0])
         return outputs
+
+    def last_stats(self) -> str | None:
+        """The statistics of the last single-sample run as compact JSON (the `stats` column of
+        edgekit predict's stores, read back by `edgekit monitor`); None after a batch."""
+        rows = getattr(self, "last_rows", None)
+        if rows is None or rows.shape[0] != 1:
+            return None
+        return json.dumps(self.monitor.extractor.to_dict(rows[0]), separators=(",", ":"))
 
     def drift(self) -> dict[str, Any]:
         """The current window's statistics (evaluated now) and alert counts."""

@@ -65,8 +65,8 @@ class DriftMonitor:
         self._since = 0
         self._lock = threading.Lock()              # observe() is called from server worker threads
 
-    def observe(self, x: np.ndarray, scores: np.ndarray | None) -> None:
-        """Record one batch: the model's real-valued input and its first output."""
+    def observe(self, x: np.ndarray, scores: np.ndarray | None) -> np.ndarray:
+        """Record one batch (the model's real-valued input and its first output); returns its rows."""
         rows = self.extractor.rows(x, scores)
         with self._lock:
             self.window.add(rows)
@@ -77,6 +77,7 @@ class DriftMonitor:
                 self._since = 0
         if due:
             self.evaluate()
+        return rows
 
     def evaluate(self) -> list[Statistic]:
         with self._lock:

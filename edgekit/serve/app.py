@@ -2,9 +2,15 @@
 
 Routes (Open Inference Protocol v2, plus an image convenience endpoint and metrics):
   GET  /v2/health/live  /v2/health/ready  /v2  /v2/models/{name}  /v2/models/{name}/ready
-  POST /v2/models/{name}/infer      JSON tensors, or the v2 binary-tensor extension
+  GET  /v2/models/{name}/config     Triton's model configuration (tritonclient reads it)
+  POST /v2/models/{name}/infer      JSON tensors, or the v2 binary-tensor extension (per output binary_data)
   POST /v2/models/{name}/classify   an image (raw body or multipart "file") -> top-k labels
+  GET  /v2/models/{name}/manifest   the artifact's manifest and size (for the web page)
+  GET  /v2/models/{name}/stats      drift of recent inputs/outputs from the manifest's reference_stats (JSON)
+  every /v2/models/{name}/... also as /v2/models/{name}/versions/1/...; other versions are a 404
+  POST /v2/repository/index         served models (Triton's repository extension, read-only)
   GET  /metrics                     Prometheus text format
+  GET  /                            the web page (--ui), see ui.py
 Inference and image decoding run in worker threads (the runtime is thread-safe); the event loop
 only parses, validates and answers, so a slow model never blocks health checks. guard.Guard wraps
 the app (access, body deadline, metrics, JSON errors); every error a request causes is a 4xx with
@@ -27,14 +33,15 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .. import __version__
-from ..errors import EdgekitError, InputError
+from ..errors import EdgekitError
+from ..monitor.model import MonitoredModel
 from ..runtime import Model
-from .batching import MicroBatcher
+from .engine import VERSION, Engine, InferenceFailed, UnknownModel, server_info
 from .guard import CLOSES_CONNECTION, Guard, HTTPError, parse_uint
 from .metrics import ServerMetrics
-from .protocol import (DATATYPES, ProtocolError, check_request, decode_inputs, encode_outputs, requested_outputs,
-                       show, tensor_metadata)
+from .protocol import (DATATYPE_OF, DATATYPES, ProtocolError, binary_outputs, check_request, decode_inputs,
+                       model_config, requested_outputs, show, tensor_metadata)
+from .ui import ui_routes
 
 BINARY_HEADER = "inference-header-content-length"
 # Parsers a client may reach through /classify: common camera/web formats only (Pillow would
@@ -56,16 +63,32 @@ class ServerConfig:
     max_json_bytes: int = 4 * 2**20
     max_image_pixels: int = 25_000_000  # 24 MP photos pass; a 160 KB 13000x13000 PNG (+806 MB) does not
     body_timeout: float = 30.0          # seconds to receive a whole request body
+    ui: bool = False                    # the web page at / (edgekit/serve/static)
+    grpc_port: int | None = None        # the protocol's gRPC service too, on this port
+    host: str = "127.0.0.1"             # where gRPC binds (REST's socket is uvicorn's)
+    monitor: bool = True                # drift monitoring for models whose manifest has reference_stats
+    drift_window: int = 200             # predictions per sliding drift window
+    drift_every: int = 50               # evaluate the window every this many predictions
 
 
 def create_app(models: dict[str, Model], config: ServerConfig) -> Starlette:
     metrics = ServerMetrics()
-    batchers: dict[str, MicroBatcher] = {}
+    models = _monitored(models, config, metrics)
+    engine = Engine(models, metrics, config.max_batch, config.batch_timeout_ms)
 
-    def served(name: str) -> Model:
-        if name not in models:
-            raise HTTPError(404, f"unknown model {name!r}; serving {sorted(models)}")
-        return models[name]
+    def served(request: Request) -> Model:
+        try:
+            return engine.model(request.path_params["name"], request.path_params.get("version"))
+        except UnknownModel as e:
+            raise HTTPError(404, e.message) from None
+
+    async def run_model(name: str, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        try:
+            return await engine.run(name, arrays)
+        except ProtocolError as e:
+            raise HTTPError(400, str(e)) from None
+        except InferenceFailed as e:
+            raise HTTPError(500, str(e)) from None
 
     async def read_body(request: Request, limit: int | None = None, option: str = "--max-body-mb") -> bytearray:
         """The whole body, within the size limit, in one growing buffer (a 600 KB tensor is copied
@@ -85,15 +108,6 @@ def create_app(models: dict[str, Model], config: ServerConfig) -> Starlette:
             raise HTTPError(400, "client disconnected before sending the whole body") from None
         return buffer
 
-    async def run_model(name: str, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        if name in batchers:
-            return await batchers[name].submit(arrays)
-        start = time.perf_counter()
-        outputs = await anyio.to_thread.run_sync(models[name].run, arrays)
-        metrics.inference.labels(name).observe(time.perf_counter() - start)
-        metrics.batch_size.labels(name).observe(arrays[0].shape[0])
-        return outputs
-
     async def live(request: Request) -> Response:
         return JSONResponse({"live": True})
 
@@ -101,25 +115,38 @@ def create_app(models: dict[str, Model], config: ServerConfig) -> Starlette:
         return JSONResponse({"ready": True})
 
     async def server_metadata(request: Request) -> Response:
-        return JSONResponse({"name": "edgekit", "version": __version__, "extensions": ["binary_tensor_data"]})
+        return JSONResponse(server_info())
 
     async def model_metadata(request: Request) -> Response:
-        name = request.path_params["name"]
-        model = served(name)
-        body = {"name": name, "versions": ["1"], "platform": f"tflite ({model.backend})",
-                "inputs": [tensor_metadata(t) for t in model.inputs],
-                "outputs": [tensor_metadata(t) for t in model.outputs]}
-        if model.labels:
-            body["parameters"] = {"labels": model.labels}
-        return JSONResponse(body)
+        model = served(request)
+        return JSONResponse(model_info(request.path_params["name"], model))
 
     async def model_ready(request: Request) -> Response:
-        served(request.path_params["name"])
+        served(request)  # loaded at start-up: a served model is always ready
         return JSONResponse({"name": request.path_params["name"], "ready": True})
+
+    async def model_config_route(request: Request) -> Response:
+        model = served(request)
+        return JSONResponse(model_config(request.path_params["name"], model.inputs, model.outputs,
+                                         f"tflite ({model.backend})"))
+
+    async def model_manifest(request: Request) -> Response:
+        """edgekit's extension for the web page: what the converter recorded (recipe, parity...)."""
+        model = served(request)
+        manifest = model.manifest.to_dict() if model.manifest else None
+        return JSONResponse({"name": request.path_params["name"], "size_bytes": model.size_bytes,
+                             "manifest": manifest})
+
+    async def repository_index(request: Request) -> Response:
+        # Triton's model repository extension, read-only: tritonclient's get_model_repository_index
+        return JSONResponse([{"name": n, "version": VERSION, "state": "READY"} for n in sorted(models)])
 
     async def infer(request: Request) -> Response:
         name = request.path_params["name"]
-        model = served(name)
+        model = served(request)
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding != "identity":  # decompressing would need its own bomb limits; send the tensors uncompressed
+            raise HTTPError(415, f"Content-Encoding {show(encoding)} is not supported; send the request uncompressed")
         header_len = request.headers.get(BINARY_HEADER)
         if header_len is None:  # all JSON: held to the lower JSON limit before reading
             raw = await read_body(request, config.max_json_bytes, "--max-json-mb; large tensors: binary extension")
@@ -127,31 +154,26 @@ def create_app(models: dict[str, Model], config: ServerConfig) -> Starlette:
             raw = await read_body(request)
         body, binary = _split_binary(raw, header_len, config.max_json_bytes)
         payload = _parse_json(body)
+        names = [t.name for t in model.outputs]
         try:
             check_request(payload)  # types first: nothing below can hash a list or .get() on one
             if binary is not None:
                 _inline_binary_inputs(payload, binary)
             arrays = decode_inputs(payload, model.inputs)
-            wanted = requested_outputs(payload, [t.name for t in model.outputs])
+            wanted = requested_outputs(payload, names)
+            as_binary = binary_outputs(payload, names)
         except ProtocolError as e:
             raise HTTPError(400, str(e)) from None
-        try:
-            outputs = await run_model(name, arrays)
-        except InputError as e:  # the arrays do not fit the model: the client's to fix
-            raise HTTPError(400, str(e)) from None
-        except Exception as e:  # the model failed (the runtime's ArtifactError, or worse): report it, keep serving
-            raise HTTPError(500, f"inference failed: {type(e).__name__}: {e}") from None
-        encoded = encode_outputs([t.name for t in model.outputs], outputs, wanted)
-        response = {"model_name": name, "model_version": "1", "outputs": encoded}
+        outputs = await run_model(name, arrays)
+        chosen = [(n, a) for n, a in zip(names, outputs) if wanted is None or n in wanted]
+        response = {"model_name": name, "model_version": VERSION}
         if "id" in payload:
             response["id"] = payload["id"]
-        if _wants_binary(payload):
-            return _binary_response(response, outputs, [t.name for t in model.outputs], wanted)
-        return JSONResponse(response)
+        return _infer_response(response, chosen, as_binary)
 
     async def classify(request: Request) -> Response:
         name = request.path_params["name"]
-        model = served(name)
+        model = served(request)
         top_k = parse_uint(request.query_params.get("top_k", "5"))
         if not top_k:
             raise HTTPError(400, f"top_k must be a positive integer, got {show(request.query_params.get('top_k'))}")
@@ -178,35 +200,50 @@ def create_app(models: dict[str, Model], config: ServerConfig) -> Starlette:
         except Exception as e:  # a decoder choking on a corrupt file: Pillow raises SyntaxError, struct.error...
             raise HTTPError(400, f"expected an image Pillow can decode, got one it fails on: "
                                  f"{type(e).__name__}: {show(str(e))}") from None
-        try:
-            outputs = await run_model(name, arrays)
-        except Exception as e:
-            raise HTTPError(500, f"inference failed: {type(e).__name__}: {e}") from None
+        outputs = await run_model(name, arrays)
         scores = outputs[0][0]
         top = model.top_k(scores, top_k)
         return JSONResponse({"model_name": name, "predictions": [{"label": l, "score": s} for l, s in top],
                              "latency_ms": round((time.perf_counter() - start) * 1e3, 3)})
 
+    async def drift_stats(request: Request) -> Response:
+        model = served(request)
+        if not isinstance(model, MonitoredModel):
+            why = "monitoring is off (--no-monitor)" if not config.monitor else "its manifest has no reference_stats"
+            raise HTTPError(404, f"no drift statistics for model {request.path_params['name']!r}: {why}; "
+                                 "re-convert it with edgekit convert --validate DATA and serve it with monitoring on")
+        return JSONResponse(await anyio.to_thread.run_sync(model.drift))
+
     async def prometheus(request: Request) -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    model_routes = [  # each also under /versions/{version}, as the protocol states (only "1" exists)
+        ("", model_metadata, ["GET"]), ("/ready", model_ready, ["GET"]), ("/config", model_config_route, ["GET"]),
+        ("/infer", infer, ["POST"]), ("/classify", classify, ["POST"]), ("/manifest", model_manifest, ["GET"]),
+        ("/stats", drift_stats, ["GET"]),
+    ]
     routes = [
         Route("/v2/health/live", live), Route("/v2/health/ready", ready), Route("/v2", server_metadata),
-        Route("/v2/models/{name}", model_metadata), Route("/v2/models/{name}/ready", model_ready),
-        Route("/v2/models/{name}/infer", infer, methods=["POST"]),
-        Route("/v2/models/{name}/classify", classify, methods=["POST"]),
+        Route("/v2/repository/index", repository_index, methods=["POST"]),
+        *[Route(f"/v2/models/{{name}}{suffix}", fn, methods=m) for suffix, fn, m in model_routes],
+        *[Route(f"/v2/models/{{name}}/versions/{{version}}{suffix}", fn, methods=m) for suffix, fn, m in model_routes],
         Route("/metrics", prometheus),
     ]
+    if config.ui:
+        routes += ui_routes()
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        for name, model in models.items():
-            if config.max_batch > 1 and model.resizable_batch:
-                batchers[name] = MicroBatcher(name, model, metrics, config.max_batch, config.batch_timeout_ms)
-                batchers[name].start()
+        engine.start()
+        grpc_server = None
+        if config.grpc_port is not None:  # imported only when asked for: grpcio is ~10 MB of import
+            from .grpc.service import start_grpc
+
+            grpc_server = await start_grpc(engine, config)
         yield
-        for b in batchers.values():
-            await b.stop()
+        if grpc_server is not None:
+            await grpc_server.stop(grace=5)
+        await engine.stop()
 
     async def http_error(request: Request, exc: HTTPError) -> Response:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
@@ -224,8 +261,31 @@ def create_app(models: dict[str, Model], config: ServerConfig) -> Starlette:
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={HTTPError: http_error, HTTPException: starlette_error,
                                         Exception: unexpected})
-    app.state.metrics, app.state.batchers = metrics, batchers
+    app.state.metrics, app.state.batchers, app.state.engine = metrics, engine.batchers, engine
     return Guard(app, config, metrics, set(models))
+
+
+def _monitored(models: dict, config: ServerConfig, metrics: ServerMetrics) -> dict:
+    """Wrap each model that carries reference_stats so every batch it runs feeds its drift window
+    (direct and micro-batched requests alike); each evaluated window updates the Prometheus gauges."""
+    if not config.monitor:
+        return models
+    wrapped = {}
+    for name, model in models.items():
+        if model.manifest is not None and model.manifest.reference_stats:
+            model = MonitoredModel(model, name, config.drift_window, config.drift_every)
+            model.monitor.listeners.append(metrics.record_drift)
+        wrapped[name] = model
+    return wrapped
+
+
+def model_info(name: str, model: Model) -> dict:
+    body = {"name": name, "versions": [VERSION], "platform": f"tflite ({model.backend})",
+            "inputs": [tensor_metadata(t) for t in model.inputs],
+            "outputs": [tensor_metadata(t) for t in model.outputs]}
+    if model.labels:
+        body["parameters"] = {"labels": model.labels}
+    return body
 
 
 # -- /classify images ---------------------------------------------------------------------------
@@ -302,18 +362,21 @@ def _inline_binary_inputs(payload: dict, binary: memoryview) -> None:
         offset += size
 
 
-def _wants_binary(payload: dict) -> bool:
-    return bool(payload.get("parameters", {}).get("binary_data_output"))
-
-
-def _binary_response(response: dict, outputs: list[np.ndarray], names: list[str], wanted) -> Response:
-    blobs = []
-    chosen = [a for n, a in zip(names, outputs) if wanted is None or n in wanted]
-    for entry, array in zip(response["outputs"], chosen):
-        blob = np.ascontiguousarray(array).tobytes()
-        entry.pop("data")
-        entry["parameters"] = {"binary_data_size": len(blob)}
-        blobs.append(blob)
+def _infer_response(response: dict, chosen: list, as_binary: set[str]) -> Response:
+    """Outputs named in as_binary go in the binary section, in output order, after the JSON header."""
+    blobs, entries = [], []
+    for name, array in chosen:
+        entry = {"name": name, "shape": list(array.shape), "datatype": DATATYPE_OF.get(array.dtype.name, "FP32")}
+        if name in as_binary:
+            blob = np.ascontiguousarray(array).tobytes()
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = array.ravel().tolist()
+        entries.append(entry)
+    response["outputs"] = entries
+    if not blobs:
+        return JSONResponse(response)
     header = json.dumps(response).encode()
     return Response(header + b"".join(blobs), media_type="application/octet-stream",
                     headers={"Inference-Header-Content-Length": str(len(header))})

@@ -19,7 +19,7 @@ import time
 
 from ..errors import InputError
 
-OPEN_PATHS = ("/v2/health/live", "/v2/health/ready")
+OPEN_PATHS = ("/v2/health/live", "/v2/health/ready", "/", "/ui/app.js", "/ui/style.css")  # ui.py: the page asks for the key
 PROXY_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
 CLOSES_CONNECTION = (408, 413, 431)  # the rest of the request is unread or unwanted
 

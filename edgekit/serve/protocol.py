@@ -16,7 +16,7 @@ from ..manifest import TensorInfo
 
 DATATYPES = {"FP32": np.float32, "FP64": np.float64, "FP16": np.float16, "INT8": np.int8, "UINT8": np.uint8,
              "INT16": np.int16, "INT32": np.int32, "INT64": np.int64, "BOOL": np.bool_}
-_BY_DTYPE = {np.dtype(v).name: k for k, v in DATATYPES.items()}
+DATATYPE_OF = {np.dtype(v).name: k for k, v in DATATYPES.items()}
 
 
 class ProtocolError(ValueError):
@@ -64,7 +64,7 @@ def wire_datatype(info: TensorInfo) -> str:
     """What clients send/receive for a tensor: real values (FP32) for quantized tensors."""
     if info.quantized:
         return "FP32"
-    return _BY_DTYPE.get(info.dtype, "FP32")
+    return DATATYPE_OF.get(info.dtype, "FP32")
 
 
 def tensor_metadata(info: TensorInfo) -> dict:
@@ -110,12 +110,6 @@ def _decode_one(tensor: dict, info: TensorInfo) -> np.ndarray:
     return data.reshape(shape)
 
 
-def encode_outputs(names: list[str], arrays: list[np.ndarray], requested: list[str] | None) -> list[dict]:
-    chosen = [(n, a) for n, a in zip(names, arrays) if requested is None or n in requested]
-    return [{"name": n, "shape": list(a.shape), "datatype": _BY_DTYPE.get(a.dtype.name, "FP32"),
-             "data": a.ravel().tolist()} for n, a in chosen]
-
-
 def requested_outputs(body: dict, names: list[str]) -> list[str] | None:
     outputs = body.get("outputs")
     if outputs is None:
@@ -127,3 +121,33 @@ def requested_outputs(body: dict, names: list[str]) -> list[str] | None:
     if unknown:
         raise ProtocolError(f"unknown output(s) {show(unknown)}; the model has {names}")
     return [o["name"] for o in outputs]
+
+
+def binary_outputs(body: dict, names: list[str]) -> set[str]:
+    """Outputs to answer in the binary extension: an output's own `binary_data` parameter, else the
+    request's `binary_data_output` (default false). tritonclient asks per output, and for all of
+    them with `binary_data_output` when it names none."""
+    default = body.get("parameters", {}).get("binary_data_output", False)
+    if not isinstance(default, bool):
+        raise ProtocolError(f'"binary_data_output" must be true or false, got {show(default)}')
+    chosen = {n for n in names if default}
+    for output in body.get("outputs") or []:
+        params = output.get("parameters", {})
+        if "classification" in params:  # Triton's top-k as strings: not offered; /classify does top-k
+            raise ProtocolError(f"output {show(output['name'])}: the classification extension is not supported; "
+                                "use POST /v2/models/{name}/classify for top-k labels")
+        flag = params.get("binary_data", default)
+        if not isinstance(flag, bool):
+            raise ProtocolError(f"output {show(output['name'])}: binary_data must be true or false, got {show(flag)}")
+        (chosen.add if flag else chosen.discard)(output["name"])
+    return chosen
+
+
+def model_config(name: str, inputs: list[TensorInfo], outputs: list[TensorInfo], platform: str) -> dict:
+    """Triton's model configuration (GET /v2/models/{name}/config), which tritonclient reads.
+    max_batch_size 0 means the dims are the full shapes, batch dimension (-1) included."""
+    def tensors(infos):
+        return [{"name": t.name, "data_type": "TYPE_" + wire_datatype(t),
+                 "dims": [-1 if d is None else d for d in t.shape]} for t in infos]
+    return {"name": name, "platform": platform, "backend": "edgekit", "max_batch_size": 0,
+            "input": tensors(inputs), "output": tensors(outputs)}

@@ -22,12 +22,13 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def run_server(app, host: str, port: int, header_timeout: float = 10.0, keep_alive: float = 5.0) -> None:
+def run_server(app, host: str, port: int, header_timeout: float = 10.0, keep_alive: float = 5.0,
+               loop: str = "auto") -> None:
     # proxy_headers=False: uvicorn's default rewrites the client address from X-Forwarded-For for
     # any request from 127.0.0.1 (FORWARDED_ALLOW_IPS), which let a local client claim to be on
     # the --allow-ip list. Proxy headers are edgekit's to read, and only from --trusted-proxy
     # peers (guard.py).
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=10, proxy_headers=False, forwarded_allow_ips="",
-                            http=bounded_protocol(header_timeout), timeout_keep_alive=keep_alive)
+                            http=bounded_protocol(header_timeout), timeout_keep_alive=keep_alive, loop=loop)
     _Server(config).run()

@@ -17,6 +17,10 @@ from .errors import InputError
 
 COLUMNS = ["input", "model_sha256", "model", "label", "score", "top_k", "outputs", "latency_ms", "created_utc"]
 
+# Columns the local stores keep beyond the shared schema: `stats` holds each row's drift statistics
+# (edgekit.monitor, JSON) for `edgekit monitor`. Stores written before it read back with none.
+LOCAL_COLUMNS = COLUMNS + [c for c in ("stats",) if c not in COLUMNS]
+
 
 class SqliteStore:
     def __init__(self, path: Path):
@@ -28,6 +32,8 @@ class SqliteStore:
                 "CREATE TABLE IF NOT EXISTS predictions (input TEXT NOT NULL, model_sha256 TEXT NOT NULL, "
                 "model TEXT, label TEXT, score REAL, top_k TEXT, outputs TEXT, latency_ms REAL, created_utc TEXT, "
                 "PRIMARY KEY (input, model_sha256))")
+            if "stats" not in {row[1] for row in self.db.execute("PRAGMA table_info(predictions)")}:
+                self.db.execute("ALTER TABLE predictions ADD COLUMN stats TEXT")  # a store from before monitoring
         except sqlite3.DatabaseError as e:
             raise InputError(f"--out expects an SQLite database, {str(path)!r} is not one ({e}); "
                              "choose a new file name") from e
@@ -42,8 +48,9 @@ class SqliteStore:
     def add(self, rows: list[dict]) -> None:
         try:
             with self.db:  # one transaction per chunk: all of it or none of it
-                self.db.executemany(f"INSERT OR REPLACE INTO predictions ({', '.join(COLUMNS)}) "
-                                    f"VALUES ({', '.join('?' * len(COLUMNS))})", [[r[c] for c in COLUMNS] for r in rows])
+                self.db.executemany(f"INSERT OR REPLACE INTO predictions ({', '.join(LOCAL_COLUMNS)}) "
+                                    f"VALUES ({', '.join('?' * len(LOCAL_COLUMNS))})",
+                                    [[r.get(c) for c in LOCAL_COLUMNS] for r in rows])
         except sqlite3.Error as e:
             raise self._foreign(e) from e
 
@@ -74,7 +81,9 @@ class CsvStore(_TextStore):
     def __init__(self, path: Path):
         new = not path.exists() or path.stat().st_size == 0
         super().__init__(path)
-        self.writer = csv.DictWriter(self.fh, fieldnames=COLUMNS)
+        # a file from before the stats column keeps its header (and gets no stats)
+        header = LOCAL_COLUMNS if new else _csv_header(path)
+        self.writer = csv.DictWriter(self.fh, fieldnames=header, extrasaction="ignore")
         if new:
             self.writer.writeheader()
 
@@ -113,8 +122,15 @@ class JsonlStore(_TextStore):
     def _write(self, rows: list[dict]) -> None:
         for r in rows:
             record = dict(r, top_k=json.loads(r["top_k"]) if r["top_k"] else None,
-                          outputs=json.loads(r["outputs"]) if r["outputs"] else None)
+                          outputs=json.loads(r["outputs"]) if r["outputs"] else None,
+                          stats=json.loads(r["stats"]) if r.get("stats") else None)
             self.fh.write(json.dumps(record) + "\n")
+
+
+def _csv_header(path: Path) -> list[str]:
+    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+        first = next(csv.reader(line.replace("\0", "") for line in fh), None)
+    return first if first and "input" in first else LOCAL_COLUMNS
 
 
 def _drop_partial_last_line(path: Path) -> None:
