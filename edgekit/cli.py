@@ -503,8 +503,10 @@ def serve(artifacts, host, port, threads, api_key, allow_ip, max_batch, batch_ti
                           max_batch=max_batch, batch_timeout_ms=batch_timeout_ms,
                           max_body_bytes=int(max_body_mb * 2**20), max_json_bytes=int(max_json_mb * 2**20),
                           max_image_pixels=max_image_pixels, body_timeout=body_timeout)
-    from .serve.run import run_server
+    from .serve.run import ensure_port_free, run_server
 
+    if grpc_port is not None:
+        ensure_port_free(host, grpc_port, "--grpc-port")
     app = create_app(models, config)
     click.echo(f"serving {', '.join(models)} on http://{host}:{port}/v2 "
                f"(auth {'on' if config.api_key else 'off'}, micro-batching "

@@ -324,3 +324,17 @@ def test_grpc_allow_list(tmp_path):
         assert srv.request("GET", "/v2/health/live")[0] == 403
     finally:
         assert srv.stop() == 0
+
+
+def test_grpc_port_in_use_is_one_line(server):
+    import subprocess
+    import sys
+
+    from conftest import OUTSIDE
+
+    done = subprocess.run([sys.executable, "-m", "edgekit.cli", "serve", str(MODELS["int8"]), "--port", "0",
+                           "--grpc-port", str(server.grpc_port)], cwd=OUTSIDE, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"Error: --grpc-port {server.grpc_port}: cannot listen on 127.0.0.1:"
+                                   f"{server.grpc_port} (Address already in use); is another server using it?")

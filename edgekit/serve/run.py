@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import socket
 
 import uvicorn
 
+from ..errors import InputError
 from .connection import bounded_protocol
 
 
@@ -32,3 +34,16 @@ def run_server(app, host: str, port: int, header_timeout: float = 10.0, keep_ali
                             timeout_graceful_shutdown=10, proxy_headers=False, forwarded_allow_ips="",
                             http=bounded_protocol(header_timeout), timeout_keep_alive=keep_alive, loop=loop)
     _Server(config).run()
+
+
+def ensure_port_free(host: str, port: int, option: str) -> None:
+    """A one-line InputError now, rather than a traceback from the server's start-up: the gRPC
+    server binds inside the app's lifespan, where uvicorn can only print a traceback and exit 3."""
+    if port == 0:
+        return
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.bind((host, port))
+    except OSError as e:
+        raise InputError(f"{option} {port}: cannot listen on {host}:{port} ({e.strerror}); "
+                         "is another server using it?") from None

@@ -179,8 +179,11 @@ def _peer_address(peer: str):
 
 async def start_grpc(engine, config) -> aio.Server:
     # the REST body limit applies to a gRPC message too (grpc's default is 4 MB)
+    # so_reuseport 0: grpc's default (1) let a second server bind the same port and silently take
+    # half of the connections
     server = aio.server(options=[("grpc.max_receive_message_length", config.max_body_bytes),
-                                 ("grpc.max_send_message_length", config.max_body_bytes)])
+                                 ("grpc.max_send_message_length", config.max_body_bytes),
+                                 ("grpc.so_reuseport", 0)])
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(engine, config), server)
     host = f"[{config.host}]" if ":" in config.host else config.host
     try:
