@@ -478,15 +478,21 @@ def targets():
               help="Seconds for a client to send a request's body (408 and close after).")
 @click.option("--keep-alive", default=5.0, show_default=True, type=click.FloatRange(min=0.1),
               help="Seconds an idle keep-alive connection stays open.")
+@click.option("--grpc-port", type=click.IntRange(0, 65535),
+              help="Also serve the protocol's gRPC API on this port (same models, batching, auth, metrics).")
+@click.option("--ui/--no-ui", default=None,
+              help="The web page at / (default: on when --host is loopback).")
 def serve(artifacts, host, port, threads, api_key, allow_ip, max_batch, batch_timeout_ms, max_body_mb, trusted_proxy,
-          proxy_header, max_json_mb, max_image_pixels, header_timeout, body_timeout, keep_alive):
-    """Serve ARTIFACTS ([name=]path.tflite ...) over the KServe v2 REST protocol."""
+          proxy_header, max_json_mb, max_image_pixels, header_timeout, body_timeout, keep_alive, grpc_port, ui):
+    """Serve ARTIFACTS ([name=]path.tflite ...) over the KServe v2 REST (and gRPC) protocol."""
     from ._deps import require
     from .native_output import captured_native_output
     from .runtime import load
 
     require("uvicorn", "edgekit serve")
     require("starlette", "edgekit serve")
+    if grpc_port is not None:
+        require("grpc", "edgekit serve --grpc-port")
     from .serve.app import ServerConfig, create_app
     from .serve.guard import parse_networks
 
@@ -502,19 +508,33 @@ def serve(artifacts, host, port, threads, api_key, allow_ip, max_batch, batch_ti
                           trusted_proxies=parse_networks(trusted_proxy, "--trusted-proxy"), proxy_header=proxy_header,
                           max_batch=max_batch, batch_timeout_ms=batch_timeout_ms,
                           max_body_bytes=int(max_body_mb * 2**20), max_json_bytes=int(max_json_mb * 2**20),
-                          max_image_pixels=max_image_pixels, body_timeout=body_timeout)
+                          max_image_pixels=max_image_pixels, body_timeout=body_timeout, grpc_port=grpc_port, host=host,
+                          ui=_is_loopback(host) if ui is None else ui)
     from .serve.run import ensure_port_free, run_server
 
     if grpc_port is not None:
         ensure_port_free(host, grpc_port, "--grpc-port")
     app = create_app(models, config)
     click.echo(f"serving {', '.join(models)} on http://{host}:{port}/v2 "
+               f"{f'and grpc {host}:{grpc_port} ' if grpc_port is not None else ''}"
+               f"{f'(page http://{host}:{port}/) ' if config.ui else ''}"
                f"(auth {'on' if config.api_key else 'off'}, micro-batching "
                f"{'up to ' + str(max_batch) if max_batch > 1 else 'off'}, {proxy_header} "
                f"{'trusted from ' + trusted_proxy if config.trusted_proxies else 'ignored'}); "
                "Ctrl-C or SIGTERM stops", err=True)
-    run_server(app, host, port, header_timeout=header_timeout, keep_alive=keep_alive)
+    # grpc.aio runs on the stock asyncio loop; uvloop (uvicorn's "auto" pick when installed) is not supported there
+    run_server(app, host, port, header_timeout=header_timeout, keep_alive=keep_alive,
+               loop="asyncio" if grpc_port is not None else "auto")
     click.echo("server stopped", err=True)
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @main.command()
