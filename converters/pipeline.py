@@ -24,9 +24,9 @@ import edgekit
 from edgekit._deps import import_failure, require
 from edgekit.dataset import Dataset, load_dataset
 from edgekit.errors import ArtifactError, ConversionError, InputError, MissingDependencyError, first_line
-from edgekit.fileio import atomic_write_bytes, atomic_write_text, check_writable, path_size, replace_dir
+from edgekit.fileio import atomic_write_bytes, atomic_write_text, check_writable, path_size, replace_dir, replace_path
 from edgekit.manifest import Manifest, TensorInfo
-from edgekit.parity import looks_like_probabilities, parity_report
+from edgekit.parity import gate_failure, looks_like_probabilities, output_saturation, parity_report
 from edgekit.preprocess import ImageSpec
 from edgekit.recipes import COREML, TFLITE, Recipe
 from edgekit.runtime import Model
@@ -58,6 +58,7 @@ class ConvertOptions:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     io: str = "int8"
+    io_out: str | None = None          # output type of int8 artifacts (default: same as io)
     ios: int = 16
     keep_float: tuple[str, ...] = ()
     name: str | None = None            # model name shown in Android Studio / Xcode (default: file stem)
@@ -67,6 +68,13 @@ class ConvertOptions:
     license: str = ""
     explain_errors: bool = True
     force: bool = False
+    gate: bool = True                  # reject artifacts below their recipe's parity gate
+    min_cosine: float | None = None    # override every recipe's gate
+    min_top1: float | None = None
+
+    def gate_for(self, recipe: Recipe) -> tuple[float, float]:
+        return (recipe.gate.min_cosine if self.min_cosine is None else self.min_cosine,
+                recipe.gate.min_top1 if self.min_top1 is None else self.min_top1)
 
 
 @dataclass
@@ -80,13 +88,17 @@ class ArtifactResult:
     manifest_path: Path | None
     error_layers: list[dict] = field(default_factory=list)
     error: str | None = None  # set when this recipe failed; nothing was written for it
-    error_kind: str | None = None  # "conversion", "dependency", "artifact" (see _error_kind)
+    error_kind: str | None = None  # "conversion", "dependency", "artifact", "parity" (see _error_kind)
+    diagnosis: list[str] = field(default_factory=list)  # what the artifact's outputs show (saturation...)
+    gate: tuple[float, float] | None = None  # (min cosine, min top-1) it was held to; None: not gated
 
     def to_dict(self) -> dict:
         d = {"path": str(self.path), "format": self.format, "quantize": self.recipe,
              "size_bytes": self.size_bytes, "seconds": round(self.seconds, 3), "parity": self.parity,
              "manifest": str(self.manifest_path) if self.manifest_path else None,
-             "largest_quantization_error": self.error_layers}
+             "largest_quantization_error": self.error_layers, "diagnosis": self.diagnosis,
+             "gate": ({"min_cosine": self.gate[0], "min_top1": self.gate[1],
+                       "passed": self.error_kind != "parity"} if self.gate else None)}
         if self.error:
             d["error"], d["error_kind"] = self.error, self.error_kind
         return d
@@ -116,6 +128,33 @@ def _error_kind(error: Exception) -> str:
     return next((kind for cls, kind in kinds if isinstance(error, cls)), "conversion")
 
 
+def rejected_path(artifact: Path) -> Path:
+    """Where an artifact that fails its parity gate is kept for inspection (never loaded by name)."""
+    return artifact.with_name(artifact.name + ".rejected")
+
+
+def _gated(job: "_Job", result: "ArtifactResult") -> "ArtifactResult":
+    """Hold a written artifact to its recipe's parity gate. A failing one is renamed to
+    `*.rejected` (with its manifest) so nothing downstream picks it up by its normal name, and
+    the run exits non-zero; the table still shows its figures."""
+    if not job.opts.gate:
+        return result
+    recipe = next(r for r in job.opts.recipes if r.name == result.recipe)
+    result.gate = job.opts.gate_for(recipe)
+    failure = gate_failure(result.parity, *result.gate)
+    if failure is None:
+        return result
+    rejected = rejected_path(result.path)
+    replace_path(result.path, rejected)
+    if result.manifest_path is not None and result.manifest_path.exists():
+        result.manifest_path.unlink()
+    job.progress(f"    rejected: {failure}")
+    result.path, result.manifest_path = rejected, None
+    result.error = "; ".join([failure, *result.diagnosis])
+    result.error_kind = "parity"
+    return result
+
+
 def manifest_path_for(artifact: Path) -> Path:
     """The manifest beside an artifact: digits_int8.tflite -> digits_int8.tflite.json (distinct for
     the .tflite and .mlpackage of the same recipe)."""
@@ -133,7 +172,8 @@ def convert(opts: ConvertOptions, progress: Callable[[str], None] = lambda msg: 
         raise InputError(f"--calibration-samples expects a positive number, got {opts.calibration_samples}")
     targets = [(fmt, r.name, artifact_path(opts, fmt, r.name)) for fmt in opts.formats for r in opts.recipes
                if r.supports(fmt)]
-    check_writable([p for _, _, p in targets] + [manifest_path_for(p) for _, _, p in targets], opts.force)
+    check_writable([p for _, _, p in targets] + [manifest_path_for(p) for _, _, p in targets]
+                   + [rejected_path(p) for _, _, p in targets], opts.force)
     labels = _read_labels(opts.labels)
     source_kind(opts.model)
 
@@ -153,7 +193,7 @@ def convert(opts: ConvertOptions, progress: Callable[[str], None] = lambda msg: 
         for i, (fmt, recipe, path) in enumerate(targets, 1):
             progress(f"[{i}/{len(targets)}] {fmt} {recipe}: converting")
             try:
-                results.append(_build_one(job, fmt, recipe, path))
+                results.append(_gated(job, _build_one(job, fmt, recipe, path)))
             except (ConversionError, ArtifactError, ImportError) as e:
                 # One recipe failing must not cost the user the others: record it, carry on,
                 # and let the caller turn it into a non-zero exit. A missing package (palettize-N
@@ -234,6 +274,7 @@ def _build_tflite(job: _Job, recipe: str, path: Path) -> ArtifactResult:
     with captured_native_output():
         model_bytes = tflite_converter.convert(job.source, recipe, job.calibration,
                                                io=opts.io if recipe == "int8" else "float",
+                                               io_out=opts.io_out if recipe == "int8" else None,
                                                keep_float=opts.keep_float if recipe == "int8" else ())
     seconds = time.perf_counter() - start
     job.progress(f"    converted in {seconds:.1f}s; checking parity on {len(job.validation)} inputs")
@@ -245,6 +286,7 @@ def _build_tflite(job: _Job, recipe: str, path: Path) -> ArtifactResult:
                               "try another recipe (int8 or int8-weights)") from e
     outputs = _run_batched(artifact, job.validation.arrays, job.source)
     parity = job.parity(outputs)
+    diagnosis = _output_diagnosis(artifact, outputs, job)
     error_layers = []
     if recipe == "int8" and opts.explain_errors and job.calibration is not None:
         job.progress("    ranking layers by quantization error")
@@ -263,7 +305,46 @@ def _build_tflite(job: _Job, recipe: str, path: Path) -> ArtifactResult:
     atomic_write_bytes(path, final_bytes)
     manifest_path = manifest_path_for(path)
     atomic_write_text(manifest_path, manifest.to_json())
-    return ArtifactResult(path, TFLITE, recipe, len(final_bytes), seconds, parity, manifest_path, error_layers)
+    if recipe == "int8" and error_layers:
+        error_layers = _with_output_quantization(error_layers, artifact, outputs, job)
+    return ArtifactResult(path, TFLITE, recipe, len(final_bytes), seconds, parity, manifest_path, error_layers,
+                          diagnosis=diagnosis)
+
+
+def _quantized_outputs(artifact: Model, outputs: list[np.ndarray], job: _Job):
+    """(name, info, artifact output, reference) for each integer output, in the source's order."""
+    infos = {t.name: t for t in artifact.outputs}
+    for name, got, ref in zip(job.source.output_names, outputs, job.reference):
+        info = infos.get(name, artifact.outputs[0] if len(artifact.outputs) == 1 else None)
+        if info is not None and info.quantized:
+            yield name, info, got, ref
+
+
+def _output_diagnosis(artifact: Model, outputs: list[np.ndarray], job: _Job) -> list[str]:
+    return [d for name, info, got, ref in _quantized_outputs(artifact, outputs, job)
+            if (d := output_saturation(name, got, info.scale, ref))]
+
+
+def _with_output_quantization(rows: list[dict], artifact: Model, outputs: list[np.ndarray], job: _Job) -> list[dict]:
+    """The debugger ranks the model's inner tensors; the int8 output step is a loss of its own
+    (an underflowing softmax lost everything while the ranking blamed squeeze-excite layers).
+    Rank it too, in the debugger's unit: the error this tensor's quantization alone adds (the
+    source's output rounded to the output grid), in quantization steps."""
+    from edgekit.runtime import dequantize, quantize
+
+    if any("rmse_over_scale" not in r for r in rows):  # the analysis itself failed: keep its reason
+        return rows
+    extra = []
+    for name, info, got, ref in _quantized_outputs(artifact, outputs, job):
+        alone = dequantize(quantize(ref, info), info).astype(np.float64) - ref
+        signal = float(np.sqrt(np.mean(ref.astype(np.float64) ** 2)))
+        # an underflowing output loses everything while its error stays under one step: rank it first
+        saturated = output_saturation(name, got, info.scale, ref) is not None
+        extra.append({"layer": f"output {name} (int8 output step)", "tensor": name,
+                      "rmse_over_scale": float(np.sqrt(np.mean(alone ** 2))) / info.scale,
+                      "signal_over_scale": signal / info.scale,
+                      "max_abs_err": float(np.max(np.abs(got - ref))), "saturated": saturated})
+    return sorted(rows + extra, key=lambda r: (r.get("saturated", False), r["rmse_over_scale"]), reverse=True)
 
 
 def _build_coreml(job: _Job, recipe: str, path: Path) -> ArtifactResult:

@@ -35,6 +35,11 @@ class EdgekitGroup(click.Group):
             sys.exit(e.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
+        except BrokenPipeError:
+            # `edgekit inspect x.tflite | head`: the reader left; stop quietly like other Unix tools
+            # (point stdout at /dev/null so the interpreter's final flush cannot fail again).
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(128 + 13)  # 13 = SIGPIPE, the status `head`'s writers conventionally get
         except OSError as e:
             if DEBUG:
                 raise
@@ -45,11 +50,6 @@ class EdgekitGroup(click.Group):
             click.echo(f"Error: cannot use {e.filename}: {e.strerror or e}; check the path and its permissions or "
                        "choose another location", err=True)
             sys.exit(InputError.exit_code)
-        except BrokenPipeError:
-            # `edgekit inspect x.tflite | head`: the reader left; stop quietly like other Unix tools
-            # (point stdout at /dev/null so the interpreter's final flush cannot fail again).
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            sys.exit(128 + 13)  # 13 = SIGPIPE, the status `head`'s writers conventionally get
         except KeyboardInterrupt as e:
             # commands that write (convert) raise Interrupted after taking back their outputs
             click.echo(f"Error: {e}" if isinstance(e, Interrupted) else "Interrupted; no partial outputs were left behind.",
@@ -75,8 +75,11 @@ def _unexpected(e: Exception) -> None:
 
 @click.group(cls=EdgekitGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgekit")
-def main() -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Show the runtime's and converters' own log lines.")
+def main(verbose: bool) -> None:
     """edgekit: convert trained models for phones and small boards, verify and run them."""
+    if verbose:
+        os.environ["EDGEKIT_VERBOSE"] = "1"
 
 
 def _progress(message: str) -> None:
@@ -126,13 +129,17 @@ def _taking_back_outputs(command):
 @click.option("--quantize", "-q", default="fp32,fp16,int8-weights", show_default=True,
               help="Recipes, comma-separated (see `edgekit recipes`).")
 @click.option("--calibration", type=click.Path(path_type=Path), help="Folder of images or .npy/.npz of tensors.")
-@click.option("--calibration-samples", default=200, show_default=True, type=int)
+@click.option("--calibration-samples", default=200, show_default=True, type=int,
+              help="How many calibration inputs to use; inputs beyond them serve as parity inputs without --validate.")
 @click.option("--validate", type=click.Path(path_type=Path), help="Validation inputs for parity (images or .npz).")
 @click.option("--labels", type=click.Path(path_type=Path), help="Text file, one class name per line.")
 @click.option("--mean", help="Normalization mean, one value or one per channel: (pixel - mean) / std.")
 @click.option("--std", help="Normalization std, one value or one per channel.")
 @click.option("--io", default="int8", show_default=True, type=click.Choice(["float", "int8", "uint8"]),
               help="Input/output type of the full-integer int8 recipe.")
+@click.option("--io-out", type=click.Choice(["float", "int8", "uint8"]),
+              help="Output type of the int8 recipe when it should differ from --io (float keeps small "
+                   "probabilities an int8 output step cannot represent).")
 @click.option("--ios", default=16, show_default=True, type=click.Choice(["16", "17", "18"]),
               help="Core ML minimum deployment target.")
 @click.option("--name", "model_name", help="Model name written into the artifacts (default: file stem).")
@@ -147,9 +154,17 @@ def _taking_back_outputs(command):
               show_default=True, help="Output folder.")
 @click.option("--report", type=click.Path(path_type=Path), help="Also write the summary as JSON here.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@click.option("--min-cosine", type=click.FloatRange(-1, 1),
+              help="Parity gate: reject artifacts whose cosine to the source is below this (default per recipe, "
+                   "see `edgekit recipes`).")
+@click.option("--min-top1", type=click.FloatRange(0, 1),
+              help="Parity gate: reject classifiers whose top-1 agreement with the source is below this fraction.")
+@click.option("--gate/--no-gate", default=True, show_default=True,
+              help="Reject (rename to *.rejected, exit 5) artifacts that fail their parity gate.")
 @_taking_back_outputs
-def convert(model, to, quantize, calibration, calibration_samples, validate, labels, mean, std, io, ios, model_name,
-            description, model_version, author, license_, keep_float, explain, out_dir, report, force):
+def convert(model, to, quantize, calibration, calibration_samples, validate, labels, mean, std, io, io_out, ios,
+            model_name, description, model_version, author, license_, keep_float, explain, out_dir, report, force,
+            min_cosine, min_top1, gate):
     """Convert MODEL (.keras, .h5 or SavedModel folder) into verified edge artifacts."""
     from .preprocess import parse_floats
     from .recipes import parse_formats, parse_recipes
@@ -163,9 +178,10 @@ def convert(model, to, quantize, calibration, calibration_samples, validate, lab
     opts = ConvertOptions(
         model=model, formats=tuple(formats), recipes=tuple(recipes), out_dir=out_dir, calibration=calibration,
         validate=validate, calibration_samples=calibration_samples, labels=labels,
-        mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"), io=io, ios=int(ios),
+        mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"), io=io, io_out=io_out, ios=int(ios),
         keep_float=tuple(k.strip() for k in keep_float.split(",") if k.strip()), explain_errors=explain, force=force,
-        name=model_name, description=description, model_version=model_version, author=author, license=license_)
+        name=model_name, description=description, model_version=model_version, author=author, license=license_,
+        gate=gate, min_cosine=min_cosine, min_top1=min_top1)
     start = time.perf_counter()
     result = run_convert(opts, progress=_progress)
     click.echo(format_convert_summary(result))
@@ -175,11 +191,16 @@ def convert(model, to, quantize, calibration, calibration_samples, validate, lab
     if result.failed:
         # one line in all: each recipe's first line; the full text is in the --report JSON
         summary = (f"{len(result.failed)} of {len(result.artifacts)} recipes failed: "
-                   + "; ".join(f"{a.recipe}: {first_line(a.error, 200)}" for a in result.failed))
+                   + "; ".join(f"{a.recipe}: {first_line(a.error, 300)}" for a in result.failed))
         if all(a.error_kind == "dependency" for a in result.failed):
             raise MissingDependencyError(summary)
         raise ConversionError(summary)
     click.echo(f"done in {time.perf_counter() - start:.1f}s. Next: edgekit inspect {result.artifacts[0].path}")
+
+
+def _top_k_text(top_k_json: str | None) -> str:
+    """'[["5", 0.99], ["9", 0.01]]' -> '5 0.990, 9 0.010'."""
+    return ", ".join(f"{label} {score:.3f}" for label, score in json.loads(top_k_json)) if top_k_json else "-"
 
 
 def _pct(value: float | None) -> str:
@@ -190,15 +211,17 @@ def format_convert_summary(result) -> str:
     fp32 = {a.format: a.size_bytes for a in result.artifacts if a.recipe == "fp32" and not a.error}
     rows = []
     for a in result.artifacts:
-        if a.error:
-            rows.append([a.format, a.recipe, "FAILED", "-", "-", "-", "-", "-", "-"])
-            continue
         p = a.parity
+        if not p:  # failed before it could be measured
+            rows.append([a.format, a.recipe, "FAILED", "-", "-", "-", "-", "-", "-", "-"])
+            continue
+        gate = "-" if a.gate is None else ("REJECTED" if a.error_kind == "parity" else "pass")
         rows.append([a.format, a.recipe, human_size(a.size_bytes),
-                     f"{a.size_bytes / fp32[a.format]:.2f}x" if a.format in fp32 else "-", f"{p['cosine']:.6f}", f"{p['snr_db']:.1f}",
-                     f"{p['max_abs_err']:.3g}", _pct(p["top1_agreement"]), f"{a.seconds:.1f}"])
-    table = render(["format", "recipe", "size", "vs fp32", "cosine", "snr dB", "max abs err", "top-1 agree", "sec"],
-                   rows, align="llrrrrrrr")
+                     f"{a.size_bytes / fp32[a.format]:.2f}x" if a.format in fp32 else "-", f"{p['cosine']:.6f}",
+                     f"{p['snr_db']:.1f}", f"{p['max_abs_err']:.3g}", _pct(p["top1_agreement"]), gate,
+                     f"{a.seconds:.1f}"])
+    table = render(["format", "recipe", "size", "vs fp32", "cosine", "snr dB", "max abs err", "top-1 agree", "gate",
+                    "sec"], rows, align="llrrrrrrlr")
     lines = [table, "", f"parity inputs: {result.validation['samples']} ({result.validation['note']})"]
     if result.skipped_files:
         lines.append(f"skipped {len(result.skipped_files)} unreadable files, e.g. {result.skipped_files[0][0]}: "
@@ -208,9 +231,13 @@ def format_convert_summary(result) -> str:
         if worst:
             lines.append(f"{a.recipe}: largest quantization error (RMSE in quantization steps; rounding alone "
                          f"≈ 0.29): " + ", ".join(f"{e['layer']} {e['rmse_over_scale']:.2f}" for e in worst[:3]))
-            lines.append(f"  to keep one in float: --keep-float {worst[0]['layer']}")
+            layers = [e["keep_float"] for e in worst if e.get("keep_float")]  # names --keep-float accepts
+            if layers:
+                lines.append(f"  to keep one in float: --keep-float {layers[0]}")
         elif a.error_layers:
             lines.append(f"{a.recipe}: {a.error_layers[0]['error']}")
+    for a in result.artifacts:
+        lines.extend(f"{a.recipe}: {d}" for d in a.diagnosis)
     lines.append("artifacts:")
     lines.extend(f"  {a.path}  (+ {a.manifest_path.name})" for a in result.artifacts if not a.error)
     return "\n".join(lines)
@@ -221,7 +248,7 @@ def format_convert_summary(result) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 def inspect(artifact, as_json):
     """Show inputs, outputs, quantization, ops and manifest of a .tflite (any, not only edgekit's)."""
-    from .tflite_file import inspect_bytes, read_bytes
+    from .tflite_file import RUNTIME_CUSTOM_OPS, inspect_bytes, read_bytes
 
     if artifact.suffix.lower() == ".mlpackage":
         return _inspect_coreml(artifact, as_json)
@@ -232,7 +259,8 @@ def inspect(artifact, as_json):
         click.echo(json.dumps({
             "path": str(artifact), "size_bytes": info.size_bytes,
             "inputs": [t.to_dict() for t in info.inputs], "outputs": [t.to_dict() for t in info.outputs],
-            "ops": dict(info.op_counts.most_common()), "custom_ops": info.custom_ops, "flex_ops": info.flex_ops,
+            "ops": dict(info.op_counts.most_common()), "custom_ops": info.custom_ops,
+            "custom_ops_needing_a_kernel": info.unresolved_custom_ops, "flex_ops": info.flex_ops,
             "signatures": info.signatures, "metadata": info.metadata_names, "manifest": info.manifest}, indent=2))
         return
     click.echo(f"{artifact}  {human_size(info.size_bytes)}  schema v{info.schema_version}  "
@@ -242,8 +270,11 @@ def inspect(artifact, as_json):
     click.echo(render(["", "tensor", "shape", "dtype", "scale", "zero point"], rows, align="lllllr"))
     click.echo("")
     click.echo(render(["op", "count"], [[op, n] for op, n in info.op_counts.most_common()], align="lr"))
-    if info.custom_ops:
-        click.echo(f"custom ops (need a registered kernel on the device): {', '.join(info.custom_ops)}")
+    provided = [f"{c} ({RUNTIME_CUSTOM_OPS[c]})" for c in info.custom_ops if c in RUNTIME_CUSTOM_OPS]
+    if provided:
+        click.echo(f"custom ops the LiteRT runtime provides: {', '.join(provided)}")
+    if info.unresolved_custom_ops:
+        click.echo(f"custom ops (need a registered kernel on the device): {', '.join(info.unresolved_custom_ops)}")
     if info.flex_ops:
         click.echo(f"flex ops (need the TF Select delegate): {', '.join(info.flex_ops)}")
     m = info.manifest
@@ -307,9 +338,9 @@ def predict(artifact, inputs, top_k, out, threads, as_json, isolate):
         click.echo(json.dumps({**data, "rows": summary.rows} if store is None else data, indent=2))
     else:
         if store is None:
-            click.echo(render(["input", "label", "score", "latency ms"],
-                              [[Path(r["input"]).name, r["label"], r["score"], r["latency_ms"]] for r in summary.rows],
-                              align="llrr"))
+            click.echo(render(["input", "label", "score", f"top {top_k}", "latency ms"],
+                              [[Path(r["input"]).name, r["label"], r["score"], _top_k_text(r["top_k"]), r["latency_ms"]]
+                               for r in summary.rows], align="llrlr"))
         p50 = f"{data['p50_latency_ms']:.3f} ms" if data["p50_latency_ms"] is not None else "-"
         tput = f"{data['throughput_per_s']:.1f}/s" if data["throughput_per_s"] else "-"
         click.echo(f"predicted {summary.predicted}, already done {summary.skipped_done}, failed {len(summary.failures)}; "
@@ -352,7 +383,8 @@ class _NoBar:
 @click.option("--threads", type=click.IntRange(min=1), help="Interpreter threads.")
 @click.option("--runs", type=click.IntRange(min=1), help="Timed runs (default 100 unless --duration).")
 @click.option("--duration", type=float, help="Run for this many seconds instead of a fixed count.")
-@click.option("--warmup", default=10, show_default=True, type=click.IntRange(min=0))
+@click.option("--warmup", default=10, show_default=True, type=click.IntRange(min=0),
+              help="Untimed runs before timing (caches, lazy allocation, thread start-up).")
 @click.option("--input", "input_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="A real input: image, .npy or .npz (default: random in the model's input range).")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON instead of tables.")
@@ -363,7 +395,7 @@ class _NoBar:
 def bench(artifact, threads, runs, duration, warmup, input_file, as_json, plot, isolate):
     """Measure ARTIFACT on this machine: init, first inference, latency percentiles, memory."""
     from .bench import run_bench
-    from .native_output import captured_native_output
+    from .native_output import quiet_native
 
     if runs is not None and duration is not None:
         raise InputError("give --runs or --duration, not both")
@@ -372,7 +404,7 @@ def bench(artifact, threads, runs, duration, warmup, input_file, as_json, plot, 
 
         require_matplotlib("edgekit bench --plot")
     _probe_if_needed(artifact, isolate, threads)  # outside the timed load: init_ms stays the runtime's
-    with captured_native_output():
+    with quiet_native():
         result = run_bench(artifact, threads=threads, runs=runs, duration_s=duration, warmup=warmup,
                            input_file=input_file)
     for warning in result.warnings:
@@ -452,13 +484,15 @@ def targets():
 @main.command()
 @click.argument("artifacts", nargs=-1, required=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (loopback by default).")
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
+              help="TCP port for the REST API.")
 @click.option("--threads", type=click.IntRange(min=1), help="Interpreter threads per model.")
 @click.option("--api-key", envvar="EDGEKIT_API_KEY", help="Require 'Authorization: Bearer KEY' (or $EDGEKIT_API_KEY).")
 @click.option("--allow-ip", default="", help="Comma-separated CIDRs allowed to connect, e.g. 192.168.1.0/24.")
 @click.option("--max-batch", default=1, show_default=True, type=click.IntRange(min=1),
               help="Micro-batch up to this many samples (models with a resizable batch).")
-@click.option("--batch-timeout-ms", default=2.0, show_default=True, type=click.FloatRange(min=0))
+@click.option("--batch-timeout-ms", default=2.0, show_default=True, type=click.FloatRange(min=0),
+              help="How long a request waits for others to share its micro-batch (with --max-batch > 1).")
 @click.option("--max-body-mb", default=32.0, show_default=True, type=click.FloatRange(min=0.001),
               help="Largest request body (413 above it).")
 @click.option("--trusted-proxy", default="", help="Comma-separated CIDRs of reverse proxies whose --proxy-header "
@@ -486,7 +520,7 @@ def serve(artifacts, host, port, threads, api_key, allow_ip, max_batch, batch_ti
           proxy_header, max_json_mb, max_image_pixels, header_timeout, body_timeout, keep_alive, grpc_port, ui):
     """Serve ARTIFACTS ([name=]path.tflite ...) over the KServe v2 REST (and gRPC) protocol."""
     from ._deps import require
-    from .native_output import captured_native_output
+    from .native_output import quiet_native
     from .runtime import load
 
     require("uvicorn", "edgekit serve")
@@ -502,7 +536,7 @@ def serve(artifacts, host, port, threads, api_key, allow_ip, max_batch, batch_ti
         name = name or Path(path).name.split(".")[0]
         if name in models:
             raise InputError(f"two artifacts are named {name!r}; give distinct names as name=path")
-        with captured_native_output():
+        with quiet_native():
             models[name] = load(path, threads=threads)
     config = ServerConfig(api_key=api_key or None, allow_ips=parse_networks(allow_ip, "--allow-ip"),
                           trusted_proxies=parse_networks(trusted_proxy, "--trusted-proxy"), proxy_header=proxy_header,
@@ -641,8 +675,11 @@ def recipes():
     """List compression recipes and which formats support them."""
     from .recipes import FORMATS, RECIPES
 
-    rows = [[r.name, r.summary] + ["yes" if r.supports(f) else "-" for f in FORMATS] for r in RECIPES.values()]
-    click.echo(render(["recipe", "what it does", *FORMATS], rows))
+    rows = [[r.name, r.summary] + ["yes" if r.supports(f) else "-" for f in FORMATS]
+            + [f"{r.gate.min_cosine}", f"{100 * r.gate.min_top1:.0f}%"] for r in RECIPES.values()]
+    click.echo(render(["recipe", "what it does", *FORMATS, "gate: cosine", "top-1"], rows))
+    click.echo("gate: the parity an artifact must reach against its source or `convert` rejects it "
+               "(--min-cosine/--min-top1 to change, --no-gate to turn off)")
 
 
 @main.command()

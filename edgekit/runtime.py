@@ -20,6 +20,7 @@ from .backends import interpreter_class
 from .errors import ArtifactError, InputError
 from .integrity import verify_tflite
 from .manifest import Manifest, TensorInfo
+from .native_output import quiet_native
 from .predictor import Predictor
 from .preprocess import ImageSpec
 from .tflite_file import read_bytes, read_manifest
@@ -120,8 +121,9 @@ class Model(Predictor):
         self.backend, interpreter_cls = interpreter_class(backend)
         try:
             source = {"model_path": str(path)} if path is not None else {"model_content": data}
-            self._interpreter = interpreter_cls(**source, num_threads=threads)
-            self._interpreter.allocate_tensors()
+            with quiet_native():  # the delegate's "INFO: Created ... XNNPACK delegate" on every load
+                self._interpreter = interpreter_cls(**source, num_threads=threads)
+                self._interpreter.allocate_tensors()
         except (RuntimeError, ValueError, MemoryError) as e:  # MemoryError: std::bad_alloc on absurd sizes
             raise _load_error(e, origin, self.backend) from e
         self._lock = threading.Lock()

@@ -65,6 +65,11 @@ def converted(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def image_files(samples):
+    return sorted((samples / "validation").glob("*.png"))
+
+
+@pytest.fixture(scope="session")
 def validation_set(samples):
     """Validation images as the model sees them, and their true labels (from the file names)."""
     import numpy as np

@@ -152,3 +152,17 @@ def test_parity_gate_rejects_an_underflowing_int8_softmax_and_names_the_fix(wide
     ungated = run_cli("convert", wide_softmax / "wide.keras", "-q", "int8", "--calibration",
                       wide_softmax / "calibration.npz", "-o", out, "--no-gate", "--force")
     assert ungated.exit_code == 0 and (out / "wide_int8.tflite").exists()
+
+
+def test_lstm_over_unknown_length_fails_in_one_line_with_the_remedy(tmp_path):
+    """The converter's hint used to hide behind a kilobyte of MLIR location dump."""
+    import keras
+
+    ids = keras.Input((None,), dtype="int32", name="tokens")
+    x = keras.layers.LSTM(8)(keras.layers.Embedding(30, 4)(ids))
+    keras.Model(ids, keras.layers.Dense(3, activation="softmax")(x)).save(tmp_path / "lstm.keras")
+    result = run_cli("convert", tmp_path / "lstm.keras", "-q", "fp32", "-o", tmp_path / "out")
+    assert result.exit_code == 5
+    last = result.stderr.strip().splitlines()[-1]
+    assert "needs tf.TensorListReserve" in last and "give the model a fixed sequence length" in last
+    assert "loc(" not in last and len(last) < 450
