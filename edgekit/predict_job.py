@@ -88,7 +88,10 @@ def run_predictions(model: Model, model_path: Path, inputs: list[Path], store=No
 
 
 def _predict_one(model: Model, model_path: Path, model_sha: str, path: Path, top_k: int) -> dict:
-    x = np.load(path, allow_pickle=False) if path.suffix.lower() == ".npy" else path
+    try:
+        x = np.load(path, allow_pickle=False) if path.suffix.lower() == ".npy" else path
+    except (EOFError, ValueError, OSError) as e:  # empty, truncated or not an .npy at all: this input fails
+        raise InputError(f"expected a NumPy .npy array, {path.name} is not one ({type(e).__name__}: {e})") from e
     t0 = time.perf_counter()
     out = model.predict(x)
     latency = (time.perf_counter() - t0) * 1000
