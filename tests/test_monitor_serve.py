@@ -78,7 +78,7 @@ def test_drift_reaches_stats_metrics_and_log(server):
     base, proc = server
     spec = ImageSpec(32, 32, 1, (0.0,), (255.0,))
     x = load_dataset(SAMPLES / "validation", [_image_info()], spec, role="validate").arrays[0]
-    for i in range(100):  # clean: two evaluations (every 50), nothing drifting
+    for i in range(100):  # clean: one evaluation (every 100), nothing drifting
         _infer(base, x[i:i + 1])
     status, raw = _call(base, "/v2/models/digits/stats")
     report = json.loads(raw)

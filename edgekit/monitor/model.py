@@ -16,7 +16,7 @@ from ..predictor import Predictor
 from .window import DriftMonitor
 
 
-def watch(model: Predictor, name: str | None = None, every: int = 50) -> Predictor:
+def watch(model: Predictor, name: str | None = None, every: int = 100) -> Predictor:
     """`model` monitored when its manifest has reference_stats, else `model` itself. every=0: rows
     only, no online evaluation (edgekit predict: `edgekit monitor` judges the stored rows later)."""
     has = model.manifest is not None and model.manifest.reference_stats
@@ -24,7 +24,7 @@ def watch(model: Predictor, name: str | None = None, every: int = 50) -> Predict
 
 
 class MonitoredModel(Predictor):
-    def __init__(self, model: Predictor, name: str | None = None, window: int = 200, every: int = 50):
+    def __init__(self, model: Predictor, name: str | None = None, window: int = 200, every: int = 100):
         reference = model.manifest.reference_stats if model.manifest is not None else None
         if not reference:
             raise InputError(f"monitoring expects an artifact whose manifest has reference_stats, {model.origin} has "

@@ -68,7 +68,7 @@ class ServerConfig:
     host: str = "127.0.0.1"             # where gRPC binds (REST's socket is uvicorn's)
     monitor: bool = True                # drift monitoring for models whose manifest has reference_stats
     drift_window: int = 200             # predictions per sliding drift window
-    drift_every: int = 50               # evaluate the window every this many predictions
+    drift_every: int = 100              # evaluate the window every this many predictions (half a window)
 
 
 def create_app(models: dict[str, Model], config: ServerConfig) -> Starlette:
