@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import subprocess
 import sys
 
 import numpy as np
 import pytest
 
 import edgekit
-from conftest import SAMPLES, run_cli
+from conftest import OUTSIDE, SAMPLES, run_cli
 from edgekit.dataset import load_dataset
 from edgekit.errors import ArtifactError, InputError
 from edgekit.manifest import Manifest
@@ -46,8 +47,13 @@ def alerts(model, ref, x) -> set[str]:
     return {s.name for s in evaluate(ex.rows(x, model.run([x])[0]), ref, ex.layout) if s.alert}
 
 
-def test_tensorflow_is_not_imported():
-    assert "tensorflow" not in sys.modules  # the device tier: monitoring is numpy only
+def test_monitoring_never_imports_tensorflow():
+    """In a fresh process (this session may have imported TensorFlow for other tiers)."""
+    code = ("import sys, numpy as np, edgekit; from edgekit.monitor.offline import monitor_store; "
+            f"m = edgekit.load({str(INT8)!r}, monitor=True); m.predict(np.zeros((1, 32, 32, 1), np.float32)); "
+            "m.drift(); assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
+    result = subprocess.run([sys.executable, "-c", code], cwd=OUTSIDE, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_manifest_carries_compact_reference(model, validation):
