@@ -434,8 +434,22 @@ def bench(artifact, threads, runs, duration, warmup, input_file, as_json, plot, 
 @click.option("--threads", type=click.IntRange(min=1), help="Threads (default: min(4, cores of the target)).")
 @click.option("--top", default=5, show_default=True, type=click.IntRange(min=0), help="Slowest ops to list.")
 @click.option("--json", "as_json", is_flag=True, help="Print the estimates as JSON instead of tables.")
-def emulate(artifact, targets, threads, top, as_json):
+@click.option("--exec", "exec_", is_flag=True,
+              help="Also run ARTIFACT on the device's own runtime build under an emulated Cortex core "
+                   "(needs `edgekit device-env build`): loads or not, XNNPACK coverage, parity with the host.")
+@click.option("--input", "input_file", type=click.Path(path_type=Path), help="--exec inputs: .npy/.npz or an image.")
+@click.option("--samples", default=10, show_default=True, type=click.IntRange(min=1),
+              help="--exec without --input: random inputs in the model's range.")
+@click.option("--os-arch", default="arm64", show_default=True, type=click.Choice(["arm64", "armhf"]),
+              help="--exec: the device OS (armhf is 32-bit Raspberry Pi OS).")
+def emulate(artifact, targets, threads, top, as_json, exec_, input_file, samples, os_arch):
     """Estimate ARTIFACT's latency and memory on target CPUs (Raspberry Pi, phones), offline."""
+    if exec_:  # refuse what cannot run (armhf, a profile without a CPU model, no sysroot) before any work
+        from .device_env.build import check_arch, require_ready, target_cpu
+
+        check_arch(os_arch)
+        [target_cpu(name.strip()) for name in targets.split(",") if name.strip()]
+        require_ready(os_arch)
     from .emulator import estimate, load_device
     from .graph import read_graph
     from .integrity import verify_tflite
@@ -450,8 +464,12 @@ def emulate(artifact, targets, threads, top, as_json):
     results = [estimate(graph, d, threads or min(4, d.cores)) for d in devices]
     if graph.uncosted:
         click.echo(f"not costed (estimate excludes them): {', '.join(graph.uncosted)}", err=True)
+    runs = _exec_runs(artifact, devices, threads, input_file, samples, os_arch, as_json) if exec_ else None
     if as_json:
-        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
+        estimates = [r.to_dict() for r in results]
+        click.echo(json.dumps(estimates if runs is None else {"estimates": estimates,
+                                                              "exec": [run.to_dict() for run in runs]}, indent=2))
+        _exec_verdict(artifact, runs)
         return
     click.echo(f"{artifact}  {human_size(graph.size_bytes)}  {graph.total_macs / 1e6:.1f} M multiply-accumulates  "
                f"{len(graph.ops)} ops")
@@ -465,6 +483,71 @@ def emulate(artifact, targets, threads, top, as_json):
                                                               f"({o.bound})" for o in slow))
     click.echo("range: the 10th-90th percentile of leave-one-device-out errors against published measurements; "
                "memory fits when under half the target's smallest RAM configuration")
+    if runs is not None:
+        from .device_env.report import PLUGIN_NOTE, exec_lines
+
+        for run in runs:
+            click.echo("\n".join(exec_lines(run)))
+        click.echo(PLUGIN_NOTE)
+        _exec_verdict(artifact, runs)
+
+
+def _exec_verdict(artifact, runs) -> None:
+    """After the full report: a device runtime that rejects the artifact is exit 4, for scripts and CI."""
+    rejected = [run for run in runs or [] if not run.loaded]
+    if rejected:
+        raise ArtifactError(f"{artifact.name} does not load on the device runtime of "
+                            + ", ".join(f"{r.target} ({r.failure['kind']}: {r.failure['reason']})" for r in rejected))
+
+
+def _exec_runs(artifact, devices, threads, input_file, samples, os_arch, quiet):
+    from .device_env import run_exec
+
+    return [run_exec(artifact, d.name, threads, input_file, samples, arch=os_arch,
+                     progress=lambda m: None if quiet else _progress(m)) for d in devices]
+
+
+@main.group("device-env")
+def device_env():
+    """The emulated device sysroot `edgekit emulate --exec` runs in (built once into a cache folder)."""
+
+
+@device_env.command("build")
+@click.argument("target", default="rpi4")
+@click.option("--os-arch", default="arm64", show_default=True, type=click.Choice(["arm64", "armhf"]))
+@click.option("--force", is_flag=True, help="Remove an existing environment and build it again.")
+def device_env_build(target, os_arch, force):
+    """Build the Raspberry Pi OS 64-bit (Debian bookworm arm64) sysroot with the device install of edgekit."""
+    from .device_env import build_env
+
+    build_env(target, os_arch, progress=_progress, force=force)
+
+
+@device_env.command("status")
+@click.option("--os-arch", default="arm64", show_default=True, type=click.Choice(["arm64", "armhf"]))
+@click.option("--json", "as_json", is_flag=True)
+def device_env_status(os_arch, as_json):
+    """Where the sysroot is, whether it is ready, what it holds."""
+    from .device_env import env_status
+
+    status = env_status(os_arch)
+    if as_json:
+        click.echo(json.dumps(status.to_dict(), indent=2))
+        return
+    state = "ready" if status.ready else ("partial (re-run build to finish)" if status.stages else "not built")
+    click.echo(f"{status.path}: {state}" + (f", {status.size_mb:.0f} MB, built in {status.build_s} s, mode "
+                                            f"{status.mode}" if status.ready else ""))
+    if status.packages:
+        click.echo("device install: " + ", ".join(f"{k} {v}" for k, v in sorted(status.packages.items())))
+
+
+@device_env.command("remove")
+@click.option("--os-arch", default="arm64", show_default=True, type=click.Choice(["arm64", "armhf"]))
+def device_env_remove(os_arch):
+    """Delete the sysroot."""
+    from .device_env import remove_env
+
+    click.echo("removed" if remove_env(os_arch) else "nothing to remove")
 
 
 @main.command()

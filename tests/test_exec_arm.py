@@ -1,0 +1,167 @@
+"""`edgekit emulate --exec`: the artifact on the device's own runtime build (aarch64 LiteRT wheel in a
+Debian bookworm arm64 sysroot) under emulated Cortex-A53/A72/A76 cores, compared with the host.
+
+Needs a built device environment (`edgekit device-env build rpi4`: root, qemu-user-static, debootstrap,
+about 10 minutes once). tests/run_installed.sh's exec tier builds it first. Without it these tests
+skip with the command to run, and fail under CI=true, where .ci/run installs the prerequisites.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+
+pytestmark = pytest.mark.exec
+
+TARGETS = {"rpi3": "cortex-a53", "rpi4": "cortex-a72", "rpi5": "cortex-a76"}
+MIN_COSINE = 0.9999
+
+
+def _unavailable(reason: str):
+    """Loud: a skipped exec test says why and what to run; in CI a missing prerequisite is a failure."""
+    message = f"exec tier cannot run: {reason}"
+    print(f"\n{message}", file=sys.stderr)
+    if os.environ.get("CI") == "true":
+        pytest.fail(message + " (CI=true: .ci/run installs qemu-user-static debootstrap, the exec tier builds)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def device_env():
+    import shutil
+
+    from edgekit.device_env import env_status
+
+    missing = [t for t in ("qemu-aarch64-static", "debootstrap") if not shutil.which(t)]
+    if missing:
+        _unavailable(f"{' and '.join(missing)} not installed: apt-get install qemu-user-static debootstrap")
+    status = env_status()
+    if not status.ready:
+        _unavailable(f"no device environment in {status.path}: run `edgekit device-env build rpi4` as root "
+                     "(about 10 minutes, once; EDGEKIT_CACHE_DIR chooses where)")
+    return status
+
+
+def _exec_json(*args) -> dict:
+    result = run_cli("emulate", *args, "--exec", "--json")
+    assert result.exit_code == 0, result.output + result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("recipe", ["int8", "fp32"])
+def test_sample_runs_on_each_core_with_parity(device_env, artifacts, recipe):
+    report = _exec_json(artifacts / f"digits_cnn_{recipe}.tflite", "--target", ",".join(TARGETS), "--samples", "5")
+    assert [r["target"] for r in report["estimates"]] == list(TARGETS)  # the estimate is still there
+    for run in report["exec"]:
+        assert run["cpu"] == TARGETS[run["target"]]
+        # the CPU model took effect: only the A76 advertises dotprod (XNNPACK's int8 sdot kernels)
+        assert ("asimddp" in run["cpu_features"]) == (run["target"] == "rpi5"), run["cpu_features"]
+        assert run["loaded"], run["failure"]
+        assert run["threads"] == 4 and run["samples"] == 5
+        assert run["install"]["machine"] == "aarch64" and run["install"]["python"].startswith("3.11")
+        assert run["install"]["edgekit"], run["install"]  # the device install imports on the device
+        # XNNPACK takes the convolutions on ARM as on x86 (int8 SOFTMAX stays on the built-in kernel)
+        assert run["nodes"] == 9 and len(run["delegated"]) >= 8, run
+        (out,) = run["parity"]
+        assert out["cosine"] >= MIN_COSINE, out
+        if recipe == "int8":  # integer outputs: identical codes, or the differing fraction is reported
+            assert out["dtype"] == "int8"
+            assert out["bit_exact"] or 0 < out["differing_fraction"] <= 1, out
+
+
+def test_text_report_says_what_it_proves(device_env, artifacts):
+    result = run_cli("emulate", artifacts / "digits_cnn_int8.tflite", "--target", "rpi4", "--exec", "--samples", "2")
+    assert result.exit_code == 0, result.output + result.stderr
+    out = result.stdout
+    assert "rpi4 exec (QEMU_CPU=cortex-a72, 4 thread(s)): device install: Python 3.11" in out
+    assert "loads: yes; XNNPACK took" in out and "left on built-in kernels: SOFTMAX" in out
+    assert "parity vs host on 2 input(s), output" in out
+    assert "not device time" in out and "instruction counts: not available" in out
+
+
+def _edited(src: Path, dst: Path, edit) -> Path:
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = copy.deepcopy(flatbuffer_utils.read_model(str(src)))
+    edit(model)
+    # write_model drops the zip of associated files appended to the flatbuffer: drop the metadata that
+    # points at it (and edgekit's manifest of the original), or the file reads as truncated
+    model.metadata = [m for m in model.metadata if m.name not in (b"TFLITE_METADATA", b"edgekit_manifest")]
+    flatbuffer_utils.write_model(model, str(dst))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def vendor_op_model(artifacts, tmp_path_factory):
+    """The fp32 sample with its last op (SOFTMAX) swapped for CUSTOM 'MyVendorOp', which no stock
+    runtime registers: what a model converted with a vendor's op library looks like."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    def edit(model):
+        code = schema.OperatorCodeT()
+        code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.CUSTOM
+        code.customCode, code.version = "MyVendorOp", 1
+        model.operatorCodes.append(code)
+        op = model.subgraphs[0].operators[-1]
+        op.opcodeIndex, op.builtinOptionsType, op.builtinOptions = len(model.operatorCodes) - 1, 0, None
+
+    return _edited(artifacts / "digits_cnn_fp32.tflite", tmp_path_factory.mktemp("vendor") / "vendor_op.tflite", edit)
+
+
+def test_missing_custom_op_is_reported(device_env, vendor_op_model):
+    from edgekit.device_env import run_exec
+
+    run = run_exec(vendor_op_model, "rpi4")
+    assert not run.loaded
+    assert run.failure["kind"] == "missing op"
+    assert "custom op MyVendorOp is not in the device runtime" in run.failure["reason"]
+    assert "MyVendorOp" in (run.host_failure or "")  # the host runtime rejects it too: said, not hidden
+    result = run_cli("emulate", vendor_op_model, "--target", "rpi4", "--exec")
+    assert "loads: NO (missing op): custom op MyVendorOp is not in the device runtime" in result.stdout
+    assert result.exit_code == 4  # after the report: scripts and CI can gate on it
+    assert "Error: vendor_op.tflite does not load on the device runtime of rpi4 (missing op: " in result.stderr
+
+
+def test_unknown_op_version_is_reported(device_env, artifacts, tmp_path):
+    def edit(model):
+        model.operatorCodes[0].version = 99  # CONV_2D v99: newer than any runtime build
+
+    model = _edited(artifacts / "digits_cnn_fp32.tflite", tmp_path / "conv_v99.tflite", edit)
+    from edgekit.device_env import run_exec
+
+    run = run_exec(model, "rpi3")
+    assert not run.loaded and run.failure["kind"] == "op version"
+    assert run.failure["reason"].startswith("the device runtime has no CONV_2D version 99")
+
+
+# --- no sysroot needed: refusals with a reason --------------------------------------------------
+
+def test_armhf_is_explained(artifacts):
+    for args in (["emulate", artifacts / "digits_cnn_int8.tflite", "--target", "rpi4", "--exec", "--os-arch", "armhf"],
+                 ["device-env", "build", "rpi3", "--os-arch", "armhf"]):
+        result = run_cli(*args)
+        assert result.exit_code == 2, result.output
+        assert ("32-bit Raspberry Pi OS (armhf, armv7l) has no LiteRT build on PyPI: ai-edge-litert and tflite-runtime "
+                "publish no armv7l wheels") in result.stderr
+        assert "use Raspberry Pi OS 64-bit (arm64)" in result.stderr
+
+
+def test_target_without_a_cpu_model_is_refused(artifacts):
+    result = run_cli("emulate", artifacts / "digits_cnn_int8.tflite", "--target", "iphone13", "--exec")
+    assert result.exit_code == 2
+    assert "target 'iphone13' has no emulated CPU model" in result.stderr
+
+
+def test_exec_without_an_environment_says_what_to_run(artifacts, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEKIT_CACHE_DIR", str(tmp_path / "empty-cache"))
+    result = run_cli("emulate", artifacts / "digits_cnn_int8.tflite", "--target", "rpi4", "--exec")
+    assert result.exit_code == 6
+    assert "run `edgekit device-env build rpi4` first" in result.stderr
+    status = run_cli("device-env", "status")
+    assert status.exit_code == 0 and "not built" in status.stdout
