@@ -248,3 +248,16 @@ def test_offline_monitor_reads_old_stores_and_says_what_is_missing(tmp_path):
     assert columns[-1] == "stats"
     assert run_cli("monitor", old, "--window", "5").exit_code == 2  # a count under 30 is refused
     assert run_cli("monitor", tmp_path / "nope.sqlite").exit_code == 2
+
+
+def test_csv_store_from_before_keeps_its_header(tmp_path):
+    from edgekit.stores.local import CsvStore
+
+    old = tmp_path / "old.csv"
+    old.write_text("input,model_sha256,model,label,score,top_k,outputs,latency_ms,created_utc\n")
+    store = CsvStore(old)
+    store.add([{"input": "a", "model_sha256": "x", "model": "m", "label": "1", "score": 0.5, "top_k": None,
+                "outputs": None, "latency_ms": 1.0, "created_utc": "2026-11-26T10:00:00+00:00", "stats": "{}"}])
+    store.close()
+    lines = old.read_text().splitlines()
+    assert lines[0].endswith("created_utc") and len(lines) == 2  # no stats column forced into an old file
