@@ -481,8 +481,10 @@ def emulate(artifact, targets, threads, top, as_json, exec_, input_file, samples
             slow = sorted(r.ops, key=lambda o: -o.ms)[:top]
             click.echo(f"{r.target} slowest ops: " + ", ".join(f"#{o.index} {o.type} {o.precision} {o.ms:.3f} ms "
                                                               f"({o.bound})" for o in slow))
-    click.echo("range: the 10th-90th percentile of leave-one-device-out errors against published measurements; "
-               "memory fits when under half the target's smallest RAM configuration")
+    click.echo("range: the 10th-90th percentile of leave-one-device-out errors against published measurements"
+               + (" (for a profile from edgekit profile run: of its leave-one-probe-out errors)"
+                  if any(hasattr(d, "measured_threads") for d in devices) else "")
+               + "; memory fits when under half the target's smallest RAM configuration")
     if runs is not None:
         from .device_env.report import PLUGIN_NOTE, exec_lines
 
@@ -553,15 +555,65 @@ def device_env_remove(os_arch):
 @main.command()
 def targets():
     """List device profiles for `edgekit emulate`."""
-    from .emulator import device_names, load_device
+    from .emulator import core_rows, device_names, load_device
 
     rows = []
     for name in device_names():
         d = load_device(name)
         cores = " + ".join(f"{c.count}x {c.core.name} @{c.clock_ghz}" for c in d.clusters)
-        calibrated = "yes" if all(c.core.calibrated for c in d.clusters[:1]) else "no (prior)"
+        fitted = core_rows()
+        kinds = {c.core.name: c.core for c in d.clusters}.values()  # a core type once, fastest cluster first
+        calibrated = ", ".join(f"{k.name} {fitted[k.name]} rows" if k.calibrated and k.name in fitted
+                               else f"{k.name} {'fitted' if k.calibrated else 'prior'}" for k in kinds)
         rows.append([name, d.description, cores, int(d.ram_mb), calibrated])
-    click.echo(render(["target", "device", "cores (GHz)", "RAM MB", "fitted"], rows))
+    click.echo(render(["target", "device", "cores (GHz)", "RAM MB", "fitted (published rows per core type)"], rows))
+    click.echo("fitted: a core type's speed fitted to N published measurements of real devices "
+               "(benchmarks/emulator_accuracy.py); prior = no published rows for it, so its speed comes "
+               "from its specification alone and the estimate is less certain. For a device of your own: "
+               "edgekit profile run -o mydevice.json, then emulate --target mydevice.json")
+
+
+@main.group()
+def profile():
+    """Calibrate a device: time generated probe models here and write a profile for `emulate --target`."""
+
+
+@profile.command("run")
+@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path), help="Profile JSON to write.")
+@click.option("--threads", default=None, help="Thread counts to profile, comma-separated (default: 1 and min(4, cores)).")
+@click.option("--name", help="Target name shown by emulate (default: the file stem).")
+@click.option("--quick", is_flag=True, help="The reduced probe suite (one shape per op kind; seconds, less accurate).")
+@click.option("--seconds-per-probe", default=0.25, show_default=True, type=click.FloatRange(min=0.01),
+              help="Timing per probe and thread count.")
+@click.option("--statistic", default="p50", show_default=True, type=click.Choice(["p50", "p10"]),
+              help="p50 predicts `edgekit bench` medians; p10 the uncontended speed of a shared machine.")
+@click.option("--force", is_flag=True, help="Overwrite an existing profile.")
+def profile_run(out, threads, name, quick, seconds_per_probe, statistic, force):
+    """Time the probe suite on this device, fit per-op-kind costs, write a device profile JSON."""
+    from .fileio import atomic_write_text
+    from .profile.run import profile as run_profile
+
+    check_writable([out], force)
+    cores = os.cpu_count() or 1
+    counts = sorted({1, min(4, cores)}) if threads is None else _thread_list(threads, cores)
+    result = run_profile(name or out.stem, counts, quick=quick, seconds_per_probe=seconds_per_probe,
+                         statistic=statistic, progress=_progress)
+    atomic_write_text(out, json.dumps(result, indent=1) + "\n")
+    fits = ", ".join(f"{n} thread{'s' * (n != '1')}: probe fit {e['fit_median_abs_error_pct']}% "
+                     f"(held-out probes {e['leave_one_probe_out_median_abs_error_pct']}%)"
+                     for n, e in result["threads"].items())
+    click.echo(f"profiled {result['probes']} probes in {result['seconds']:.0f} s; {fits}")
+    click.echo(f"wrote {out}; next: edgekit emulate MODEL.tflite --target {out}")
+
+
+def _thread_list(text: str, cores: int) -> list[int]:
+    try:
+        counts = sorted({int(t) for t in text.split(",") if t.strip()})
+    except ValueError:
+        raise InputError(f"--threads expects comma-separated counts like 1,2, got {text!r}") from None
+    if not counts or counts[0] < 1 or counts[-1] > cores:
+        raise InputError(f"--threads expects counts in 1..{cores} (this device's cores), got {text!r}")
+    return counts
 
 
 @main.command()

@@ -118,6 +118,11 @@ def core_types() -> dict[str, CoreType]:
                            name in fitted) for name, spec in raw.items()}
 
 
+def core_rows() -> dict[str, int]:
+    """Published rows each fitted core type was fitted on (benchmarks/emulator_accuracy.py --write)."""
+    return calibration().get("fit_summary", {}).get("core_rows", {})
+
+
 def device_names() -> list[str]:
     files = resources.files("edgekit").joinpath("devices").iterdir()
     skip = {"core_types.json", "calibration.json"}
@@ -125,6 +130,11 @@ def device_names() -> list[str]:
 
 
 def load_device(name: str) -> Device:
+    """A built-in profile by name, or a measured profile JSON (edgekit profile run) by path."""
+    from .profile.device import is_profile_path, load_profile
+
+    if is_profile_path(name):
+        return load_profile(name)
     known = device_names()
     if name not in known:
         raise InputError(f"unknown target {name!r}; known targets: {', '.join(known)} (edgekit targets)")
@@ -134,9 +144,19 @@ def load_device(name: str) -> Device:
     return Device(d["name"], d["description"], clusters, d["dram_bw_gbs"], d["ram_mb"], d["source"])
 
 
-def _peak_macs_per_cycle(core: CoreType, precision: str, p: dict) -> float:
+# int8 ops XNNPACK does not take (ai-edge-litert 2.x): they run on TFLite's reference kernels, measured
+# on this host by `edgekit profile run` at 30-100x the per-value cost of their delegated fp32 form
+# (HARD_SWISH int8 3.1 ns/value vs 0.05; PRELU int8 7 ns vs 0.07). MobileNetV3 int8 pays this.
+REFERENCE_INT8_OPS = {"HARD_SWISH": 60.0, "PRELU": 60.0}
+
+
+def _peak_macs_per_cycle(core: CoreType, precision: str, p: dict, op_class: str = "conv") -> float:
     base = core.fp32_macs_per_cycle
     if precision == "int8":
+        # XNNPACK's QS8 depthwise kernels widen to 16/32 bits per tap: their gain over fp32 is far
+        # below the GEMM's (sdot or not), so depthwise gets its own factor when the fit has one
+        if op_class == "dwconv" and "int8_gain_dw" in p:
+            return base * p["int8_gain_dw"]
         return base * (p["int8_gain_dot"] if core.dotprod else p["int8_gain_nodot"])
     if precision == "hybrid":
         return base * p["hybrid_factor"]
@@ -150,9 +170,12 @@ def op_seconds(op: Op, cores: list[Cluster], device: Device, p: dict) -> tuple[f
     if not op.costed or op.op_class == "view":
         return 0.0, "overhead"
     lead = cores[0]
-    rates = [c.clock_ghz * 1e9 * _peak_macs_per_cycle(c.core, op.precision, p) * c.core.efficiency for c in cores]
+    rates = [c.clock_ghz * 1e9 * _peak_macs_per_cycle(c.core, op.precision, p, op.op_class) * c.core.efficiency
+             for c in cores]
     if op.op_class == "elementwise":
         work, class_eff = op.elements, p["elementwise_values_per_mac"]
+        if op.precision == "int8" and op.type in REFERENCE_INT8_OPS:
+            class_eff /= REFERENCE_INT8_OPS[op.type] * p.get("int8_gain_nodot", 1.0)
     else:
         work, class_eff = op.macs, p["class_efficiency"][op.op_class]
     single = work / (rates[0] * class_eff) if work else 0.0
@@ -167,6 +190,8 @@ def op_seconds(op: Op, cores: list[Cluster], device: Device, p: dict) -> tuple[f
 
 
 def check_threads(device: Device, threads: int) -> None:
+    if hasattr(device, "check_threads"):  # a measured profile: only the thread counts it timed
+        return device.check_threads(threads)
     if threads < 1 or threads > device.cores:
         raise InputError(f"--threads expects 1..{device.cores} for {device.name} ({device.cores} cores), got {threads}")
 
@@ -181,14 +206,23 @@ def op_estimates(graph: Graph, device: Device, threads: int, params: dict) -> li
 
 
 def latency_ms(graph: Graph, device: Device, threads: int, legacy_runtime: bool, params: dict) -> float:
-    """The point estimate alone (what the calibration fit evaluates thousands of times)."""
-    total = sum(o.ms for o in op_estimates(graph, device, threads, params))
-    return total * (params["legacy_runtime_factor"] if legacy_runtime else 1.0)
+    """The point estimate alone (what the calibration fit evaluates thousands of times). Rows measured
+    on the pre-XNNPACK runtime (2019-2020 docs) scale by legacy_runtime_factor, and their int8 ops by
+    legacy_int8_factor on top: gemmlowp/ruy int8 and the old float kernels were not slower alike."""
+    ops = op_estimates(graph, device, threads, params)
+    if not legacy_runtime:
+        return sum(o.ms for o in ops)
+    int8 = params.get("legacy_int8_factor", 1.0)
+    return params["legacy_runtime_factor"] * sum(o.ms * (int8 if o.precision == "int8" else 1.0) for o in ops)
 
 
 def estimate(graph: Graph, device: Device, threads: int, legacy_runtime: bool = False,
              params: dict | None = None) -> Estimate:
     check_threads(device, threads)
+    if hasattr(device, "measured_threads"):
+        from .profile.device import estimate_measured
+
+        return estimate_measured(graph, device, threads)
     p = params or calibration()["params"]
     ops = op_estimates(graph, device, threads, p)
     total = sum(o.ms for o in ops) * (p["legacy_runtime_factor"] if legacy_runtime else 1.0)

@@ -1,0 +1,61 @@
+"""Build the unseen networks benchmarks/profile_accuracy.py checks `edgekit profile` against.
+
+    python benchmarks/profile_networks.py      # (needs edgekit[convert]; cached in benchmarks/.cache/profile)
+
+keras.applications architectures at small inputs with weights=None (latency does not depend on weight
+values), saved as .keras and converted with the `edgekit convert` command itself to fp32 and full-int8
+(random .npz calibration): the same path a user takes. None of these is in the probe suite.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / "benchmarks" / ".cache" / "profile"
+NETWORKS = {  # name -> (keras.applications class, input size)
+    "mobilenet_v2_128": ("MobileNetV2", 128),
+    "mobilenet_v3_small_128": ("MobileNetV3Small", 128),
+    "efficientnet_b0_96": ("EfficientNetB0", 96),
+    "resnet50_64": ("ResNet50", 64),
+}
+
+
+def artifacts() -> dict[str, Path]:
+    """name_precision -> .tflite, building what is missing."""
+    out = {}
+    for name, (cls, size) in NETWORKS.items():
+        fp32, int8 = CACHE / f"{name}_fp32.tflite", CACHE / f"{name}_int8.tflite"
+        if not (fp32.exists() and int8.exists()):
+            _build(name, cls, size)
+        out[f"{name}_fp32"], out[f"{name}_int8"] = fp32, int8
+    return out
+
+
+def _build(name: str, cls: str, size: int) -> None:
+    import keras
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    keras_path = CACHE / f"{name}.keras"
+    model = getattr(keras.applications, cls)(input_shape=(size, size, 3), weights=None)
+    model.save(keras_path)
+    calib = CACHE / f"{name}_calib.npz"
+    rng = np.random.default_rng(0)
+    np.savez(calib, **{model.inputs[0].name: rng.uniform(-1, 1, (16, size, size, 3)).astype(np.float32)})
+    print(f"converting {name}", file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "edgekit.cli", "convert", str(keras_path), "--quantize", "fp32,int8",
+                    "--calibration", str(calib), "--calibration-samples", "16", "--no-gate", "--no-explain",
+                    "-o", str(CACHE / name), "--force"], check=True)
+    for precision in ("fp32", "int8"):
+        found = sorted((CACHE / name).glob(f"*_{precision}.tflite"))
+        (CACHE / f"{name}_{precision}.tflite").write_bytes(found[0].read_bytes())
+
+
+if __name__ == "__main__":
+    for key, path in artifacts().items():
+        print(key, path, path.stat().st_size)

@@ -1,0 +1,167 @@
+"""The measured cost model: an op's time is a linear function of its size, per op kind, fitted on probes.
+
+    model time = invoke + per input/output value costs + sum over ops of  coef[kind] . features(op)
+
+kind is the op type and precision, with CONV_2D split into 1x1 (XNNPACK runs it as a plain GEMM) and
+larger kernels (indirect GEMM, and the 3-channel stem kernels). Features are a constant (dispatch), the
+work (multiply-accumulates, or values for elementwise ops) and the bytes moved (activations, weights),
+so both compute-bound and memory-bound shapes are covered by the same line. The coefficients are
+non-negative (a bigger op is never cheaper) and are fitted by least squares on relative error, because
+a 20 us probe and a 2 ms probe should count alike. numpy only: this runs on the device.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..graph import Graph, Op
+
+# features per kind family; names are stored in the profile JSON next to their coefficients
+# pixels (output positions): XNNPACK tiles channels to its register width, so a narrow layer at a
+# large resolution costs per position more than its multiply-accumulates say (MediaPipe's 8-channel stems)
+CONV_FEATURES = ("ops", "macs", "pixels", "act_bytes", "weight_bytes")
+FC_FEATURES = ("ops", "macs", "weight_bytes")
+ELEMENTWISE_FEATURES = ("ops", "values")
+# cold_weight_bytes: when a model's weights exceed the core's cache, every inference streams them from
+# memory again; a probe's few weights stay cached between invokes, so this is costed model-wide from
+# probes whose weights alone overflow the cache
+# quantized_io: edgekit's runtime quantizes int8 inputs and dequantizes int8 outputs in numpy, a fixed
+# cost per call on top of the per-value one; left out, it inflated every int8 op's constant
+GLOBAL_FEATURES = ("invokes", "quantized_io", "input_values_float", "input_values_quantized",
+                   "output_values_float", "output_values_quantized", "cold_weight_bytes")
+DEFAULT_CACHE_BYTES = 1 << 20
+FREE = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS", "SHAPE"}  # views: no data moved (class "view" in graph.py)
+
+
+def kind(graph: Graph, op: Op) -> str:
+    base = op.type
+    if op.type == "CONV_2D" and len(op.inputs) > 1:
+        shape = graph.tensors[op.inputs[1]].shape
+        if len(shape) == 4 and shape[1] == shape[2] == 1:
+            base = "CONV_2D_1x1"
+    precision = "int8" if op.precision == "int8" else "fp32"
+    return f"{base}/{precision}"
+
+
+def family(kind_name: str) -> tuple[str, ...]:
+    base = kind_name.split("/")[0]
+    if base.startswith("CONV_2D") or base == "DEPTHWISE_CONV_2D" or base == "TRANSPOSE_CONV":
+        return CONV_FEATURES
+    if base in ("FULLY_CONNECTED", "BATCH_MATMUL"):
+        return FC_FEATURES
+    return ELEMENTWISE_FEATURES
+
+
+def op_features(graph: Graph, op: Op, names: tuple[str, ...]) -> np.ndarray:
+    out = graph.tensors[op.outputs[0]].shape if op.outputs else ()
+    pixels = float(np.prod(out[:-1])) if len(out) > 1 else 1.0
+    values = {"ops": 1.0, "macs": op.macs, "pixels": pixels, "act_bytes": op.bytes_in + op.bytes_out,
+              "weight_bytes": op.bytes_weights, "values": op.elements or (op.bytes_in + op.bytes_out)}
+    return np.array([values[n] for n in names], dtype=np.float64)
+
+
+def global_features(graph: Graph, cache_bytes: int) -> np.ndarray:
+    def count(indices, quantized=None):
+        total = 0.0
+        for i in indices:
+            t = graph.tensors[i]
+            is_q = t.dtype in ("int8", "uint8", "int16")
+            if quantized is None or quantized == is_q:
+                total += float(np.prod(t.shape)) if t.shape else 1.0
+        return total
+    weights = sum(op.bytes_weights for op in graph.ops if op.op_class in ("conv", "dwconv", "fc"))
+    cold = weights if weights > cache_bytes else 0.0
+    q_in, q_out = count(graph.inputs, True), count(graph.outputs, True)
+    return np.array([1.0, 1.0 if q_in or q_out else 0.0, count(graph.inputs, False), q_in,
+                     count(graph.outputs, False), q_out, cold])
+
+
+def graph_terms(graph: Graph, cache_bytes: int = DEFAULT_CACHE_BYTES) -> dict[str, np.ndarray]:
+    """Summed features per kind (and "_global"): the fit's design row and the estimate's input."""
+    terms: dict[str, np.ndarray] = {"_global": global_features(graph, cache_bytes)}
+    for op in graph.ops:
+        if not op.costed or op.op_class == "view" or op.type in FREE:
+            continue
+        k = kind(graph, op)
+        terms[k] = terms.get(k, 0) + op_features(graph, op, family(k))
+    return terms
+
+
+def nnls(a: np.ndarray, b: np.ndarray, iterations: int = 500) -> np.ndarray:
+    """Non-negative least squares (Lawson-Hanson active set): min |a x - b|, x >= 0."""
+    n = a.shape[1]
+    x, passive = np.zeros(n), np.zeros(n, dtype=bool)
+    w = a.T @ (b - a @ x)
+    for _ in range(iterations):
+        if passive.all() or w[~passive].max(initial=0) <= 1e-12:
+            break
+        j = np.argmax(np.where(passive, -np.inf, w))
+        passive[j] = True
+        while True:
+            z = np.zeros(n)
+            z[passive] = np.linalg.lstsq(a[:, passive], b, rcond=None)[0]
+            if (z[passive] > 0).all():
+                x = z
+                break
+            mask = passive & (z <= 0)
+            alpha = np.min(x[mask] / (x[mask] - z[mask]))
+            x = x + alpha * (z - x)
+            passive &= x > 1e-15
+        w = a.T @ (b - a @ x)
+    return x
+
+
+def fit(rows: list[dict[str, np.ndarray]], seconds: list[float]) -> dict[str, dict[str, float]]:
+    """Coefficients (seconds per feature unit) per kind, from probe terms and measured seconds."""
+    columns = [("_global", n) for n in GLOBAL_FEATURES]
+    for k in sorted({k for r in rows for k in r if k != "_global"}):
+        columns += [(k, n) for n in family(k)]
+    index = {c: i for i, c in enumerate(columns)}
+    a = np.zeros((len(rows), len(columns)))
+    for i, r in enumerate(rows):
+        for k, feats in r.items():
+            names = GLOBAL_FEATURES if k == "_global" else family(k)
+            for n, v in zip(names, feats):
+                a[i, index[(k, n)]] = v
+    y = np.asarray(seconds)
+    a, b = a / y[:, None], np.ones(len(y))  # relative error: every probe counts alike
+    scale = np.linalg.norm(a, axis=0)
+    scale[scale == 0] = 1.0
+    x = nnls(a / scale, b) / scale
+    coefs: dict[str, dict[str, float]] = {}
+    for (k, n), v in zip(columns, x):
+        coefs.setdefault(k, {})[n] = float(v)
+    return coefs
+
+
+def fallback(coefs: dict, precision: str) -> dict[str, float]:
+    """For an op kind no probe measured: the median elementwise kind of that precision."""
+    same = [c for k, c in coefs.items() if k.endswith("/" + precision) and family(k) == ELEMENTWISE_FEATURES]
+    same = same or [c for k, c in coefs.items() if k != "_global" and family(k) == ELEMENTWISE_FEATURES]
+    if not same:
+        return {"ops": 0.0, "values": 0.0}
+    return {n: float(np.median([c.get(n, 0.0) for c in same])) for n in ELEMENTWISE_FEATURES}
+
+
+def seconds_by_term(terms: dict[str, np.ndarray], coefs: dict) -> dict[str, float]:
+    out = {}
+    for k, feats in terms.items():
+        names = GLOBAL_FEATURES if k == "_global" else family(k)
+        c = coefs.get(k) or fallback(coefs, k.split("/")[-1])
+        out[k] = float(sum(c.get(n, 0.0) * v for n, v in zip(names, feats)))
+    return out
+
+
+def op_seconds(graph: Graph, op: Op, coefs: dict) -> float:
+    if not op.costed or op.op_class == "view" or op.type in FREE:
+        return 0.0
+    k = kind(graph, op)
+    c = coefs.get(k) or fallback(coefs, k.split("/")[-1])
+    return float(sum(c.get(n, 0.0) * v for n, v in zip(family(k), op_features(graph, op, family(k)))))
+
+
+def predict_seconds(graph: Graph, coefs: dict, cache_bytes: int = DEFAULT_CACHE_BYTES) -> float:
+    return sum(seconds_by_term(graph_terms(graph, cache_bytes), coefs).values())
+
+
+def predict_seconds_terms(terms: dict[str, np.ndarray], coefs: dict) -> float:
+    return sum(seconds_by_term(terms, coefs).values())

@@ -1,0 +1,110 @@
+"""A measured device profile (written by `edgekit profile run`) as an emulate target.
+
+`edgekit emulate model.tflite --target mypi.json` costs every op with the coefficients the probes
+fitted on that device, at a thread count the profile measured. A file that is not such a profile is
+refused with one line naming the file and the field, before any costing.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InputError
+from . import costmodel
+from .run import PROFILE_FORMAT
+
+
+@dataclass(frozen=True)
+class MeasuredDevice:
+    name: str
+    description: str
+    cores: int            # the largest thread count measured: emulate's default
+    ram_mb: float
+    cache_bytes: int
+    threads: dict         # "n" -> {"coefficients": ..., "band_log": ...}
+    path: str
+
+    @property
+    def measured_threads(self) -> list[int]:
+        return sorted(int(n) for n in self.threads)
+
+    def check_threads(self, threads: int) -> None:
+        if str(threads) not in self.threads:
+            measured = ",".join(map(str, self.measured_threads))
+            raise InputError(f"--threads {threads}: {self.path} was profiled at threads {measured}; "
+                             f"rerun edgekit profile run --threads {measured},{threads}")
+
+
+def is_profile_path(target: str) -> bool:
+    return target.endswith(".json") or "/" in target or "\\" in target
+
+
+def load_profile(path: str | Path) -> MeasuredDevice:
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"device profile {str(path)!r} does not exist; write one with edgekit profile run -o {path}")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"device profile {str(path)!r} is not readable JSON ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:120]}); rewrite it with edgekit profile run") from e
+    return _validated(raw, str(path))
+
+
+def _validated(raw, where: str) -> MeasuredDevice:
+    def bad(field: str, expected: str) -> InputError:
+        return InputError(f"device profile {where!r}: {field} must be {expected}; "
+                          "rewrite it with edgekit profile run (built-in targets: edgekit targets)")
+
+    if not isinstance(raw, dict):
+        raise bad("the document", "a JSON object")
+    if raw.get("edgekit_profile") != PROFILE_FORMAT:
+        raise bad("'edgekit_profile'", f"{PROFILE_FORMAT} (a profile written by edgekit profile run)")
+    for field, kind in (("name", str), ("description", str)):
+        if not isinstance(raw.get(field), kind):
+            raise bad(f"'{field}'", "a string")
+    for field in ("ram_mb", "cache_bytes"):
+        if not _number(raw.get(field)) or raw[field] <= 0:
+            raise bad(f"'{field}'", "a positive number")
+    threads = raw.get("threads")
+    if not isinstance(threads, dict) or not threads:
+        raise bad("'threads'", "an object of thread count -> fitted coefficients")
+    for n, entry in threads.items():
+        if not n.isdigit() or int(n) < 1:
+            raise bad(f"'threads' key {n!r}", "a positive thread count")
+        coefs = entry.get("coefficients") if isinstance(entry, dict) else None
+        if not isinstance(coefs, dict) or "_global" not in coefs:
+            raise bad(f"'threads.{n}.coefficients'", "an object with '_global' and per-op-kind coefficients")
+        for k, c in coefs.items():
+            names = costmodel.GLOBAL_FEATURES if k == "_global" else costmodel.family(k)
+            if not isinstance(c, dict) or any(not _number(c.get(f)) or c[f] < 0 for f in names):
+                raise bad(f"'threads.{n}.coefficients.{k}'", f"non-negative numbers for {', '.join(names)}")
+        band = entry.get("band_log")
+        if not isinstance(band, dict) or not (_number(band.get("low")) and _number(band.get("high"))):
+            raise bad(f"'threads.{n}.band_log'", "an object with numbers low and high")
+    return MeasuredDevice(raw["name"], raw["description"], max(int(n) for n in threads), float(raw["ram_mb"]),
+                          int(raw["cache_bytes"]), threads, where)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def estimate_measured(graph, device: MeasuredDevice, threads: int):
+    """emulator.Estimate from the device's own fitted coefficients."""
+    from ..emulator import Estimate, OpEstimate, memory_mb
+
+    device.check_threads(threads)
+    entry = device.threads[str(threads)]
+    coefs = entry["coefficients"]
+    terms = costmodel.graph_terms(graph, device.cache_bytes)
+    total = costmodel.predict_seconds_terms(terms, coefs) * 1e3
+    ops = [OpEstimate(op.index, op.type, op.precision, costmodel.op_seconds(graph, op, coefs) * 1e3, "measured")
+           for op in graph.ops]
+    band = entry["band_log"]
+    memory = memory_mb(graph)
+    return Estimate(device.name, threads, total, total * math.exp(band["low"]), total * math.exp(band["high"]),
+                    memory["total"], memory, memory["total"] <= device.ram_mb * 0.5, ops, graph.uncosted,
+                    method=f"per-op-kind costs measured on the device by edgekit profile run ({device.path})")

@@ -1,0 +1,324 @@
+"""The probe suite: tiny .tflite models that each isolate one op at one shape and precision.
+
+Written straight as flatbuffers with the schema ai-edge-litert ships, so a Raspberry Pi builds them
+itself: no TensorFlow, no files to ship or keep in sync. Weights are random (latency does not depend
+on their values); int8 probes are quantized the way the TFLite converter quantizes (per-channel
+symmetric filters, int32 bias at input_scale * filter_scale, fixed output scales for LOGISTIC and
+SOFTMAX), so XNNPACK takes the same QS8 kernels it takes for a converted model.
+
+A shape-preserving op is chained `repeat` times in one model, so its own cost dominates the invoke
+overhead; other ops run once. The fit (edgekit.profile.costmodel) accounts for both.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import flatbuffers
+import numpy as np
+
+from ..tflite_file import TFLITE_IDENTIFIER, _schema
+
+RELU6 = 3
+SAME, VALID = 0, 1
+
+
+@dataclass(frozen=True)
+class Probe:
+    name: str
+    op: str              # TFLite builtin name
+    precision: str       # fp32 | int8
+    shape: tuple         # NHWC input (or (1, features) for FULLY_CONNECTED)
+    cout: int = 0        # output channels / features (conv, fc)
+    kernel: int = 1
+    stride: int = 1
+    repeat: int = 1
+    broadcast: bool = False  # MUL by a per-channel vector (squeeze-and-excitation), a second input
+    core: bool = False   # in the reduced suite (tests, --quick)
+
+
+class _Builder:
+    """Accumulates tensors, buffers and operators of a one-subgraph model."""
+
+    def __init__(self, precision: str, seed: int):
+        self.s = _schema()
+        self.int8 = precision == "int8"
+        self.rng = np.random.default_rng(seed)
+        self.tensors, self.buffers, self.ops, self.codes = [], [self.s.BufferT()], [], {}
+        self.extra_inputs: list[int] = []
+
+    def tensor(self, shape, dtype: str, data: np.ndarray | None = None, scale=None, zero_point=None, qdim=0) -> int:
+        s = self.s
+        t = s.TensorT()
+        t.shape = np.asarray(shape, dtype=np.int32)
+        t.type = {"float32": s.TensorType.FLOAT32, "int8": s.TensorType.INT8, "int32": s.TensorType.INT32}[dtype]
+        t.name = f"t{len(self.tensors)}".encode()
+        t.buffer = 0
+        if data is not None:
+            buf = s.BufferT()
+            buf.data = np.frombuffer(np.ascontiguousarray(data).tobytes(), dtype=np.uint8)
+            self.buffers.append(buf)
+            t.buffer = len(self.buffers) - 1
+        if scale is not None:
+            q = s.QuantizationParametersT()
+            q.scale = np.atleast_1d(np.asarray(scale, dtype=np.float32))
+            q.zeroPoint = np.atleast_1d(np.asarray(zero_point, dtype=np.int64))
+            q.quantizedDimension = qdim
+            t.quantization = q
+        self.tensors.append(t)
+        return len(self.tensors) - 1
+
+    def act(self, shape, scale=0.05, zero_point=0) -> int:
+        return self.tensor(shape, "int8", scale=scale, zero_point=zero_point) if self.int8 else self.tensor(shape, "float32")
+
+    def scale_of(self, index: int) -> float:
+        q = self.tensors[index].quantization
+        return float(q.scale[0]) if q is not None else 1.0
+
+    def op(self, name: str, inputs, outputs, options_type: str | None = None, options=None, version: int = 1) -> None:
+        s = self.s
+        code = getattr(s.BuiltinOperator, name)
+        if code not in self.codes:
+            oc = s.OperatorCodeT()
+            oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = code, min(code, 127), version
+            self.codes[code] = (len(self.codes), oc)
+        o = s.OperatorT()
+        o.opcodeIndex = self.codes[code][0]
+        o.inputs, o.outputs = np.asarray(inputs, dtype=np.int32), np.asarray(outputs, dtype=np.int32)
+        if options_type:
+            o.builtinOptionsType = getattr(s.BuiltinOptions, options_type)
+            o.builtinOptions = options
+        self.ops.append(o)
+
+    def weights(self, shape, qdim: int) -> tuple[int, np.ndarray]:
+        """Filter tensor: float32, or int8 per-channel symmetric along qdim; returns (index, scales)."""
+        w = self.rng.standard_normal(shape).astype(np.float32) * 0.1
+        if not self.int8:
+            return self.tensor(shape, "float32", w), np.ones(shape[qdim], np.float32)
+        scales = np.full(shape[qdim], 0.1 * 3 / 127, np.float32)
+        q = np.clip(np.round(w / 0.1 / 3 * 127), -127, 127).astype(np.int8)
+        return self.tensor(shape, "int8", q, scales, np.zeros(shape[qdim], np.int64), qdim), scales
+
+    def bias(self, n: int, input_index: int, filter_scales: np.ndarray) -> int:
+        if not self.int8:
+            return self.tensor([n], "float32", np.zeros(n, np.float32))
+        scales = self.scale_of(input_index) * filter_scales
+        return self.tensor([n], "int32", np.zeros(n, np.int32), scales, np.zeros(n, np.int64))
+
+    def finish(self, inputs, outputs) -> bytes:
+        s = self.s
+        sg = s.SubGraphT()
+        sg.tensors, sg.operators = self.tensors, self.ops
+        sg.inputs, sg.outputs = np.asarray(inputs, np.int32), np.asarray(outputs, np.int32)
+        sg.name = b"main"
+        m = s.ModelT()
+        m.version, m.description = 3, b"edgekit profile probe"
+        m.operatorCodes = [oc for _, oc in sorted(self.codes.values(), key=lambda v: v[0])]
+        m.subgraphs, m.buffers = [sg], self.buffers
+        builder = flatbuffers.Builder(1024)
+        builder.Finish(m.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
+        return bytes(builder.Output())
+
+
+def _out_hw(h: int, stride: int) -> int:
+    return -(-h // stride)  # SAME padding
+
+
+def _layer(b: _Builder, p: Probe, x: int) -> int:
+    """Append one probe op reading tensor x; returns its output tensor."""
+    s = b.s
+    n, h, w, c = b.tensors[x].shape if len(b.tensors[x].shape) == 4 else (1, 1, 1, b.tensors[x].shape[-1])
+    ver = 3 if b.int8 else 1
+    if p.op == "CONV_2D":
+        oh, ow = _out_hw(h, p.stride), _out_hw(w, p.stride)
+        f, fs = b.weights([p.cout, p.kernel, p.kernel, c], 0)
+        bias = b.bias(p.cout, x, fs)
+        y = b.act([n, oh, ow, p.cout], scale=0.05)
+        opt = s.Conv2DOptionsT()
+        opt.padding, opt.strideH, opt.strideW, opt.fusedActivationFunction = SAME, p.stride, p.stride, RELU6
+        b.op("CONV_2D", [x, f, bias], [y], "Conv2DOptions", opt, ver)
+    elif p.op == "DEPTHWISE_CONV_2D":
+        oh, ow = _out_hw(h, p.stride), _out_hw(w, p.stride)
+        f, fs = b.weights([1, p.kernel, p.kernel, c], 3)
+        bias = b.bias(c, x, fs)
+        y = b.act([n, oh, ow, c], scale=0.05)
+        opt = s.DepthwiseConv2DOptionsT()
+        opt.padding, opt.strideH, opt.strideW, opt.depthMultiplier = SAME, p.stride, p.stride, 1
+        opt.fusedActivationFunction = RELU6
+        b.op("DEPTHWISE_CONV_2D", [x, f, bias], [y], "DepthwiseConv2DOptions", opt, ver)
+    elif p.op == "FULLY_CONNECTED":
+        f, fs = b.weights([p.cout, c], 0)
+        if b.int8:  # the converter quantizes FC filters per tensor
+            b.tensors[f].quantization.scale = b.tensors[f].quantization.scale[:1]
+            b.tensors[f].quantization.zeroPoint = b.tensors[f].quantization.zeroPoint[:1]
+        bias = b.bias(p.cout, x, fs[:1] if b.int8 else fs)
+        if b.int8:
+            b.tensors[bias].quantization.scale = b.tensors[bias].quantization.scale[:1]
+            b.tensors[bias].quantization.zeroPoint = b.tensors[bias].quantization.zeroPoint[:1]
+        y = b.act([1, p.cout], scale=0.05)
+        b.op("FULLY_CONNECTED", [x, f, bias], [y], "FullyConnectedOptions", s.FullyConnectedOptionsT(), 4 if b.int8 else 1)
+    elif p.op == "MUL" and p.broadcast:
+        y = b.act([n, h, w, c], scale=0.05)
+        b.op("MUL", [x, b.extra_inputs[0]], [y], "MulOptions", s.MulOptionsT(), 2 if b.int8 else 1)
+    elif p.op in ("ADD", "MUL"):
+        y = b.act([n, h, w, c], scale=0.1 if p.op == "ADD" else 0.0025 * 10)
+        opt = s.AddOptionsT() if p.op == "ADD" else s.MulOptionsT()
+        b.op(p.op, [x, x], [y], "AddOptions" if p.op == "ADD" else "MulOptions", opt, 2 if b.int8 else 1)
+    elif p.op == "LOGISTIC":
+        y = b.act([n, h, w, c], scale=1 / 256, zero_point=-128)
+        b.op("LOGISTIC", [x], [y], version=2 if b.int8 else 1)
+    elif p.op == "HARD_SWISH":
+        y = b.act([n, h, w, c], scale=0.05)
+        b.op("HARD_SWISH", [x], [y])
+    elif p.op == "PRELU":
+        alpha = b.tensor([1, 1, c], "int8", np.full(c, 32, np.int8), 1 / 128, 0) if b.int8 else \
+            b.tensor([1, 1, c], "float32", np.full(c, 0.25, np.float32))
+        y = b.act([n, h, w, c], scale=0.05)
+        b.op("PRELU", [x, alpha], [y])
+    elif p.op in ("MAX_POOL_2D", "AVERAGE_POOL_2D"):
+        oh, ow = _out_hw(h, p.stride), _out_hw(w, p.stride)
+        y = b.act([n, oh, ow, c], scale=0.05)
+        opt = s.Pool2DOptionsT()
+        opt.padding, opt.strideH, opt.strideW, opt.filterHeight, opt.filterWidth = SAME, p.stride, p.stride, p.kernel, p.kernel
+        b.op(p.op, [x], [y], "Pool2DOptions", opt, 2 if b.int8 else 1)
+    elif p.op == "MEAN":
+        axes = b.tensor([2], "int32", np.array([1, 2], np.int32))
+        y = b.act([n, 1, 1, c], scale=0.05)
+        opt = s.ReducerOptionsT()
+        opt.keepDims = True
+        b.op("MEAN", [x, axes], [y], "ReducerOptions", opt, 2 if b.int8 else 1)
+    elif p.op == "PAD":
+        pads = b.tensor([4, 2], "int32", np.array([[0, 0], [1, 1], [1, 1], [0, 0]], np.int32))
+        y = b.act([n, h + 2, w + 2, c], scale=0.05)
+        b.op("PAD", [x, pads], [y], version=2 if b.int8 else 1)
+    elif p.op == "CONCATENATION":
+        y = b.act([n, h, w, 2 * c], scale=0.05)
+        opt = s.ConcatenationOptionsT()
+        opt.axis = 3
+        b.op("CONCATENATION", [x, x], [y], "ConcatenationOptions", opt, 2 if b.int8 else 1)
+    elif p.op == "SOFTMAX":
+        y = b.act([1, c], scale=1 / 256, zero_point=-128)
+        opt = s.SoftmaxOptionsT()
+        opt.beta = 1.0
+        b.op("SOFTMAX", [x], [y], "SoftmaxOptions", opt, 2 if b.int8 else 1)
+    else:
+        raise ValueError(f"no probe builder for {p.op}")
+    return y
+
+
+def _network(b: _Builder, x: int, width: int, activation: str | None) -> int:
+    """A MobileNetV2-style body: stem, inverted residual blocks (expand 1x1, depthwise 3x3, project
+    1x1, residual ADD), head 1x1, global MEAN, classifier. Ops in context: weights of earlier layers
+    evicted from the cache, activations handed from op to op, as in a converted network."""
+    def layer(op, cout=0, kernel=1, stride=1, y=None):
+        return _layer(b, Probe("", op, "int8" if b.int8 else "fp32", (), cout=cout, kernel=kernel, stride=stride),
+                      x if y is None else y)
+
+    def act(y):
+        return _layer(b, Probe("", activation, "", ()), y) if activation else y
+
+    x = act(layer("CONV_2D", width, 3, 2))
+    for mult, stride in ((1, 1), (1.5, 2), (1.5, 1), (2, 2), (2, 1), (4, 2), (4, 1), (6, 1)):
+        cin, cout = int(b.tensors[x].shape[-1]), int(width * mult)
+        y = act(layer("CONV_2D", cin * 6))
+        y = act(layer("DEPTHWISE_CONV_2D", kernel=3, stride=stride, y=y))
+        y = layer("CONV_2D", cout, y=y)
+        if stride == 1 and cin == cout:
+            out = b.act(list(b.tensors[y].shape), scale=0.1)
+            b.op("ADD", [x, y], [out], "AddOptions", b.s.AddOptionsT(), 2 if b.int8 else 1)
+            y = out
+        x = y
+    x = act(layer("CONV_2D", width * 16))
+    x = _layer(b, Probe("", "MEAN", "", ()), x)
+    n, _, _, c = b.tensors[x].shape
+    flat = b.act([1, int(c)], scale=0.05)
+    shape = b.tensor([2], "int32", np.array([1, c], np.int32))
+    b.op("RESHAPE", [x, shape], [flat])
+    x = _layer(b, Probe("", "FULLY_CONNECTED", "", (), cout=1000), flat)
+    return _layer(b, Probe("", "SOFTMAX", "", ()), x)
+
+
+def build(p: Probe, seed: int = 0) -> bytes:
+    """The probe as .tflite bytes."""
+    b = _Builder(p.precision, seed)
+    if p.op == "NETWORK":  # cout: width, kernel: 0 = ReLU6 fused only, 1 = + HARD_SWISH
+        x0 = b.act(list(p.shape), scale=0.05)
+        return b.finish([x0], [_network(b, x0, p.cout, "HARD_SWISH" if p.kernel else None)])
+    x0 = b.act(list(p.shape), scale=0.05)
+    if p.broadcast:
+        b.extra_inputs.append(b.act([1, 1, 1, p.shape[-1]], scale=1 / 128))
+    x = x0
+    for _ in range(p.repeat):
+        x = _layer(b, p, x)
+    return b.finish([x0, *b.extra_inputs], [x])
+
+
+def _suite() -> list[Probe]:
+    out = []
+
+    def add(name, op, shape, core=False, **kw):
+        for precision in ("fp32", "int8"):
+            out.append(Probe(f"{name}_{precision}", op, precision, shape, core=core, **kw))
+
+    # convolutions: 1x1 (GEMM), 3x3 (indirect GEMM), strided, the 3-channel stem, wide and narrow
+    add("conv1x1_56x32", "CONV_2D", (1, 56, 56, 32), cout=32, repeat=4, core=True)
+    add("conv1x1_28x96", "CONV_2D", (1, 28, 28, 96), cout=96, repeat=4)
+    add("conv1x1_14x192", "CONV_2D", (1, 14, 14, 192), cout=192, repeat=4, core=True)
+    add("conv1x1_7x384", "CONV_2D", (1, 7, 7, 384), cout=384, repeat=4)
+    add("conv1x1_28x24to144", "CONV_2D", (1, 28, 28, 24), cout=144)
+    add("conv1x1_14x576to96", "CONV_2D", (1, 14, 14, 576), cout=96)
+    add("conv1x1_7x16to8", "CONV_2D", (1, 7, 7, 16), cout=8, repeat=1)
+    add("conv3x3_28x32", "CONV_2D", (1, 28, 28, 32), cout=32, kernel=3, repeat=3, core=True)
+    add("conv3x3_14x128", "CONV_2D", (1, 14, 14, 128), cout=128, kernel=3, repeat=2)
+    add("conv3x3_56x16", "CONV_2D", (1, 56, 56, 16), cout=16, kernel=3, repeat=3)
+    add("conv3x3s2_56x64to128", "CONV_2D", (1, 56, 56, 64), cout=128, kernel=3, stride=2)
+    add("conv3x3s2_stem_128x3to32", "CONV_2D", (1, 128, 128, 3), cout=32, kernel=3, stride=2, core=True)
+    add("conv7x7s2_stem_64x3to64", "CONV_2D", (1, 64, 64, 3), cout=64, kernel=7, stride=2)
+    # weights far larger than a cache: late stages of ResNet-like networks stream them every inference
+    add("conv1x1_2x1024_bigweights", "CONV_2D", (1, 2, 2, 1024), cout=1024, repeat=4)
+    add("conv3x3_4x512_bigweights", "CONV_2D", (1, 4, 4, 512), cout=512, kernel=3, repeat=2)
+    # narrow layers at a high resolution (MediaPipe-style 8-16 channel stems) and the 1x1-spatial
+    # squeeze-and-excitation convolutions of EfficientNet / MobileNetV3
+    add("conv3x3s2_stem_256x3to8", "CONV_2D", (1, 256, 256, 3), cout=8, kernel=3, stride=2)
+    add("conv2x2s2_128x8", "CONV_2D", (1, 128, 128, 8), cout=8, kernel=2, stride=2)
+    add("conv1x1_64x8to16", "CONV_2D", (1, 64, 64, 8), cout=16)
+    add("conv1x1_se_1x96to4", "CONV_2D", (1, 1, 1, 96), cout=4)
+    add("conv1x1_se_1x4to96", "CONV_2D", (1, 1, 1, 4), cout=96)
+    add("conv1x1_se_1x1152to48", "CONV_2D", (1, 1, 1, 1152), cout=48)
+    add("dw3x3_128x8", "DEPTHWISE_CONV_2D", (1, 128, 128, 8), kernel=3, repeat=2)
+    add("dw1x1_128x8", "DEPTHWISE_CONV_2D", (1, 128, 128, 8), kernel=1, repeat=2)
+    add("prelu_128x8", "PRELU", (1, 128, 128, 8), repeat=2)
+    add("mul_se_28x144", "MUL", (1, 28, 28, 144), broadcast=True)
+    add("mul_se_7x1152", "MUL", (1, 7, 7, 1152), broadcast=True)
+    # depthwise
+    add("dw3x3_56x32", "DEPTHWISE_CONV_2D", (1, 56, 56, 32), kernel=3, repeat=4, core=True)
+    add("dw3x3_14x192", "DEPTHWISE_CONV_2D", (1, 14, 14, 192), kernel=3, repeat=4)
+    add("dw3x3_7x576", "DEPTHWISE_CONV_2D", (1, 7, 7, 576), kernel=3, repeat=4, core=True)
+    add("dw5x5_28x120", "DEPTHWISE_CONV_2D", (1, 28, 28, 120), kernel=5, repeat=3)
+    add("dw3x3s2_56x96", "DEPTHWISE_CONV_2D", (1, 56, 56, 96), kernel=3, stride=2)
+    add("dw5x5s2_28x240", "DEPTHWISE_CONV_2D", (1, 28, 28, 240), kernel=5, stride=2)
+    # fully connected
+    add("fc_1280to1000", "FULLY_CONNECTED", (1, 1280), cout=1000, core=True)
+    add("fc_256to256", "FULLY_CONNECTED", (1, 256), cout=256, repeat=4)
+    add("fc_2048to10", "FULLY_CONNECTED", (1, 2048), cout=10)
+    add("fc_2048to4096_bigweights", "FULLY_CONNECTED", (1, 2048), cout=4096)
+    # elementwise and data movement, two sizes each
+    for op, rep in (("ADD", 4), ("MUL", 4), ("LOGISTIC", 4), ("HARD_SWISH", 4), ("PRELU", 4), ("PAD", 1),
+                    ("CONCATENATION", 1), ("MAX_POOL_2D", 1), ("AVERAGE_POOL_2D", 1), ("MEAN", 1)):
+        kw = {"kernel": 3, "stride": 2} if "POOL" in op else {}
+        add(f"{op.lower()}_56x32", op, (1, 56, 56, 32), repeat=rep, core=op in ("ADD", "MEAN"), **kw)
+        add(f"{op.lower()}_14x256", op, (1, 14, 14, 256), repeat=rep, **kw)
+    add("mean_7x1280", "MEAN", (1, 7, 7, 1280))
+    # whole synthetic networks: ops in context (see _network), several widths and resolutions
+    add("net_96_w16", "NETWORK", (1, 96, 96, 3), cout=16, kernel=0)
+    add("net_160_w8_hswish", "NETWORK", (1, 160, 160, 3), cout=8, kernel=1)
+    add("net_64_w48", "NETWORK", (1, 64, 64, 3), cout=48, kernel=0)
+    add("net_128_w24_hswish", "NETWORK", (1, 128, 128, 3), cout=24, kernel=1)
+    add("softmax_1000", "SOFTMAX", (1, 1000))
+    return out
+
+
+SUITE = _suite()
+
+
+def suite(quick: bool = False) -> list[Probe]:
+    return [p for p in SUITE if p.core] if quick else list(SUITE)
