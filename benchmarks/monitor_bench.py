@@ -32,7 +32,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def build_mobilenet(work: Path) -> Path:
     from click.testing import CliRunner
-    from convert_bench import prepare  # MobileNetV2, weights=None, BN statistics set; random .npz data
+    from convert_bench import (
+        prepare,  # MobileNetV2, weights=None, BN statistics set; random .npz data
+    )
 
     from edgekit.cli import main as edgekit
 
@@ -57,7 +59,6 @@ def _median_us(fn, reps: int) -> float:
 
 def measure(name: str, path: Path, threads: int, runs: int) -> dict:
     import edgekit
-
     from edgekit.monitor import MonitoredModel
 
     model = edgekit.load(path, threads=threads)

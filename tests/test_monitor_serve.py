@@ -14,7 +14,6 @@ import urllib.request
 
 import numpy as np
 import pytest
-
 from conftest import OUTSIDE, SAMPLES
 
 pytestmark = pytest.mark.serve

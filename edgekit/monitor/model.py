@@ -7,7 +7,8 @@ wrapped model's. Only the default signature is watched: the reference describes 
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -190,9 +190,9 @@ def table_rows(results: list[WindowResult]) -> tuple[list[str], list[list]]:
     keys = []
     for r in results:
         for s in r.statistics:
-            if s.name.endswith("_psi") or s.name in ("confidence_drop", "int8_clipped_fraction"):
-                if s.name not in keys:
-                    keys.append(s.name)
+            headline = s.name.endswith("_psi") or s.name in ("confidence_drop", "int8_clipped_fraction")
+            if headline and s.name not in keys:
+                keys.append(s.name)
     several = len({r.model for r in results}) > 1  # the model column only when it tells windows apart
     headers = ["model"] * several + ["window start", "samples", *keys, "drifting"]
     rows = []

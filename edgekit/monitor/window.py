@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -61,7 +62,7 @@ class DriftMonitor:
         self.seen = 0
         self.alerts: dict[str, int] = {}          # statistic -> times it started firing
         self.latest: list[Statistic] = []
-        self.listeners: list[Callable[["DriftMonitor", list[Statistic], list[Statistic]], None]] = []
+        self.listeners: list[Callable[[DriftMonitor, list[Statistic], list[Statistic]], None]] = []
         self._since = 0
         self._lock = threading.Lock()              # observe() is called from server worker threads
 
