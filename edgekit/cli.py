@@ -748,9 +748,11 @@ def bundle(artifacts, out, check_dir, force):
 def report(artifacts, out, targets, bench_runs, threads, title, force):
     """One self-contained HTML page comparing ARTIFACTS: size, parity, host and emulated latency."""
     from .emulator import load_device
-    from .report import collect, render as render_html
 
     check_writable([out], force)
+    out.parent.mkdir(parents=True, exist_ok=True)  # an unusable -o fails (exit 2) before any slow work
+    from .report import collect, render as render_html
+
     target_names = [t.strip() for t in targets.split(",") if t.strip()]
     for name in target_names:
         load_device(name)  # unknown names fail here, before any work
