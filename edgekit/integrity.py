@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._deps import import_failure
 from .errors import ArtifactError
 from .sparsity import _MAX_ELEMENTS, SPARSE_OPS, verify_sparse_tensor
 from .tflite_file import _model, _schema
@@ -57,6 +58,8 @@ def verify_tflite(data: bytes, origin: str) -> None:
         _verify_associated_files(data, origin)
     except ArtifactError:
         raise
+    except ImportError as e:  # a broken install, not a corrupt model
+        raise import_failure(e) from e
     except Exception as e:  # out-of-bounds reads raise struct.error / IndexError
         raise ArtifactError(f"{origin} is corrupt: its flatbuffer cannot be walked ({type(e).__name__}: {e}); "
                             "re-copy or re-convert the model") from e
