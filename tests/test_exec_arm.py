@@ -85,6 +85,20 @@ def test_text_report_says_what_it_proves(device_env, artifacts):
     assert "not device time" in out and "instruction counts: not available" in out
 
 
+def test_given_inputs_are_the_validation_images(device_env, artifacts, samples, tmp_path):
+    """--input: the committed validation images (as a .npy of pixels; the manifest normalizes them)."""
+    import numpy as np
+    from PIL import Image
+
+    files = sorted((samples / "validation").glob("*.png"))[:4]
+    np.save(tmp_path / "val.npy", np.stack([np.asarray(Image.open(f), dtype=np.float32)[..., None] for f in files]))
+    report = _exec_json(artifacts / "digits_cnn_int8.tflite", "--target", "rpi5", "--input", tmp_path / "val.npy")
+    (run,) = report["exec"]
+    assert run["samples"] == 4 and run["inputs"] == "val.npy"
+    (out,) = run["parity"]
+    assert out["cosine"] >= MIN_COSINE and (out["bit_exact"] or out["differing_fraction"] > 0)
+
+
 def _edited(src: Path, dst: Path, edit) -> Path:
     from ai_edge_litert.tools import flatbuffer_utils
 
@@ -165,3 +179,22 @@ def test_exec_without_an_environment_says_what_to_run(artifacts, tmp_path, monke
     assert "run `edgekit device-env build rpi4` first" in result.stderr
     status = run_cli("device-env", "status")
     assert status.exit_code == 0 and "not built" in status.stdout
+
+
+def test_fallback_without_binfmt(device_env, artifacts, tmp_path, monkeypatch):
+    """A container without binfmt_misc: packages unpacked on the host, wheels installed by the host's
+    pip for the Pi's platform, the sysroot's python run by qemu-aarch64-static -L (about 1 minute)."""
+    from edgekit.device_env import build_env, remove_env, run_exec
+
+    monkeypatch.setenv("EDGEKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("EDGEKIT_NO_BINFMT", "1")
+    lines: list[str] = []
+    try:
+        status = build_env("rpi4", progress=lines.append)
+        assert status.ready and status.mode == "qemu-L", lines
+        assert any("unpacking" in line and "maintainer scripts are skipped" in line for line in lines)
+        run = run_exec(artifacts / "digits_cnn_int8.tflite", "rpi4", samples=3)
+        assert run.loaded and run.install["machine"] == "aarch64" and run.install["edgekit"]
+        assert len(run.delegated) == 8 and run.parity[0]["cosine"] >= MIN_COSINE
+    finally:
+        remove_env()

@@ -146,6 +146,9 @@ def ensure_binfmt(progress: Progress) -> bool:
     """Register qemu for arm64 ELF files (what `systemd-binfmt` does at boot) so chroot runs the
     sysroot's own binaries; False when this machine cannot (no root, read-only /proc in a container):
     the build then falls back to qemu-aarch64-static -L SYSROOT."""
+    if os.environ.get("EDGEKIT_NO_BINFMT") == "1":  # what a container without binfmt_misc gets (tests it here)
+        progress(f"EDGEKIT_NO_BINFMT=1: not using binfmt_misc; the sysroot's python runs under {QEMU} -L SYSROOT")
+        return False
     if binfmt_registered():
         return True
     if os.geteuid() != 0 or not BINFMT_CONF.exists():
