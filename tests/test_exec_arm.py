@@ -198,3 +198,14 @@ def test_fallback_without_binfmt(device_env, artifacts, tmp_path, monkeypatch):
         assert len(run.delegated) == 8 and run.parity[0]["cosine"] >= MIN_COSINE
     finally:
         remove_env()
+
+
+def test_chroot_sysroot_runs_without_root_or_binfmt(device_env, artifacts, monkeypatch):
+    """chroot needs root and binfmt (gone after a reboot); a built sysroot still runs via qemu -L."""
+    import edgekit.device_env.execute as execute
+
+    monkeypatch.setattr(execute, "run_mode", lambda mode: "qemu-L")
+    run = execute.run_exec(artifacts / "digits_cnn_int8.tflite", "rpi5", samples=3)
+    assert run.loaded and run.install["machine"] == "aarch64" and run.install["edgekit"]
+    assert "asimddp" in run.cpu_features and len(run.delegated) == 8
+    assert run.parity[0]["bit_exact"] or run.parity[0]["differing_fraction"] > 0

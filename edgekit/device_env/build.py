@@ -254,6 +254,19 @@ def _unpack_on_host(root: Path, progress: Progress) -> None:
         subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True, capture_output=True)
 
 
+def run_mode(mode: str) -> str:
+    """How to start the sysroot's Python now: chroot needs root and a registered binfmt handler (gone
+    after a reboot, absent for other users); qemu -L needs neither, so any user can run a built sysroot."""
+    return "chroot" if mode == "chroot" and os.geteuid() == 0 and binfmt_registered() else "qemu-L"
+
+
+def guest_site(root: Path, built_mode: str) -> str | None:
+    """The device install's site-packages to put on sys.path when not started through its venv."""
+    if built_mode == "chroot":
+        return str(root / VENV.lstrip("/") / f"lib/python{PY_VERSION}/site-packages")
+    return str(root / SITE.lstrip("/"))
+
+
 def guest_python(root: Path, mode: str, cpu: str | None = None) -> tuple[list[str], dict]:
     """The command (and extra environment) that runs the sysroot's Python under an emulated `cpu`."""
     env = {"QEMU_CPU": cpu} if cpu else {}

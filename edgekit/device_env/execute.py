@@ -26,7 +26,8 @@ import numpy as np
 
 from ..errors import InputError, first_line
 from .cpu_view import write_cpu_view
-from .build import ARCH, DeviceEnvError, check_arch, guest_python, require_ready, target_cpu
+from .build import (ARCH, DeviceEnvError, check_arch, guest_python, guest_site, require_ready, run_mode,
+                    target_cpu)
 
 GUEST_TIMEOUT_S = 1800  # emulation is ~50x slower than native; a hang should still end
 
@@ -163,7 +164,8 @@ def run_exec(artifact: Path, target: str = "rpi4", threads: int | None = None, i
     threads = threads or min(4, cores)
     result = ExecResult(target, cpu, threads, loaded=False)
     resolved = json.loads((status.path / "env.json").read_text()).get("resolved", [])
-    result.install = {"resolved": resolved, "installed": status.packages, "mode": status.mode}
+    result.install = {"resolved": resolved, "installed": status.packages, "mode": status.mode,
+                      "run": run_mode(status.mode)}
 
     raw: list = []
     try:
@@ -176,16 +178,17 @@ def run_exec(artifact: Path, target: str = "rpi4", threads: int | None = None, i
 
     root = status.path / "root"
     job = _guest_job(root)
-    inside = (lambda p: "/" + str(p.relative_to(root))) if status.mode == "chroot" else str
+    mode = run_mode(status.mode)
+    inside = (lambda p: "/" + str(p.relative_to(root))) if mode == "chroot" else str
     try:
         shutil.copy2(artifact, job / "model.tflite")
         shutil.copy2(Path(__file__).with_name("guest.py"), job / "guest.py")
         (job / "request.json").write_text(json.dumps({
             "model": inside(job / "model.tflite"), "threads": threads, "samples": len(raw),
-            "site": None if status.mode == "chroot" else str(root / "opt/edgekit/site")}))
+            "site": None if mode == "chroot" else guest_site(root, status.mode)}))
         if raw:
             np.savez(job / "inputs.npz", **{f"{i}_{s}": x for s, sample in enumerate(raw) for i, x in enumerate(sample)})
-        command, extra_env = guest_python(root, status.mode, cpu)
+        command, extra_env = guest_python(root, mode, cpu)
         progress(f"running on {target}'s runtime build under QEMU_CPU={cpu}, {threads} thread(s), "
                  f"{len(raw)} input(s)")
         start = time.monotonic()
