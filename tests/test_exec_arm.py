@@ -68,6 +68,7 @@ def test_sample_runs_on_each_core_with_parity(device_env, artifacts, recipe):
         assert run["install"]["edgekit"], run["install"]  # the device install imports on the device
         # XNNPACK takes the convolutions on ARM as on x86 (int8 SOFTMAX stays on the built-in kernel)
         assert run["nodes"] == 9 and len(run["delegated"]) >= 8, run
+        assert run["host_delegated"] == len(run["delegated"])  # the same partition as on x86
         (out,) = run["parity"]
         assert out["cosine"] >= MIN_COSINE, out
         if recipe == "int8":  # integer outputs: identical codes, or the differing fraction is reported
@@ -155,6 +156,19 @@ def test_unknown_op_version_is_reported(device_env, artifacts, tmp_path):
 
 
 # --- no sysroot needed: refusals with a reason --------------------------------------------------
+
+def test_a_native_crash_on_the_device_is_a_verdict():
+    """LiteRT can die by SIGSEGV in allocate_tensors on malformed sparse tensors: the guest leaves its
+    stage behind, and the host reports a crash while loading instead of a missing result."""
+    import subprocess
+
+    from edgekit.device_env.execute import ExecResult, _crashed
+
+    result = ExecResult("rpi4", "cortex-a72", 4, loaded=False)
+    _crashed(result, {"stage": "loading", "python": "3.11.2"}, subprocess.CompletedProcess([], 139, "", ""))
+    assert not result.loaded and result.failure["kind"] == "crash"
+    assert result.failure["reason"].startswith("the device runtime crashed (signal 11) while loading the model")
+
 
 def test_armhf_is_explained(artifacts):
     for args in (["emulate", artifacts / "digits_cnn_int8.tflite", "--target", "rpi4", "--exec", "--os-arch", "armhf"],

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import InputError, first_line
 from .cpu_view import write_cpu_view
+from .guest import delegated_nodes
 from .build import (ARCH, DeviceEnvError, check_arch, guest_python, guest_site, require_ready, run_mode,
                     target_cpu)
 
@@ -67,6 +68,7 @@ class ExecResult:
     nodes: int = 0
     delegated: dict = field(default_factory=dict)     # node index -> op name, taken by XNNPACK
     not_delegated: dict = field(default_factory=dict)  # op name -> count, left on the built-in kernels
+    host_delegated: int | None = None   # nodes XNNPACK took on the host (x86), for comparison
     delegate_messages: list = field(default_factory=list)
     parity: list = field(default_factory=list)   # per output
     samples: int = 0
@@ -173,6 +175,7 @@ def run_exec(artifact: Path, target: str = "rpi4", threads: int | None = None, i
     except Exception as e:  # the device run still tells whether the device accepts it
         host, result.host_failure = None, first_line(str(e))
     if host is not None:
+        result.host_delegated = len(delegated_nodes(host._get_ops_details())[1])
         raw, result.inputs = _raw_inputs(artifact, host, input_file, samples, seed)
         result.samples = len(raw)
 
@@ -202,7 +205,10 @@ def run_exec(artifact: Path, target: str = "rpi4", threads: int | None = None, i
             raise DeviceEnvError(f"the device Python exited {proc.returncode} without a result: "
                                  f"{first_line(proc.stderr) or 'no output'}; check `edgekit device-env status`")
         guest = json.loads((job / "result.json").read_text())
-        _fill(result, guest, raw, host, job)
+        if guest.get("stage") != "done":  # the device Python died mid-way: a native crash is a verdict
+            _crashed(result, guest, proc)
+        else:
+            _fill(result, guest, raw, host, job)
     finally:
         shutil.rmtree(job, ignore_errors=True)
     return result
@@ -215,6 +221,18 @@ def _run_guest(command: list[str], extra_env: dict) -> subprocess.CompletedProce
     except subprocess.TimeoutExpired:
         raise DeviceEnvError(f"the device run did not finish in {GUEST_TIMEOUT_S} s under qemu; "
                              "try fewer inputs (--samples)") from None
+
+
+def _crashed(result: ExecResult, guest: dict, proc: subprocess.CompletedProcess) -> None:
+    code = proc.returncode
+    how = f"signal {-code}" if code < 0 else f"exit {code}"
+    if code > 128:  # chroot/qemu report a child's signal as 128 + N
+        how = f"signal {code - 128}"
+    result.install.update({k: guest.get(k) for k in ("python", "machine", "numpy", "litert", "edgekit")})
+    result.failure = {"kind": "crash", "reason": f"the device runtime crashed ({how}) while {guest.get('stage')} "
+                                                 "the model; check it with `edgekit inspect` and load(isolate=True)",
+                      "message": first_line(proc.stderr) or how}
+    result.loaded = False
 
 
 def _fill(result: ExecResult, guest: dict, raw: list, host, job: Path) -> None:

@@ -49,6 +49,11 @@ def cpu_features():
     return sorted(name for name, bit in bits.items() if hwcap >> bit & 1)
 
 
+def checkpoint(job, result, stage):
+    result["stage"] = stage
+    (job / "result.json").write_text(json.dumps(result))
+
+
 def main(job):
     request = json.loads((job / "request.json").read_text())
     if request.get("site"):
@@ -72,6 +77,7 @@ def main(job):
         result["edgekit_error"] = f"{type(e).__name__}: {e}"
     result["import_s"] = time.perf_counter() - start
 
+    checkpoint(job, result, "loading")  # a runtime that crashes (SIGSEGV) leaves this for the host to report
     log = tempfile.TemporaryFile(mode="w+b")
     saved = os.dup(2)
     os.dup2(log.fileno(), 2)
@@ -99,6 +105,7 @@ def main(job):
     inputs_path = job / "inputs.npz"
     if not inputs_path.exists():
         return result
+    checkpoint(job, result, "running")
     inputs = np.load(inputs_path)
     samples = request["samples"]
     outputs, times = {}, []
@@ -118,4 +125,4 @@ def main(job):
 
 if __name__ == "__main__":
     folder = Path(sys.argv[1])
-    (folder / "result.json").write_text(json.dumps(main(folder)))
+    checkpoint(folder, main(folder), "done")

@@ -26,7 +26,8 @@ def exec_lines(r: ExecResult) -> list[str]:
         lines.append(f"  runtime said: {f.get('message')}")
         return lines
     left = ", ".join(f"{n} x{c}" if c > 1 else n for n, c in sorted(r.not_delegated.items())) or "none"
-    lines.append(f"  loads: yes; XNNPACK took {len(r.delegated)} of {r.nodes} nodes; left on built-in kernels: {left}")
+    host = f" (host x86: {r.host_delegated})" if r.host_delegated is not None else ""
+    lines.append(f"  loads: yes; XNNPACK took {len(r.delegated)} of {r.nodes} nodes{host}; left on built-in kernels: {left}")
     for message in r.delegate_messages[:3]:
         lines.append(f"  delegate: {message}")
     for p in r.parity:
