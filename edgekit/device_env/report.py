@@ -18,6 +18,8 @@ def exec_lines(r: ExecResult) -> list[str]:
     features = set(r.cpu_features)
     lines.append(f"  emulated core: dotprod (int8 sdot) {'yes' if 'asimddp' in features else 'no'}, fp16 arithmetic "
                  f"{'yes' if 'asimdhp' in features else 'no'}")
+    if not r.target.startswith("rpi"):  # phones: same core and XNNPACK source, another build and libc
+        lines.append("  note: an Android app runs LiteRT's Android build; this is the Linux aarch64 wheel on the same core")
     if r.host_failure:
         lines.append(f"  host runtime also rejects it: {r.host_failure}")
     if not r.loaded:
