@@ -50,7 +50,8 @@ def artifact_manifest(path: Path) -> dict:
     return manifest
 
 
-def build_bundle(artifacts: list[Path], out: Path, force: bool = False, progress=lambda m: None) -> dict:
+def build_bundle(artifacts: list[Path], out: Path, force: bool = False, progress=lambda m: None,
+                 exec_targets: tuple[str, ...] = ()) -> dict:
     if not artifacts:
         raise InputError("bundle expects at least one artifact")
     names = [a.name for a in artifacts]
@@ -70,7 +71,7 @@ def build_bundle(artifacts: list[Path], out: Path, force: bool = False, progress
         entries = []
         for artifact, manifest in manifests.items():
             progress(f"adding {artifact.name}")
-            entries.append(_add(artifact, manifest, staging))
+            entries.append(_add(artifact, manifest, staging, exec_targets))
         files = [{"path": str(p.relative_to(staging)), "sha256": sha256_path(p), "size_bytes": p.stat().st_size}
                  for p in sorted(staging.rglob("*")) if p.is_file()]
         bundle = {"schema": BUNDLE_SCHEMA, "files": files, "artifacts": entries}
@@ -84,7 +85,7 @@ def build_bundle(artifacts: list[Path], out: Path, force: bool = False, progress
     return bundle
 
 
-def _add(artifact: Path, manifest: dict, root: Path) -> dict:
+def _add(artifact: Path, manifest: dict, root: Path, exec_targets: tuple[str, ...] = ()) -> dict:
     entry = {"name": artifact.name, "format": manifest.get("format"), "recipe": manifest.get("recipe"),
              "model": manifest.get("model", {}), "inputs": manifest.get("inputs"), "outputs": manifest.get("outputs"),
              "preprocessing": manifest.get("preprocessing"), "labels_count": len(manifest.get("labels") or []),
@@ -99,6 +100,8 @@ def _add(artifact: Path, manifest: dict, root: Path) -> dict:
             labels.write_text("".join(f"{label}\n" for label in manifest["labels"]))
             entry["labels_path"] = str(labels.relative_to(root))
         entry["emulated_latency_ms"] = _emulated(target)
+        if exec_targets:
+            entry["device_exec"] = _device_exec(target, exec_targets)
     else:
         target = root / "ios" / artifact.name
         shutil.copytree(artifact, target)
@@ -110,6 +113,21 @@ def _add(artifact: Path, manifest: dict, root: Path) -> dict:
         entry["zip_path"] = str(archive.relative_to(root))
     entry["size_bytes"] = path_size(target)
     return entry
+
+
+def _device_exec(path: Path, targets: tuple[str, ...]) -> dict:
+    """`edgekit emulate --exec` verdicts (the device's runtime build under qemu), kept for the app team."""
+    from .device_env import run_exec
+
+    out = {}
+    for name in targets:
+        r = run_exec(path, name, samples=5)
+        out[name] = {"cpu": r.cpu, "loaded": r.loaded, "failure": r.failure,
+                     "xnnpack_nodes": f"{len(r.delegated)}/{r.nodes}" if r.loaded else None,
+                     "parity": [{k: p[k] for k in ("name", "bit_exact", "differing_fraction", "cosine", "max_abs_err")}
+                                for p in r.parity],
+                     "runtime": {k: r.install.get(k) for k in ("python", "machine", "litert", "numpy", "edgekit")}}
+    return out
 
 
 def _emulated(path: Path) -> dict:

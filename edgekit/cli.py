@@ -711,9 +711,18 @@ def _is_loopback(host: str) -> bool:
 @click.option("-o", "--output", "out", type=click.Path(path_type=Path), help="Bundle folder to create.")
 @click.option("--check", "check_dir", type=click.Path(path_type=Path), help="Re-verify an existing bundle instead.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
-def bundle(artifacts, out, check_dir, force):
+@click.option("--exec", "exec_targets", default="",
+              help="Also record `emulate --exec` verdicts for these targets, comma-separated (needs `edgekit device-env build`).")
+def bundle(artifacts, out, check_dir, force, exec_targets):
     """Lay out ARTIFACTS for the app builds: android/, ios/, manifest.json with checksums, README.md."""
     from .bundle import build_bundle, check_bundle
+
+    exec_targets = tuple(t.strip() for t in exec_targets.split(",") if t.strip())
+    if exec_targets:  # refuse before any copying: a profile without a CPU model, no sysroot
+        from .device_env.build import require_ready, target_cpu
+
+        [target_cpu(t) for t in exec_targets]
+        require_ready()
 
     if check_dir is not None:
         if artifacts or out:
@@ -729,7 +738,7 @@ def bundle(artifacts, out, check_dir, force):
         return
     if out is None:
         raise InputError("bundle expects -o DIR (or --check DIR)")
-    result = build_bundle(list(artifacts), out, force=force, progress=_progress)
+    result = build_bundle(list(artifacts), out, force=force, progress=_progress, exec_targets=exec_targets)
     rows = [[a["path"], a["format"], a["recipe"], human_size(a["size_bytes"])] for a in result["artifacts"]]
     click.echo(render(["path", "format", "recipe", "size"], rows))
     click.echo(f"bundle: {out} ({len(result['files'])} files, checksums in manifest.json, README.md for app "

@@ -155,6 +155,18 @@ def test_unknown_op_version_is_reported(device_env, artifacts, tmp_path):
     assert run.failure["reason"].startswith("the device runtime has no CONV_2D version 99")
 
 
+def test_bundle_records_the_exec_verdict(device_env, artifacts, tmp_path):
+    out = tmp_path / "bundle"
+    result = run_cli("bundle", artifacts / "digits_cnn_int8.tflite", "-o", out, "--exec", "rpi3,rpi5")
+    assert result.exit_code == 0, result.output + result.stderr
+    (entry,) = json.loads((out / "manifest.json").read_text())["artifacts"]
+    verdicts = entry["device_exec"]
+    assert set(verdicts) == {"rpi3", "rpi5"} and verdicts["rpi5"]["cpu"] == "cortex-a76"
+    assert all(v["loaded"] and v["xnnpack_nodes"] == "8/9" and v["runtime"]["machine"] == "aarch64"
+               for v in verdicts.values())
+    assert run_cli("bundle", "--check", out).exit_code == 0
+
+
 # --- no sysroot needed: refusals with a reason --------------------------------------------------
 
 def test_a_native_crash_on_the_device_is_a_verdict():
