@@ -481,8 +481,9 @@ def emulate(artifact, targets, threads, top, as_json, exec_, input_file, samples
             slow = sorted(r.ops, key=lambda o: -o.ms)[:top]
             click.echo(f"{r.target} slowest ops: " + ", ".join(f"#{o.index} {o.type} {o.precision} {o.ms:.3f} ms "
                                                               f"({o.bound})" for o in slow))
-    click.echo("range: the 10th-90th percentile of leave-one-device-out errors against published measurements"
-               + (" (for a profile from edgekit profile run: of its leave-one-probe-out errors)"
+    click.echo("range: leave-one-device-out errors against published measurements, widened until bands built "
+               "without a device held ~80% of its rows (benchmarks/emulator_accuracy.py)"
+               + (" (for a profile from edgekit profile run: the 10th-90th percentile of its leave-one-probe-out errors)"
                   if any(hasattr(d, "measured_threads") for d in devices) else "")
                + "; memory fits when under half the target's smallest RAM configuration")
     if runs is not None:
@@ -590,7 +591,6 @@ def profile():
 @click.option("--force", is_flag=True, help="Overwrite an existing profile.")
 def profile_run(out, threads, name, quick, seconds_per_probe, statistic, force):
     """Time the probe suite on this device, fit per-op-kind costs, write a device profile JSON."""
-    from .fileio import atomic_write_text
     from .profile.run import profile as run_profile
 
     check_writable([out], force)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -110,3 +111,13 @@ def test_profile_run_refuses_bad_options(tmp_path):
     out.write_text("{}")
     result = run_cli("profile", "run", "-o", out, "--threads", "1")
     assert result.exit_code == 3 and "--force" in result.stderr
+
+
+def test_targets_say_which_core_types_are_fitted_on_how_many_rows():
+    result = run_cli("targets")
+    assert result.exit_code == 0
+    line = next(line for line in result.stdout.splitlines() if line.startswith("rpi4 "))
+    assert re.search(r"cortex-a72 \d+ rows", line)
+    pixel2 = next(line for line in result.stdout.splitlines() if line.startswith("pixel2 "))
+    assert re.search(r"cortex-a73 \d+ rows, cortex-a53 prior", pixel2)
+    assert "edgekit profile run" in result.stdout

@@ -11,6 +11,8 @@ a 20 us probe and a 2 ms probe should count alike. numpy only: this runs on the 
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..graph import Graph, Op
@@ -27,7 +29,11 @@ ELEMENTWISE_FEATURES = ("ops", "values")
 # quantized_io: edgekit's runtime quantizes int8 inputs and dequantizes int8 outputs in numpy, a fixed
 # cost per call on top of the per-value one; left out, it inflated every int8 op's constant
 GLOBAL_FEATURES = ("invokes", "quantized_io", "input_values_float", "input_values_quantized",
-                   "output_values_float", "output_values_quantized", "cold_weight_bytes")
+                   "output_values_float", "output_values_quantized", "cold_weight_bytes", "swept_weight_bytes")
+# XNNPACK's GEMMs walk output rows in tiles of a few pixels (MR, 4-7 by kernel) as the outer loop and
+# read the whole packed filter for each tile: a layer whose filter overflows the cache streams it once
+# per tile. ResNet's late 3x3 convolutions (4x4 pixels, 9 MB of filter) are bound by exactly this.
+GEMM_TILE_PIXELS = 4
 DEFAULT_CACHE_BYTES = 1 << 20
 FREE = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS", "SHAPE"}  # views: no data moved (class "view" in graph.py)
 
@@ -51,10 +57,13 @@ def family(kind_name: str) -> tuple[str, ...]:
     return ELEMENTWISE_FEATURES
 
 
-def op_features(graph: Graph, op: Op, names: tuple[str, ...]) -> np.ndarray:
+def _pixels(graph: Graph, op: Op) -> float:
     out = graph.tensors[op.outputs[0]].shape if op.outputs else ()
-    pixels = float(np.prod(out[:-1])) if len(out) > 1 else 1.0
-    values = {"ops": 1.0, "macs": op.macs, "pixels": pixels, "act_bytes": op.bytes_in + op.bytes_out,
+    return float(np.prod(out[:-1])) if len(out) > 1 else 1.0
+
+
+def op_features(graph: Graph, op: Op, names: tuple[str, ...]) -> np.ndarray:
+    values = {"ops": 1.0, "macs": op.macs, "pixels": _pixels(graph, op), "act_bytes": op.bytes_in + op.bytes_out,
               "weight_bytes": op.bytes_weights, "values": op.elements or (op.bytes_in + op.bytes_out)}
     return np.array([values[n] for n in names], dtype=np.float64)
 
@@ -68,11 +77,14 @@ def global_features(graph: Graph, cache_bytes: int) -> np.ndarray:
             if quantized is None or quantized == is_q:
                 total += float(np.prod(t.shape)) if t.shape else 1.0
         return total
-    weights = sum(op.bytes_weights for op in graph.ops if op.op_class in ("conv", "dwconv", "fc"))
+    gemm = [op for op in graph.ops if op.op_class in ("conv", "fc") and op.costed]
+    weights = sum(op.bytes_weights for op in gemm)
     cold = weights if weights > cache_bytes else 0.0
+    swept = sum(op.bytes_weights * math.ceil(_pixels(graph, op) / GEMM_TILE_PIXELS)
+                for op in gemm if op.bytes_weights > cache_bytes / 2)
     q_in, q_out = count(graph.inputs, True), count(graph.outputs, True)
     return np.array([1.0, 1.0 if q_in or q_out else 0.0, count(graph.inputs, False), q_in,
-                     count(graph.outputs, False), q_out, cold])
+                     count(graph.outputs, False), q_out, cold, swept])
 
 
 def graph_terms(graph: Graph, cache_bytes: int = DEFAULT_CACHE_BYTES) -> dict[str, np.ndarray]:

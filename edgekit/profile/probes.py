@@ -276,6 +276,7 @@ def _suite() -> list[Probe]:
     # weights far larger than a cache: late stages of ResNet-like networks stream them every inference
     add("conv1x1_2x1024_bigweights", "CONV_2D", (1, 2, 2, 1024), cout=1024, repeat=4)
     add("conv3x3_4x512_bigweights", "CONV_2D", (1, 4, 4, 512), cout=512, kernel=3, repeat=2)
+    add("conv1x1_8x1024_bigweights", "CONV_2D", (1, 8, 8, 1024), cout=1024, repeat=2)
     # narrow layers at a high resolution (MediaPipe-style 8-16 channel stems) and the 1x1-spatial
     # squeeze-and-excitation convolutions of EfficientNet / MobileNetV3
     add("conv3x3s2_stem_256x3to8", "CONV_2D", (1, 256, 256, 3), cout=8, kernel=3, stride=2)
