@@ -84,10 +84,12 @@ fi
 if wanted exec; then
     # emulate --exec: the device install in a Debian bookworm arm64 sysroot under qemu (root,
     # qemu-user-static, debootstrap). Built first, with progress (~10 min on 2 cores), into this run's
-    # folder: CI caches nothing between runs. Set EDGEKIT_CACHE_DIR to reuse a sysroot locally.
+    # folder under CI (CI=true: nothing cached between runs); elsewhere into the user's cache, reused by
+    # later runs (a 10-minute build per local test run would be waste on a shared machine).
     say "exec install: the wheel alone, then edgekit device-env build rpi4"
     venv="$(fresh_venv exec "$WHEEL")"
-    export EDGEKIT_CACHE_DIR="${EDGEKIT_CACHE_DIR:-$WORK/cache}"
+    if [ "${CI:-}" = "true" ]; then export EDGEKIT_CACHE_DIR="${EDGEKIT_CACHE_DIR:-$WORK/cache}"
+    else export EDGEKIT_CACHE_DIR="${EDGEKIT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/edgekit}"; fi
     start=$(date +%s)
     if (cd "$WORK" && "$venv/bin/edgekit" device-env build rpi4); then
         echo "device sysroot: $(du -sm --one-file-system "$EDGEKIT_CACHE_DIR" | cut -f1) MB, $(( $(date +%s) - start )) s"

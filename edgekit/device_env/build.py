@@ -236,6 +236,7 @@ def _resolve_wheels(root: Path, state: dict, progress: Progress) -> None:
                              f"{_last_error(proc.stderr)}")
     state["resolved"] = sorted(p.name for p in wheels.glob("*.whl"))
     state["device_wheel"] = wheel.name
+    state["device_wheel_sha256"] = _sha256(wheel)
     progress(f"resolved {len(state['resolved'])} wheels: {', '.join(state['resolved'])}")
 
 
@@ -277,8 +278,21 @@ def guest_python(root: Path, mode: str, cpu: str | None = None) -> tuple[list[st
     return cmd + [str(root / "usr/bin/python3.11")], {}
 
 
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _stale_wheel(state: dict) -> bool:
+    given = os.environ.get("EDGEKIT_WHEEL")
+    return bool(given) and Path(given).is_file() and _sha256(Path(given)) != state.get("device_wheel_sha256")
+
+
 def _install_device_wheels(root: Path, mode: str, state: dict, progress: Progress) -> None:
     name = state["device_wheel"]
+    for old in (VENV, SITE):  # a reinstall of the same version would be "already satisfied" and keep the old one
+        shutil.rmtree(root / old.lstrip("/"), ignore_errors=True)
     if mode == "chroot":
         progress(f"python3 -m venv {VENV} and pip install --no-index {name} inside the sysroot (emulated)")
         _run(["chroot", str(root), "python3", "-m", "venv", VENV], progress, "python3 -m venv (in the sysroot)")
@@ -315,6 +329,12 @@ def build_env(target: str = "rpi4", arch: str = ARCH, progress: Progress = print
     if force:
         remove_env(arch)
     state = _load_state(arch)
+    if state.get("ready") and _stale_wheel(state):
+        # a reused sysroot must test the wheel under test: reinstall the device wheels (~2 min), not the OS
+        progress("EDGEKIT_WHEEL differs from the sysroot's device wheel: reinstalling the device wheels")
+        for name in ("resolve wheels", "install the device wheels"):
+            state["stages"].pop(name, None)
+        state["ready"] = False
     if state.get("ready"):
         progress(f"device environment ready in {env_dir(arch)} (built in {state.get('build_s')} s)")
         return env_status(arch)
