@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
 
 pytestmark = pytest.mark.exec
@@ -182,6 +181,19 @@ def test_a_native_crash_on_the_device_is_a_verdict():
     assert result.failure["reason"].startswith("the device runtime crashed (signal 11) while loading the model")
 
 
+def test_a_different_wheel_marks_the_sysroot_stale(tmp_path, monkeypatch):
+    """A reused sysroot (outside CI) must run the wheel under test, not the one it was built with."""
+    from edgekit.device_env.build import _sha256, _stale_wheel
+
+    wheel = tmp_path / "edgekit-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"new build")
+    monkeypatch.setenv("EDGEKIT_WHEEL", str(wheel))
+    assert _stale_wheel({"device_wheel_sha256": "0" * 64})
+    assert not _stale_wheel({"device_wheel_sha256": _sha256(wheel)})
+    monkeypatch.delenv("EDGEKIT_WHEEL")
+    assert not _stale_wheel({"device_wheel_sha256": "0" * 64})  # built from a checkout: keep it
+
+
 def test_armhf_is_explained(artifacts):
     for args in (["emulate", artifacts / "digits_cnn_int8.tflite", "--target", "rpi4", "--exec", "--os-arch", "armhf"],
                  ["device-env", "build", "rpi3", "--os-arch", "armhf"]):
@@ -228,7 +240,7 @@ def test_fallback_without_binfmt(device_env, artifacts, tmp_path, monkeypatch):
 
 def test_chroot_sysroot_runs_without_root_or_binfmt(device_env, artifacts, monkeypatch):
     """chroot needs root and binfmt (gone after a reboot); a built sysroot still runs via qemu -L."""
-    import edgekit.device_env.execute as execute
+    from edgekit.device_env import execute
 
     monkeypatch.setattr(execute, "run_mode", lambda mode: "qemu-L")
     run = execute.run_exec(artifacts / "digits_cnn_int8.tflite", "rpi5", samples=3)

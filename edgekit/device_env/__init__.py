@@ -4,8 +4,23 @@ an artifact on the device's own runtime build under an emulated Cortex core (`ed
 build.py owns the sysroot (build, status, remove); execute.py runs an artifact in it and compares it
 with the host runtime; guest.py is the script that runs inside, on the device's Python.
 """
-from .build import DeviceEnvError, UnsupportedTargetError, build_env, env_status, remove_env, target_cpu
+from .build import (
+           DeviceEnvError,
+           UnsupportedTargetError,
+           build_env,
+           env_status,
+           remove_env,
+           target_cpu,
+)
 from .execute import ExecResult, run_exec
 
-__all__ = ["DeviceEnvError", "UnsupportedTargetError", "build_env", "env_status", "remove_env", "target_cpu",
-           "ExecResult", "run_exec"]
+__all__ = [
+           "DeviceEnvError",
+           "ExecResult",
+           "UnsupportedTargetError",
+           "build_env",
+           "env_status",
+           "remove_env",
+           "run_exec",
+           "target_cpu",
+]

@@ -15,10 +15,10 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Callable
 
 from ..errors import EdgekitError, InputError
 
@@ -230,7 +230,7 @@ def _resolve_wheels(root: Path, state: dict, progress: Progress) -> None:
            "--python-version", PY_VERSION, "--implementation", "cp", "-d", str(wheels), str(wheels / wheel.name)]
     for platform in PLATFORMS:
         cmd += ["--platform", platform]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise DeviceEnvError(f"the device install does not resolve for CPython {PY_VERSION} on {PLATFORMS[0]}: "
                              f"{_last_error(proc.stderr)}")
@@ -300,7 +300,7 @@ def _install_device_wheels(root: Path, mode: str, state: dict, progress: Progres
               "--find-links", WHEELS, f"{WHEELS}/{name}"], progress, "pip install (in the sysroot)",
              prefixes=("Successfully",))
         listing = subprocess.run(["chroot", str(root), f"{VENV}/bin/pip", "list", "--format=json",
-                                  "--disable-pip-version-check"], capture_output=True, text=True)
+                                  "--disable-pip-version-check"], capture_output=True, text=True, check=False)
     else:
         progress(f"pip install --target {SITE} for {PLATFORMS[0]} on the host (qemu-L mode)")
         cmd = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-index",
@@ -310,7 +310,7 @@ def _install_device_wheels(root: Path, mode: str, state: dict, progress: Progres
             cmd += ["--platform", platform]
         _run(cmd, progress, "pip install --target")
         listing = subprocess.run([sys.executable, "-m", "pip", "list", "--format=json", "--disable-pip-version-check",
-                                  "--path", str(root / SITE.lstrip("/"))], capture_output=True, text=True)
+                                  "--path", str(root / SITE.lstrip("/"))], capture_output=True, text=True, check=False)
     try:
         state["packages"] = {p["name"].lower(): p["version"] for p in json.loads(listing.stdout)}
     except ValueError:
@@ -318,7 +318,7 @@ def _install_device_wheels(root: Path, mode: str, state: dict, progress: Progres
 
 
 def _du_mb(path: Path) -> float:
-    out = subprocess.run(["du", "-sm", "--one-file-system", str(path)], capture_output=True, text=True).stdout
+    out = subprocess.run(["du", "-sm", "--one-file-system", str(path)], capture_output=True, text=True, check=False).stdout
     return float(out.split()[0]) if out.strip() else 0.0
 
 
@@ -389,6 +389,6 @@ def remove_env(arch: str = ARCH) -> bool:
     with open("/proc/mounts") as mounts:
         points = [line.split()[1] for line in mounts if line.split()[1].startswith(inside)]
     for point in sorted(points, key=len, reverse=True):
-        subprocess.run(["umount", "-l", point], capture_output=True)
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
     shutil.rmtree(folder)
     return True

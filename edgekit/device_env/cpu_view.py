@@ -17,8 +17,8 @@ from pathlib import Path
 CORES = {
     "cortex-a53": ("0xd03", 4, "fp asimd evtstrm crc32 cpuid"),
     "cortex-a72": ("0xd08", 3, "fp asimd evtstrm crc32 cpuid"),
-    "cortex-a76": ("0xd0b", 1, "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm "
-                               "lrcpc dcpop asimddp"),
+    "cortex-a76": ("0xd0b", 1, ("fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm "
+                                "lrcpc dcpop asimddp")),
 }
 
 

@@ -17,34 +17,42 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from ..errors import InputError, first_line
+from .build import (
+    ARCH,
+    DeviceEnvError,
+    check_arch,
+    guest_python,
+    guest_site,
+    require_ready,
+    run_mode,
+    target_cpu,
+)
 from .cpu_view import write_cpu_view
 from .guest import delegated_nodes
-from .build import (ARCH, DeviceEnvError, check_arch, guest_python, guest_site, require_ready, run_mode,
-                    target_cpu)
 
 GUEST_TIMEOUT_S = 1800  # emulation is ~50x slower than native; a hang should still end
 
 # What a runtime's load failure means, from LiteRT's own wording (first match wins).
 LOAD_FAILURES = [
-    (re.compile(r"unresolved custom op:?\s*([A-Za-z0-9_]+)", re.I), "missing op",
+    (re.compile(r"unresolved custom op:?\s*([A-Za-z0-9_]+)", re.IGNORECASE), "missing op",
      "custom op {0} is not in the device runtime; register it in the app or replace it at conversion"),
     (re.compile(r"Didn't find op for builtin opcode '(\w+)' version '(\d+)'"), "op version",
      "the device runtime has no {0} version {1}; convert with a TensorFlow no newer than the runtime's LiteRT"),
-    (re.compile(r"builtin_code out of range|Op builtin_code (\d+)", re.I), "unknown op",
+    (re.compile(r"builtin_code out of range|Op builtin_code (\d+)", re.IGNORECASE), "unknown op",
      "the model uses a builtin op newer than the device runtime; upgrade ai-edge-litert on the device"),
-    (re.compile(r"Model provided has model identifier|not a valid flatbuffer|Could not open", re.I), "unreadable model",
+    (re.compile(r"Model provided has model identifier|not a valid flatbuffer|Could not open", re.IGNORECASE), "unreadable model",
      "the device runtime cannot read the file; check it with `edgekit inspect`"),
 ]
 DELEGATE_TROUBLE = re.compile(r"(failed to (apply|prepare|delegate)|delegate.*(error|fail)|restored original "
-                              r"execution plan)", re.I)
+                              r"execution plan)", re.IGNORECASE)
 
 
 def explain_load_failure(message: str) -> tuple[str, str]:
@@ -172,7 +180,7 @@ def run_exec(artifact: Path, target: str = "rpi4", threads: int | None = None, i
     raw: list = []
     try:
         host = _host_interpreter(artifact, threads)
-    except Exception as e:  # the device run still tells whether the device accepts it
+    except Exception as e:  # noqa: BLE001 -- any host rejection is reported; the device run still decides
         host, result.host_failure = None, first_line(str(e))
     if host is not None:
         result.host_delegated = len(delegated_nodes(host._get_ops_details())[1])
@@ -217,7 +225,7 @@ def run_exec(artifact: Path, target: str = "rpi4", threads: int | None = None, i
 def _run_guest(command: list[str], extra_env: dict) -> subprocess.CompletedProcess:
     try:
         return subprocess.run(command, env={**os.environ, **extra_env}, capture_output=True, text=True,
-                              errors="replace", timeout=GUEST_TIMEOUT_S)
+                              errors="replace", timeout=GUEST_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
         raise DeviceEnvError(f"the device run did not finish in {GUEST_TIMEOUT_S} s under qemu; "
                              "try fewer inputs (--samples)") from None

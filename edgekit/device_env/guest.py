@@ -62,8 +62,8 @@ def main(job):
               "cpu_features": cpu_features()}
     start = time.perf_counter()
     try:
-        import numpy as np
         import ai_edge_litert
+        import numpy as np
         from ai_edge_litert.interpreter import Interpreter
     except ImportError as e:
         result["error"] = f"the device install is incomplete: {e}"
@@ -73,12 +73,12 @@ def main(job):
     try:
         import edgekit  # the device install itself must import on the device (no TensorFlow there)
         result["edgekit"] = edgekit.__version__
-    except Exception as e:  # reported, not fatal: the runtime check below still tells the story
+    except Exception as e:  # noqa: BLE001 -- reported, not fatal: the runtime check below still tells the story
         result["edgekit_error"] = f"{type(e).__name__}: {e}"
     result["import_s"] = time.perf_counter() - start
 
     checkpoint(job, result, "loading")  # a runtime that crashes (SIGSEGV) leaves this for the host to report
-    log = tempfile.TemporaryFile(mode="w+b")
+    log = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 -- fd 2 points at it across the load; closed at exit
     saved = os.dup(2)
     os.dup2(log.fileno(), 2)
     try:
@@ -87,7 +87,7 @@ def main(job):
         interpreter.allocate_tensors()
         result["load_ms"] = (time.perf_counter() - t0) * 1e3
         result["loaded"] = True
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 -- whatever the runtime raises is the verdict the host parses
         result["error"] = f"{type(e).__name__}: {e}"
     finally:
         os.dup2(saved, 2)

@@ -11,10 +11,10 @@ TIMING_NOTE = "timing under qemu is translation time, not device time: use the e
 def exec_lines(r: ExecResult) -> list[str]:
     head = f"{r.target} exec (QEMU_CPU={r.cpu}, {r.threads} thread(s)):"
     install = r.install
-    lines = [f"{head} device install: Python {install.get('python')} {install.get('machine')}, "
+    lines = [(f"{head} device install: Python {install.get('python')} {install.get('machine')}, "
              f"edgekit {install.get('edgekit') or 'NOT importable: ' + str(install.get('edgekit_error'))}, "
              f"ai-edge-litert {install.get('litert')}, numpy {install.get('numpy')} "
-             f"({len(install.get('resolved', []))} wheels resolved for manylinux_2_27_aarch64 / cp311)"]
+             f"({len(install.get('resolved', []))} wheels resolved for manylinux_2_27_aarch64 / cp311)")]
     features = set(r.cpu_features)
     lines.append(f"  emulated core: dotprod (int8 sdot) {'yes' if 'asimddp' in features else 'no'}, fp16 arithmetic "
                  f"{'yes' if 'asimdhp' in features else 'no'}")
