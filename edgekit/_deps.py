@@ -18,6 +18,10 @@ _INSTALL_HINTS = {
     "starlette": "pip install 'edgekit[serve]'",
     "grpc": "pip install 'edgekit[serve]'",
     "matplotlib": "pip install 'edgekit[charts]'",
+    "ray": "pip install 'edgekit[ray]'",
+    "pyarrow": "pip install 'edgekit[ray]'",
+    "fsspec": "pip install 'edgekit[ray]'",
+    "psycopg": "pip install 'edgekit[sql]'",
 }
 
 

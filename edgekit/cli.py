@@ -302,32 +302,60 @@ def inspect(artifact, as_json):
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--top-k", default=5, show_default=True, type=click.IntRange(min=1))
-@click.option("--out", type=click.Path(path_type=Path), help="Store: .sqlite/.db, .csv or .jsonl (resumable).")
+@click.option("--out", metavar="FILE|DIR/|URL",
+              help="Store (resumable): .sqlite/.db, .csv, .jsonl, .parquet, a folder/ of Parquet parts, "
+                   "or postgresql://user@host:port/db?table=preds.")
 @click.option("--threads", type=click.IntRange(min=1), help="Interpreter threads (default: runtime's choice).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary (and rows without --out) as JSON.")
 @click.option("--isolate/--no-isolate", default=None,
               help="Load and run once in a sandbox process first (default: for files without an edgekit manifest "
                    "or with sparse tensors).")
-def predict(artifact, inputs, top_k, out, threads, as_json, isolate):
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: Ray Data over a cluster (needs edgekit[ray]); INPUT may also be URLs or one .parquet/.csv "
+                   "table with a path or bytes column.")
+@click.option("--address", help="--engine ray: the cluster to join (auto, ray://HOST:10001); default a local Ray.")
+@click.option("--actors", type=click.IntRange(min=1), help="--engine ray: actors, each loading the model once "
+              "(default: cluster CPUs / --threads-per-actor).")
+@click.option("--threads-per-actor", type=click.IntRange(min=1), help="--engine ray: interpreter threads (and CPUs "
+              "reserved) per actor (default: --threads or 1).")
+def predict(artifact, inputs, top_k, out, threads, as_json, isolate, engine, address, actors, threads_per_actor):
     """Run ARTIFACT on INPUTS (image/.npy files, folders, globs). Re-running with the same --out
     skips inputs this model already predicted."""
     from .native_output import captured_native_output
     from .predict_job import expand_inputs, run_predictions
     from .runtime import load
-    from .stores import open_store
+    from .stores import open_store, redact
 
-    paths = expand_inputs(list(inputs))
+    if engine == "local":
+        given = [name for name, v in (("--address", address), ("--actors", actors),
+                                      ("--threads-per-actor", threads_per_actor)) if v is not None]
+        if given:
+            raise InputError(f"{given[0]} expects --engine ray, got --engine local; add --engine ray")
+        paths = expand_inputs(list(inputs))
+    else:
+        from .batch.sources import resolve
+
+        source = resolve(list(inputs))
     _probe_if_needed(artifact, isolate, threads)
     with captured_native_output():  # LiteRT's "INFO: Created ... XNNPACK delegate" is not ours to print
         model = load(artifact, threads=threads)
     store = open_store(out) if out is not None else None
+    bar = _LazyBar(enabled=not as_json)
     try:
-        show_bar = len(paths) > 20 and not as_json
-        with click.progressbar(length=len(paths), label="predicting", file=sys.stderr) if show_bar else _NoBar() as bar:
+        if engine == "local":
+            bar.start(len(paths))
             summary = run_predictions(model, artifact, paths, store, top_k=top_k, on_progress=bar.update)
+        else:
+            from .batch.ray_engine import run_ray_predictions
+
+            summary = run_ray_predictions(artifact, source, store, top_k=top_k, actors=actors,
+                                          threads_per_actor=threads_per_actor or threads or 1, address=address,
+                                          on_total=bar.start, on_progress=bar.update)
     finally:
+        bar.finish()
         if store is not None:
             store.close()
+    out = redact(out) if out is not None else None
     unreadable = getattr(store, "unreadable", None)
     if unreadable:
         line, reason = unreadable[0]
@@ -367,15 +395,26 @@ def _probe_if_needed(artifact: Path, isolate: bool | None, threads: int | None) 
             probe(artifact, threads=threads)
 
 
-class _NoBar:
-    def __enter__(self):
-        return self
+class _LazyBar:
+    """A progress bar on stderr for runs over 20 inputs, created once the count is known (the Ray
+    engine learns it only after reading a table)."""
 
-    def __exit__(self, *exc):
-        return False
+    def __init__(self, enabled: bool):
+        self.enabled, self.bar = enabled, None
 
-    def update(self, n):
-        pass
+    def start(self, total: int) -> None:
+        if self.enabled and total > 20:
+            self.bar = click.progressbar(length=total, label="predicting", file=sys.stderr)
+            self.bar.__enter__()
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def finish(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
 
 
 @main.command()

@@ -92,6 +92,12 @@ def _predict_one(model: Model, model_path: Path, model_sha: str, path: Path, top
         x = np.load(path, allow_pickle=False) if path.suffix.lower() == ".npy" else path
     except (EOFError, ValueError, OSError) as e:  # empty, truncated or not an .npy at all: this input fails
         raise InputError(f"expected a NumPy .npy array, {path.name} is not one ({type(e).__name__}: {e})") from e
+    return prediction_row(model, model_path.name, model_sha, str(path), x, top_k)
+
+
+def prediction_row(model: Model, model_name: str, model_sha: str, key: str, x, top_k: int) -> dict:
+    """One store row (stores.COLUMNS) for input `x` (array, image path or bytes) known as `key`.
+    Shared by the local engine and the Ray actors, so both write the same schema."""
     t0 = time.perf_counter()
     out = model.predict(x)
     latency = (time.perf_counter() - t0) * 1000
@@ -101,7 +107,7 @@ def _predict_one(model: Model, model_path: Path, model_sha: str, path: Path, top
         classes = model.top_k(first[0], top_k)
     outputs = None if classes is not None and len(model.outputs) == 1 else json.dumps(
         {k: v.tolist() for k, v in (out.items() if isinstance(out, dict) else [(model.outputs[0].name, out)])})
-    return {"input": str(path), "model_sha256": model_sha, "model": model_path.name,
+    return {"input": key, "model_sha256": model_sha, "model": model_name,
             "label": classes[0][0] if classes else None, "score": classes[0][1] if classes else None,
             "top_k": json.dumps(classes) if classes else None, "outputs": outputs, "latency_ms": round(latency, 4),
             "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -13,7 +13,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 WORK="${EDGEKIT_TEST_WORK:-$(mktemp -d -t edgekit-tests.XXXXXX)}"
 PYTHON="${PYTHON:-python3}"
-TIERS="${TIERS:-pi packaging device exec serve convert charts slow}"
+TIERS="${TIERS:-pi packaging device exec serve convert batch charts slow}"
 PIP_FLAGS=(-q --disable-pip-version-check)
 mkdir -p "$WORK"
 TIMES="$WORK/tier_times.tsv"
@@ -109,6 +109,12 @@ if wanted convert; then
     say "convert install: edgekit[convert] (what README command 1 installs)"
     venv="$(fresh_venv convert "$WHEEL[convert]")"
     run_tier "$venv" convert "convert and not slow" || failed=1
+fi
+if wanted batch; then
+    # Ray and psycopg are extras (not on a Pi); the PostgreSQL server is the system's (.ci/run installs it)
+    say "batch install: edgekit[ray,sql]"
+    venv="$(fresh_venv batch "$WHEEL[ray,sql]")"
+    PYTEST_ADDOPTS="-rs" run_tier "$venv" batch "batch" || failed=1
 fi
 if wanted packaging || wanted charts || wanted slow; then
     say "dev install: edgekit[dev]"

@@ -251,8 +251,8 @@ def test_predict_bad_inputs(artifacts, tmp_path):
     result = run_cli("predict", artifact, tmp_path / "nothing*.png")
     assert result.exit_code == 2 and "matches no files" in result.stderr
     (tmp_path / "x.npy").write_bytes(b"")
-    result = run_cli("predict", artifact, tmp_path / "x.npy", "--out", tmp_path / "x.parquet")
-    assert result.exit_code == 2 and "--out expects a .sqlite, .db, .csv or .jsonl file" in result.stderr
+    result = run_cli("predict", artifact, tmp_path / "x.npy", "--out", tmp_path / "x.xlsx")
+    assert result.exit_code == 2 and "--out expects a .sqlite, .db, .csv, .jsonl or .parquet file" in result.stderr
     result = run_cli("predict", tmp_path / "missing.tflite", tmp_path / "x.npy")
     assert result.exit_code == 2 and "does not exist" in result.stderr
     (tmp_path / "bad.png").write_bytes(b"nope")

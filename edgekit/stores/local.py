@@ -1,4 +1,4 @@
-"""Where `edgekit predict` puts results: SQLite, CSV or JSON Lines, chosen by suffix.
+"""Local file stores for `edgekit predict`: SQLite, CSV or JSON Lines, chosen by suffix.
 
 Every store is resumable: `done()` lists the inputs this model (by sha256) already
 predicted, and `add()` makes a chunk durable before returning (a transaction for SQLite,
@@ -13,9 +13,8 @@ import os
 import sqlite3
 from pathlib import Path
 
-from .errors import InputError
-
-COLUMNS = ["input", "model_sha256", "model", "label", "score", "top_k", "outputs", "latency_ms", "created_utc"]
+from ..errors import InputError
+from .columns import COLUMNS
 
 # Columns the local stores keep beyond the shared schema: `stats` holds each row's drift statistics
 # (edgekit.monitor, JSON) for `edgekit monitor`. Stores written before it read back with none.
@@ -140,19 +139,3 @@ def _drop_partial_last_line(path: Path) -> None:
     if not data.endswith(b"\n"):
         with open(path, "r+b") as fh:
             fh.truncate(data.rfind(b"\n") + 1)
-
-
-def open_store(path: Path):
-    suffix = path.suffix.lower()
-    stores = {".sqlite": SqliteStore, ".db": SqliteStore, ".sqlite3": SqliteStore, ".csv": CsvStore,
-              ".jsonl": JsonlStore}
-    if suffix not in stores:
-        raise InputError(f"--out expects a .sqlite, .db, .csv or .jsonl file, got {path.name!r}")
-    if path.is_dir():
-        raise InputError(f"--out expects a file, {str(path)!r} is a folder; give a file name inside it")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return stores[suffix](path)
-    except OSError as e:
-        raise InputError(f"--out {str(path)!r} cannot be opened for writing ({e.strerror or e}); "
-                         "choose a writable location") from e
