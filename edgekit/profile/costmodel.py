@@ -29,7 +29,8 @@ ELEMENTWISE_FEATURES = ("ops", "values")
 # quantized_io: edgekit's runtime quantizes int8 inputs and dequantizes int8 outputs in numpy, a fixed
 # cost per call on top of the per-value one; left out, it inflated every int8 op's constant
 GLOBAL_FEATURES = ("invokes", "quantized_io", "input_values_float", "input_values_quantized",
-                   "output_values_float", "output_values_quantized", "cold_weight_bytes", "swept_weight_bytes")
+                   "output_values_float", "output_values_quantized", "cold_weight_bytes", "swept_weight_bytes",
+                   "spilled_activation_bytes")
 # XNNPACK's GEMMs walk output rows in tiles of a few pixels (MR, 4-7 by kernel) as the outer loop and
 # read the whole packed filter for each tile: a layer whose filter overflows the cache streams it once
 # per tile. ResNet's late 3x3 convolutions (4x4 pixels, 9 MB of filter) are bound by exactly this.
@@ -83,8 +84,12 @@ def global_features(graph: Graph, cache_bytes: int) -> np.ndarray:
     swept = sum(op.bytes_weights * math.ceil(_pixels(graph, op) / GEMM_TILE_PIXELS)
                 for op in gemm if op.bytes_weights > cache_bytes / 2)
     q_in, q_out = count(graph.inputs, True), count(graph.outputs, True)
+    # an op whose input and output together overflow half the cache (the filter lives there too) reads
+    # and writes them from the next level: big fp32 activations of the expand layers in a network
+    spilled = sum(op.bytes_in + op.bytes_out for op in graph.ops
+                  if op.costed and op.op_class != "view" and op.bytes_in + op.bytes_out > cache_bytes / 2)
     return np.array([1.0, 1.0 if q_in or q_out else 0.0, count(graph.inputs, False), q_in,
-                     count(graph.outputs, False), q_out, cold, swept])
+                     count(graph.outputs, False), q_out, cold, swept, spilled])
 
 
 def graph_terms(graph: Graph, cache_bytes: int = DEFAULT_CACHE_BYTES) -> dict[str, np.ndarray]:
