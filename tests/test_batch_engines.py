@@ -260,3 +260,13 @@ def test_bad_out_url_is_one_line(out, message):
 def test_ray_options_need_the_ray_engine():
     result = run_cli("predict", INT8, IMAGES[0], "--actors", "2")
     assert result.exit_code == 2 and "--actors expects --engine ray" in result.stderr
+
+
+def test_local_engine_imports_no_ray(tmp_path):
+    """The local engine (the default) never imports Ray, pyarrow or psycopg."""
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom edgekit.cli import main\n"
+            f"r = CliRunner().invoke(main, ['predict', {str(INT8)!r}, {str(IMAGES[0])!r}, '--out', "
+            f"{str(tmp_path / 'p.sqlite')!r}])\nassert r.exit_code == 0, r.output\n"
+            "print(sorted(m for m in ('ray', 'pyarrow', 'psycopg', 'fsspec') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=OUTSIDE, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
