@@ -301,7 +301,8 @@ def inspect(artifact, as_json):
 @main.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("--top-k", default=5, show_default=True, type=click.IntRange(min=1))
+@click.option("--top-k", default=5, show_default=True, type=click.IntRange(min=1),
+              help="Classes to report per input (table column and store), best first.")
 @click.option("--out", metavar="FILE|DIR/|URL",
               help="Store (resumable): .sqlite/.db, .csv, .jsonl, .parquet, a folder/ of Parquet parts, "
                    "or postgresql://user@host:port/db?table=preds.")
@@ -321,7 +322,7 @@ def inspect(artifact, as_json):
 def predict(artifact, inputs, top_k, out, threads, as_json, isolate, engine, address, actors, threads_per_actor):
     """Run ARTIFACT on INPUTS (image/.npy files, folders, globs). Re-running with the same --out
     skips inputs this model already predicted."""
-    from .native_output import captured_native_output
+    from .native_output import quiet_native
     from .predict_job import expand_inputs, run_predictions
     from .runtime import load
     from .stores import open_store, redact
@@ -337,8 +338,8 @@ def predict(artifact, inputs, top_k, out, threads, as_json, isolate, engine, add
 
         source = resolve(list(inputs))
     _probe_if_needed(artifact, isolate, threads)
-    with captured_native_output():  # LiteRT's "INFO: Created ... XNNPACK delegate" is not ours to print
-        model = load(artifact, threads=threads)
+    with quiet_native():  # LiteRT's "INFO: Created ... XNNPACK delegate" unless -v
+        model = load(artifact, threads=threads)  # on the driver too: a bad artifact fails before any cluster work
     store = open_store(out) if out is not None else None
     bar = _LazyBar(enabled=not as_json)
     try:

@@ -10,7 +10,7 @@
 # and EDGEKIT_TEST_INSTALLED=1 makes conftest.py refuse a checkout that shadows the package.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+ROOT="${EDGEKIT_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}"
 WORK="${EDGEKIT_TEST_WORK:-$(mktemp -d -t edgekit-tests.XXXXXX)}"
 PYTHON="${PYTHON:-python3}"
 TIERS="${TIERS:-pi packaging device exec serve convert batch charts slow}"
