@@ -36,7 +36,7 @@ run_tier() {  # run_tier VENV LABEL MARK-EXPRESSION
     say "tier $label: pytest -m \"$marks\" in $(basename "$venv")"
     start=$(date +%s)
     (cd "$WORK" && EDGEKIT_TEST_INSTALLED=1 "$venv/bin/python" -m pytest "$ROOT/tests" -m "$marks" \
-        -q -p no:cacheprovider --rootdir "$ROOT" -o console_output_style=classic) || status=$?
+        -q -rs -p no:cacheprovider --rootdir "$ROOT" -o console_output_style=classic) || status=$?
     end=$(date +%s)
     printf '%s\t%s\t%s\n' "$label" "$((end - start))" "$status" >> "$TIMES"
     # exit 5 = no test selected: a tier that selects nothing is a broken tier, not a pass
