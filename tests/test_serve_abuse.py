@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import random
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import OUTSIDE, ROOT
+from conftest import ROOT
+from serve_process import ServeProcess
 
 pytestmark = pytest.mark.serve
 
@@ -31,12 +28,6 @@ TIMEOUTS = ("--header-timeout", "2", "--body-timeout", "2", "--keep-alive", "1")
 VALID = {"inputs": [{"name": "image", "shape": [1, 32, 32, 1], "datatype": "FP32", "data": [0.5] * 1024}]}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def proc_kb(pid: int, field: str) -> int:
     """VmRSS (now) or VmHWM (peak) of a process, in KB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -45,27 +36,11 @@ def proc_kb(pid: int, field: str) -> int:
     raise KeyError(field)
 
 
-class Server:
-    """`python -m edgekit.cli serve` on a free loopback port; stderr to a file (a pipe could fill).
-    Run from OUTSIDE the checkout, so the package under test is the installed one."""
+class Server(ServeProcess):
+    """The shared subprocess server (tests/serve_process.py), plus raw connections and memory readings."""
 
     def __init__(self, log: Path, *args: str, env: dict | None = None):
-        self.port = free_port()
-        self.log = log.open("w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "edgekit.cli", "serve", *args, "--port", str(self.port)],
-                                     cwd=OUTSIDE, stdout=subprocess.DEVNULL, stderr=self.log,
-                                     env={**os.environ, **(env or {})})
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {log.read_text()}")
-            try:
-                if self.request("GET", "/v2/health/ready")[0] in (200, 403):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("server did not become ready in 60 s")
+        super().__init__(log, *args, env=env)
 
     def connect(self, timeout: float = 30) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
@@ -87,22 +62,10 @@ class Server:
     def peak_kb(self) -> int:
         return proc_kb(self.proc.pid, "VmHWM")
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.log.close()
-
 
 @pytest.fixture(scope="module")
-def artifact(request) -> Path:
-    if ARTIFACT.exists():
-        return ARTIFACT
-    # TODO(artifacts): drop this fallback once sample_models/artifacts/ is committed everywhere
-    return request.getfixturevalue("converted")["dir"] / "digits_cnn_int8.tflite"
+def artifact() -> Path:
+    return ARTIFACT
 
 
 @pytest.fixture(scope="module")
