@@ -157,7 +157,7 @@ def fit(rows, graphs, fixed):
 
 
 def main() -> None:
-    from edgekit.graph import read_graph
+    from edgekit.tflite.graph import read_graph
     from edgekit.table import render
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

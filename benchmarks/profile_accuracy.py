@@ -39,7 +39,7 @@ def networks() -> dict[str, Path]:
 def main() -> None:
     from edgekit.bench import run_bench
     from edgekit.emulator import estimate
-    from edgekit.graph import read_graph
+    from edgekit.tflite.graph import read_graph
     from edgekit.profile.device import load_profile
     from edgekit.profile.probes import suite
     from edgekit.profile.run import build_profile, measure

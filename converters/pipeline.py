@@ -29,11 +29,12 @@ from edgekit.manifest import Manifest, TensorInfo
 from edgekit.parity import gate_failure, looks_like_probabilities, output_saturation, parity_report
 from edgekit.preprocess import ImageSpec
 from edgekit.recipes import COREML, TFLITE, Recipe
-from edgekit.runtime import Model
-from edgekit.manifest import TFLITE_METADATA_NAME
-from edgekit.tflite_file import embed_metadata
-from edgekit.tflite_metadata import writer as tflite_metadata
-from edgekit.weights import coreml_weights_sha256, tflite_weights_sha256
+from edgekit.artifact import COREML_MANIFEST_KEY, TFLITE_MANIFEST_BUFFER
+from edgekit.tflite import metadata as tflite_metadata
+from edgekit.tflite.metadata import embed_metadata
+from edgekit.tflite.model import TFLiteModel as Model
+from edgekit.tflite.weights import tflite_weights_sha256
+from edgekit.weights import coreml_weights_sha256
 
 from . import tflite as tflite_converter
 from edgekit.native_output import captured_native_output
@@ -299,7 +300,7 @@ def _build_tflite(job: _Job, recipe: str, path: Path) -> ArtifactResult:
     # Two metadata buffers: the standard TFLITE_METADATA (Android Studio, Task library) and
     # edgekit's manifest; then the labels as the standard appended zip of associated files.
     standard = tflite_metadata.build(tflite_metadata.ModelInfo(**manifest.model), manifest)
-    final_bytes = embed_metadata(model_bytes, {TFLITE_METADATA_NAME: manifest.to_json().encode(),
+    final_bytes = embed_metadata(model_bytes, {TFLITE_MANIFEST_BUFFER: manifest.to_json().encode(),
                                                tflite_metadata.METADATA_BUFFER_NAME: standard})
     final_bytes = tflite_metadata.append_files(final_bytes, tflite_metadata.associated_files(manifest))
     atomic_write_bytes(path, final_bytes)
@@ -330,7 +331,7 @@ def _with_output_quantization(rows: list[dict], artifact: Model, outputs: list[n
     (an underflowing softmax lost everything while the ranking blamed squeeze-excite layers).
     Rank it too, in the debugger's unit: the error this tensor's quantization alone adds (the
     source's output rounded to the output grid), in quantization steps."""
-    from edgekit.runtime import dequantize, quantize
+    from edgekit.tflite.model import dequantize, quantize
 
     if any("rmse_over_scale" not in r for r in rows):  # the analysis itself failed: keep its reason
         return rows
@@ -351,7 +352,7 @@ def _build_coreml(job: _Job, recipe: str, path: Path) -> ArtifactResult:
     """Convert, save to a staging folder, execute *the saved package* for parity, then save again
     with the manifest in its metadata and move it into place (an .mlpackage is a folder: it
     appears whole or not at all)."""
-    from edgekit.coreml.model import MANIFEST_KEY, CoreMLModel
+    from edgekit.coreml.model import CoreMLModel
 
     from . import coreml as coreml_converter
 
@@ -375,7 +376,7 @@ def _build_coreml(job: _Job, recipe: str, path: Path) -> ArtifactResult:
         manifest.reference_stats = job.reference_stats(job.source.inputs[0], executed_outputs)
         manifest.weights_sha256 = coreml_weights_sha256(checked)  # the re-save below is checked to keep them
         _describe_coreml(mlmodel, job, manifest)
-        mlmodel.user_defined_metadata[MANIFEST_KEY] = manifest.to_json()
+        mlmodel.user_defined_metadata[COREML_MANIFEST_KEY] = manifest.to_json()
         final = staging / path.name
         with captured_native_output():
             mlmodel.save(str(final))

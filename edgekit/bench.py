@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .graph import vocabulary_sizes
+from .tflite.graph import vocabulary_sizes
 from .errors import InputError
-from .runtime import Model, load
+from .artifact import load
+from .predictor import Predictor
 
 NOISY_P99_OVER_P50 = 2.0   # a quiet machine keeps the tail within 2x of the median
 NOISY_CV = 0.25            # ... and the standard deviation within a quarter of the mean
@@ -55,7 +56,7 @@ def peak_rss_mb() -> float:
     return peak / 2**20 if os.uname().sysname == "Darwin" else peak / 1024  # bytes on macOS, KiB on Linux
 
 
-def random_inputs(model: Model, rng: np.random.Generator, vocabulary: dict[int, int] | None = None) -> list[np.ndarray]:
+def random_inputs(model: Predictor, rng: np.random.Generator, vocabulary: dict[int, int] | None = None) -> list[np.ndarray]:
     """Inputs in the range the model expects: the normalized pixel range for image models, the
     representable range for quantized inputs, valid ids for integer inputs (token ids below the
     vocabulary size the graph's embedding table tells, else small non-negative ints), a unit
@@ -82,7 +83,7 @@ def random_inputs(model: Model, rng: np.random.Generator, vocabulary: dict[int, 
     return arrays
 
 
-def load_input_file(path: Path, model: Model) -> list[np.ndarray]:
+def load_input_file(path: Path, model: Predictor) -> list[np.ndarray]:
     """A real input: an image (the manifest's preprocessing), a .npy for a single-input model, or a
     .npz with one array per input name. One sample or a batch."""
     if path.suffix.lower() == ".npy":

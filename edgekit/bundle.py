@@ -9,6 +9,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .artifact import app_manifest, kind_of
 from .errors import ArtifactError, InputError, OutputExistsError
 from .fileio import path_size, replace_dir, sha256_path
 from .table import human_size
@@ -21,33 +22,6 @@ EMULATED_TARGETS = ("rpi3", "rpi4", "rpi5", "pixel6")
 class Problem:
     path: str
     reason: str
-
-
-def artifact_manifest(path: Path) -> dict:
-    """The edgekit manifest of an artifact, or an InputError saying what is missing and how to add it."""
-    if path.suffix == ".tflite":
-        from .tflite_file import metadata_buffer, read_bytes, read_manifest
-        from .tflite_metadata.writer import METADATA_BUFFER_NAME
-
-        data = read_bytes(path)
-        manifest = read_manifest(data, path.name)
-        missing = [what for what, ok in (("the edgekit manifest", manifest is not None),
-                                         ("TFLite Metadata (TFLITE_METADATA)",
-                                          metadata_buffer(data, METADATA_BUFFER_NAME, path.name) is not None)) if not ok]
-    elif path.suffix == ".mlpackage":
-        from .coreml.model import read_manifest as read_coreml_manifest
-
-        if not path.is_dir():
-            raise InputError(f"expected a Core ML package folder, got {str(path)!r}")
-        manifest = read_coreml_manifest(path)
-        missing = [] if manifest is not None else ["the edgekit manifest (model metadata)"]
-    else:
-        raise InputError(f"bundle expects .tflite files or .mlpackage folders, got {path.name!r}")
-    if missing:
-        raise InputError(f"{path.name} lacks {' and '.join(missing)}: the apps could not configure "
-                         "themselves from it; re-convert it with `edgekit convert` (add --labels and --mean/--std "
-                         "for image classifiers)")
-    return manifest
 
 
 def build_bundle(artifacts: list[Path], out: Path, force: bool = False, progress=lambda m: None,
@@ -64,7 +38,7 @@ def build_bundle(artifacts: list[Path], out: Path, force: bool = False, progress
         raise InputError(f"artifact(s) not found: {', '.join(missing)}")
     if out.exists() and not force:
         raise OutputExistsError(f"output folder {str(out)!r} exists; pass --force to replace it or choose another -o")
-    manifests = {a: artifact_manifest(a) for a in artifacts}
+    manifests = {a: app_manifest(a) for a in artifacts}
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -90,7 +64,7 @@ def _add(artifact: Path, manifest: dict, root: Path, exec_targets: tuple[str, ..
              "model": manifest.get("model", {}), "inputs": manifest.get("inputs"), "outputs": manifest.get("outputs"),
              "preprocessing": manifest.get("preprocessing"), "labels_count": len(manifest.get("labels") or []),
              "parity": {k: v for k, v in (manifest.get("parity") or {}).items() if k != "outputs"}}
-    if artifact.suffix == ".tflite":
+    if kind_of(artifact) == "tflite":
         target = root / "android" / artifact.name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(artifact, target)
@@ -131,14 +105,11 @@ def _device_exec(path: Path, targets: tuple[str, ...]) -> dict:
 
 
 def _emulated(path: Path) -> dict:
-    from .emulator import estimate, load_device
-    from .graph import read_graph
+    from .emulator import estimate_for, load_device
 
-    graph = read_graph(path.read_bytes(), path.name)
+    _, estimates = estimate_for(path, [load_device(name) for name in EMULATED_TARGETS])
     out = {}
-    for name in EMULATED_TARGETS:
-        device = load_device(name)
-        e = estimate(graph, device, min(4, device.cores))
+    for name, e in zip(EMULATED_TARGETS, estimates):
         out[name] = {"estimate_ms": round(e.estimate_ms, 3), "low_ms": round(e.low_ms, 3),
                      "high_ms": round(e.high_ms, 3), "threads": e.threads}
     return out

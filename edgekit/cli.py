@@ -247,14 +247,13 @@ def format_convert_summary(result) -> str:
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 def inspect(artifact, as_json):
-    """Show inputs, outputs, quantization, ops and manifest of a .tflite (any, not only edgekit's)."""
-    from .tflite_file import RUNTIME_CUSTOM_OPS, inspect_bytes, read_bytes
+    """Show inputs, outputs, quantization, ops and manifest of a .tflite (any, not only edgekit's) or an .mlpackage."""
+    from .artifact import inspect as inspect_artifact
+    from .tflite.info import RUNTIME_CUSTOM_OPS
 
-    if artifact.suffix.lower() == ".mlpackage":
-        return _inspect_coreml(artifact, as_json)
-    if artifact.suffix.lower() != ".tflite":
-        raise InputError(f"expected a .tflite file or an .mlpackage folder, got {str(artifact)!r}")
-    info = inspect_bytes(read_bytes(artifact), artifact.name)
+    info = inspect_artifact(artifact)
+    if info.kind == "coreml":
+        return _print_coreml(info, as_json)
     if as_json:
         click.echo(json.dumps({
             "path": str(artifact), "size_bytes": info.size_bytes,
@@ -324,7 +323,7 @@ def predict(artifact, inputs, top_k, out, threads, as_json, isolate, engine, add
     skips inputs this model already predicted."""
     from .native_output import quiet_native
     from .predict_job import expand_inputs, run_predictions
-    from .runtime import load
+    from .artifact import load
     from .stores import open_store, redact
 
     if engine == "local":
@@ -391,9 +390,10 @@ def _probe_if_needed(artifact: Path, isolate: bool | None, threads: int | None) 
     artifacts skip the ~0.5 s: their weights are checked against the manifest's digest."""
     from .sandbox import needs_isolation, probe
 
-    if isolate or (isolate is None and needs_isolation(artifact)):
-        if artifact.suffix.lower() == ".tflite" and artifact.is_file():
-            probe(artifact, threads=threads)
+    from .artifact import kind_of
+
+    if kind_of(artifact) == "tflite" and (isolate or (isolate is None and needs_isolation(artifact))):
+        probe(artifact, threads=threads)
 
 
 class _LazyBar:
@@ -490,18 +490,10 @@ def emulate(artifact, targets, threads, top, as_json, exec_, input_file, samples
         check_arch(os_arch)
         [target_cpu(name.strip()) for name in targets.split(",") if name.strip()]
         require_ready(os_arch)
-    from .emulator import estimate, load_device
-    from .graph import read_graph
-    from .integrity import verify_tflite
-    from .tflite_file import read_bytes
+    from .emulator import estimate_for, load_device
 
     devices = [load_device(name.strip()) for name in targets.split(",") if name.strip()]
-    if artifact.suffix.lower() != ".tflite":
-        raise InputError(f"expected a .tflite file, got {str(artifact)!r}")
-    data = read_bytes(artifact)
-    verify_tflite(data, artifact.name)
-    graph = read_graph(data, artifact.name)
-    results = [estimate(graph, d, threads or min(4, d.cores)) for d in devices]
+    graph, results = estimate_for(artifact, devices, threads)
     if graph.uncosted:
         click.echo(f"not costed (estimate excludes them): {', '.join(graph.uncosted)}", err=True)
     runs = _exec_runs(artifact, devices, threads, input_file, samples, os_arch, as_json) if exec_ else None
@@ -635,7 +627,9 @@ def profile_run(out, threads, name, quick, seconds_per_probe, statistic, force):
 
     check_writable([out], force)
     cores = os.cpu_count() or 1
-    counts = sorted({1, min(4, cores)}) if threads is None else _thread_list(threads, cores)
+    from .emulator import default_threads
+
+    counts = sorted({1, default_threads(cores)}) if threads is None else _thread_list(threads, cores)
     result = run_profile(name or out.stem, counts, quick=quick, seconds_per_probe=seconds_per_probe,
                          statistic=statistic, progress=_progress)
     atomic_write_text(out, json.dumps(result, indent=1) + "\n")
@@ -695,8 +689,6 @@ def serve(artifacts, host, port, threads, api_key, allow_ip, max_batch, batch_ti
           proxy_header, max_json_mb, max_image_pixels, header_timeout, body_timeout, keep_alive, grpc_port, ui):
     """Serve ARTIFACTS ([name=]path.tflite ...) over the KServe v2 REST (and gRPC) protocol."""
     from ._deps import require
-    from .native_output import quiet_native
-    from .runtime import load
 
     require("uvicorn", "edgekit serve")
     require("starlette", "edgekit serve")
@@ -704,15 +696,9 @@ def serve(artifacts, host, port, threads, api_key, allow_ip, max_batch, batch_ti
         require("grpc", "edgekit serve --grpc-port")
     from .serve.app import ServerConfig, create_app
     from .serve.guard import parse_networks
+    from .serve.models import load_models
 
-    models = {}
-    for spec in artifacts:
-        name, _, path = spec.rpartition("=")
-        name = name or Path(path).name.split(".")[0]
-        if name in models:
-            raise InputError(f"two artifacts are named {name!r}; give distinct names as name=path")
-        with quiet_native():
-            models[name] = load(path, threads=threads)
+    models = load_models(artifacts, threads)
     config = ServerConfig(api_key=api_key or None, allow_ips=parse_networks(allow_ip, "--allow-ip"),
                           trusted_proxies=parse_networks(trusted_proxy, "--trusted-proxy"), proxy_header=proxy_header,
                           max_batch=max_batch, batch_timeout_ms=batch_timeout_ms,
@@ -811,43 +797,26 @@ def report(artifacts, out, targets, bench_runs, threads, title, force):
     click.echo(f"report: {out} ({len(rows)} artifacts, {len(page) // 1024} KB, self-contained)")
 
 
-def _inspect_coreml(path: Path, as_json: bool) -> None:
-    from collections import Counter
-
-    from .coreml.executor import ProgramExecutor
-
-    if not path.is_dir():
-        raise InputError(f"expected a Core ML package folder, got {str(path)!r}, which does not exist")
-    executor = ProgramExecutor(path)
-    spec = executor.spec
-    ops = Counter(step.op_type for step in executor.steps)
-    compressed = Counter(t for t in executor.compile_time_ops)
-    meta = spec.description.metadata
-    manifest = json.loads(meta.userDefined["edgekit.manifest"]) if "edgekit.manifest" in meta.userDefined else None
-    inputs = [{"name": n, "shape": list(executor.input_shapes[n]), "dtype": executor.input_dtypes[n]}
-              for n in executor.input_names]
-    size = path_size(path)
+def _print_coreml(info, as_json: bool) -> None:
+    """`edgekit inspect` of an .mlpackage (edgekit.coreml.info reads it)."""
     if as_json:
-        click.echo(json.dumps({"path": str(path), "size_bytes": size, "inputs": inputs,
-                               "outputs": executor.output_names, "ops": dict(ops.most_common()),
-                               "compressed_weights": dict(compressed), "author": meta.author, "license": meta.license,
-                               "version": meta.versionString, "description": meta.shortDescription,
-                               "manifest": manifest}, indent=2))
+        click.echo(json.dumps({"path": str(info.path), "size_bytes": info.size_bytes,
+                               "inputs": [{"name": i.name, "shape": i.program_shape, "dtype": i.dtype}
+                                          for i in info.inputs],
+                               "outputs": info.outputs, "ops": dict(info.op_counts.most_common()),
+                               "compressed_weights": dict(info.compressed_weights), "author": info.author,
+                               "license": info.license, "version": info.version, "description": info.description,
+                               "manifest": info.manifest}, indent=2))
         return
-    click.echo(f"{path}  {human_size(size)}  Core ML ML program (spec v{spec.specificationVersion})")
-    for item in spec.description.input:
-        kind = item.type.WhichOneof("Type")
-        detail = ""
-        if kind == "imageType":
-            image = item.type.imageType
-            detail = f" {image.width}x{image.height} {'GRAYSCALE' if image.colorSpace == image.GRAYSCALE else 'RGB'}"
-        click.echo(f"input   {item.name}: {kind}{detail} -> program {list(executor.input_shapes[item.name])}")
-    click.echo(f"outputs {', '.join(executor.output_names)}")
-    click.echo(render(["op", "count"], [[op, n] for op, n in ops.most_common()], align="lr"))
-    if compressed:
-        click.echo("compressed weights: " + ", ".join(f"{op} x{n}" for op, n in compressed.items()))
-    click.echo(f"metadata: author {meta.author or '-'}, license {meta.license or '-'}, version "
-               f"{meta.versionString or '-'}")
+    click.echo(f"{info.path}  {human_size(info.size_bytes)}  Core ML ML program (spec v{info.spec_version})")
+    for item in info.inputs:
+        click.echo(f"input   {item.name}: {item.kind}{item.detail} -> program {item.program_shape}")
+    click.echo(f"outputs {', '.join(info.outputs)}")
+    click.echo(render(["op", "count"], [[op, n] for op, n in info.op_counts.most_common()], align="lr"))
+    if info.compressed_weights:
+        click.echo("compressed weights: " + ", ".join(f"{op} x{n}" for op, n in info.compressed_weights.items()))
+    click.echo(f"metadata: author {info.author or '-'}, license {info.license or '-'}, version {info.version or '-'}")
+    manifest = info.manifest
     if manifest:
         parity = manifest.get("parity") or {}
         click.echo(f"edgekit manifest: recipe {manifest.get('recipe')}, labels {len(manifest.get('labels') or [])}, "

@@ -21,10 +21,11 @@ import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 
-from .arena import lifetimes, plan_arena
 from .errors import InputError
-from .graph import Graph, Op
+from .tflite.arena import lifetimes, plan_arena
+from .tflite.graph import Graph, Op
 
 # RSS of python (10.6 MB) + numpy (15.3) + edgekit (1.8) + the LiteRT interpreter and XNNPACK once a
 # model runs (~14), measured on this x86-64 host; an aarch64 Pi process is of the same order.
@@ -214,6 +215,29 @@ def latency_ms(graph: Graph, device: Device, threads: int, legacy_runtime: bool,
         return sum(o.ms for o in ops)
     int8 = params.get("legacy_int8_factor", 1.0)
     return params["legacy_runtime_factor"] * sum(o.ms * (int8 if o.precision == "int8" else 1.0) for o in ops)
+
+
+# The thread count an estimate assumes when the user names none. Four, because that is how the
+# published latencies the emulator is checked against were mostly measured (31 of the 71 rows of
+# device-data/published_latency.csv use 4 threads, TFLite benchmark_model's usual phone setting),
+# because Raspberry Pis have four cores, and because on big.LITTLE phones threads past the big and
+# mid cores land on little ones and slow the whole inference down. Fewer on smaller devices.
+DEFAULT_MAX_THREADS = 4
+
+
+def default_threads(cores: int) -> int:
+    return min(DEFAULT_MAX_THREADS, cores)
+
+
+def estimate_for(path, devices: list[Device], threads: int | None = None) -> tuple[Graph, list[Estimate]]:
+    """The graph of the .tflite at `path` and one estimate per device, each at `threads` or the
+    device's default (what `edgekit emulate`, bundle and report show)."""
+    from .artifact import tflite_bytes
+    from .tflite.graph import read_graph
+
+    data = tflite_bytes(path, "emulation")
+    graph = read_graph(data, Path(path).name)
+    return graph, [estimate(graph, d, threads or default_threads(d.cores)) for d in devices]
 
 
 def estimate(graph: Graph, device: Device, threads: int, legacy_runtime: bool = False,

@@ -13,7 +13,7 @@ from typing import Any
 from .errors import ArtifactError, EdgekitError
 
 MANIFEST_SCHEMA = "edgekit.manifest/1"
-TFLITE_METADATA_NAME = "edgekit_manifest"
+
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import numpy as np
 from .errors import EdgekitError, InputError
 from .fileio import sha256_path
 from .preprocess import IMAGE_SUFFIXES
-from .runtime import Model
+from .predictor import Predictor
 from .monitor.model import watch
 
 INPUT_SUFFIXES = IMAGE_SUFFIXES | {".npy"}
@@ -59,7 +59,7 @@ def expand_inputs(patterns: list[str]) -> list[Path]:
     return unique
 
 
-def run_predictions(model: Model, model_path: Path, inputs: list[Path], store=None, top_k: int = 5,
+def run_predictions(model: Predictor, model_path: Path, inputs: list[Path], store=None, top_k: int = 5,
                     chunk_size: int = 16, on_progress: Callable[[int], None] = lambda n: None) -> PredictSummary:
     model_sha = sha256_path(model_path)
     model = watch(model, every=0)  # rows carry drift statistics when the manifest has reference_stats
@@ -87,7 +87,7 @@ def run_predictions(model: Model, model_path: Path, inputs: list[Path], store=No
     return summary
 
 
-def _predict_one(model: Model, model_path: Path, model_sha: str, path: Path, top_k: int) -> dict:
+def _predict_one(model: Predictor, model_path: Path, model_sha: str, path: Path, top_k: int) -> dict:
     try:
         x = np.load(path, allow_pickle=False) if path.suffix.lower() == ".npy" else path
     except (EOFError, ValueError, OSError) as e:  # empty, truncated or not an .npy at all: this input fails
@@ -95,7 +95,7 @@ def _predict_one(model: Model, model_path: Path, model_sha: str, path: Path, top
     return prediction_row(model, model_path.name, model_sha, str(path), x, top_k)
 
 
-def prediction_row(model: Model, model_name: str, model_sha: str, key: str, x, top_k: int) -> dict:
+def prediction_row(model: Predictor, model_name: str, model_sha: str, key: str, x, top_k: int) -> dict:
     """One store row (stores.COLUMNS) for input `x` (array, image path or bytes) known as `key`.
     Shared by the local engine and the Ray actors, so both write the same schema."""
     t0 = time.perf_counter()

@@ -24,6 +24,7 @@ class Predictor:
     labels: list[str] | None = None
     preprocessing: ImageSpec | None = None
     backend: str = ""
+    format: str = ""  # the artifact kind: "tflite" or "coreml" (edgekit.artifact)
 
     # -- provided by subclasses -------------------------------------------------------------------
     @property

@@ -15,28 +15,25 @@ from .table import human_size
 
 def collect(artifacts: list[Path], targets: list[str], bench_runs: int, threads: int | None) -> list[dict]:
     from .bench import run_bench
-    from .bundle import artifact_manifest
+    from .artifact import app_manifest, kind_of
     from .charts import require_matplotlib
-    from .emulator import estimate, load_device
-    from .graph import read_graph
+    from .emulator import estimate_for, load_device
     from .native_output import captured_native_output
 
     require_matplotlib("edgekit report")  # before any benchmark runs
     rows = []
     for path in artifacts:
-        manifest = artifact_manifest(path)
+        manifest = app_manifest(path)
         size = path_size(path)
         row = {"name": path.name, "model": (manifest.get("model") or {}).get("name") or path.stem,
                "format": manifest["format"], "recipe": manifest["recipe"], "size_bytes": size,
                "parity": manifest.get("parity") or {}, "host_p50_ms": None, "emulated": {}}
-        if path.suffix == ".tflite":
+        if kind_of(path) == "tflite":
             if bench_runs:
                 with captured_native_output():
                     row["host_p50_ms"] = run_bench(path, threads=threads, runs=bench_runs, warmup=5).latency_ms["p50"]
-            graph = read_graph(path.read_bytes(), path.name)
-            for name in targets:
-                device = load_device(name)
-                e = estimate(graph, device, min(4, device.cores))
+            _, estimates = estimate_for(path, [load_device(name) for name in targets])
+            for name, e in zip(targets, estimates):
                 row["emulated"][name] = (e.estimate_ms, e.low_ms, e.high_ms)
         rows.append(row)
     return rows

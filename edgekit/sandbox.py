@@ -63,15 +63,21 @@ def needs_isolation(path: Path) -> bool:
     """The cheap check the CLI uses to default to a sandboxed first load: a file edgekit did not
     make (no embedded manifest, so no recorded weights digest either), or any sparse tensor (the
     metadata LiteRT trusts most; crashes in fuzzing were concentrated there)."""
-    from .tflite_file import _model, read_bytes, read_manifest
+    from .artifact import kind_of
+    from .errors import EdgekitError
+    from .tflite.metadata import read_manifest
+    from .tflite.reader import read_bytes, root
 
-    if path.suffix.lower() != ".tflite" or not path.is_file():
+    try:
+        if kind_of(path) != "tflite" or not path.is_file():
+            return False
+    except EdgekitError:
         return False
     data = read_bytes(path)
     try:
         if read_manifest(data, path.name) is None:
             return True
-        model = _model(data, path.name)
+        model = root(data, path.name)
         return any(model.Subgraphs(s).Tensors(t).Sparsity() is not None
                    for s in range(model.SubgraphsLength()) for t in range(model.Subgraphs(s).TensorsLength()))
     except Exception:  # noqa: BLE001 - unreadable: the real load reports it; isolate to be safe

@@ -197,8 +197,8 @@ def _try_one(path: str, isolate: bool) -> dict:
     import edgekit
 
     from edgekit.errors import EdgekitError
-    from edgekit.graph import read_graph
-    from edgekit.tflite_file import inspect_bytes
+    from edgekit.tflite.graph import read_graph
+    from edgekit.tflite.info import inspect_bytes
 
     data = Path(path).read_bytes()
     for reader in (inspect_bytes, read_graph):  # what `edgekit inspect` / `emulate` read, in pure Python

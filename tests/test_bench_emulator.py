@@ -6,9 +6,9 @@ import json
 import pytest
 
 from conftest import run_cli
-from edgekit.arena import Lifetime, plan_arena
+from edgekit.tflite.arena import Lifetime, plan_arena
 from edgekit.emulator import device_names, estimate, load_device
-from edgekit.graph import read_graph
+from edgekit.tflite.graph import read_graph
 
 pytestmark = pytest.mark.device
 
@@ -61,7 +61,7 @@ def test_arena_planner_hand_case():
 
 
 def test_arena_of_real_model_is_below_sum_of_activations(artifacts):
-    from edgekit.arena import lifetimes
+    from edgekit.tflite.arena import lifetimes
 
     graph = read_graph((artifacts / "digits_cnn_fp32.tflite").read_bytes())
     items = lifetimes(graph)

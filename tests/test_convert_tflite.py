@@ -89,7 +89,7 @@ def test_quantized_recipes_shrink_and_int8_has_integer_io(converted):
 
 
 def test_manifest_embedded_and_beside_artifact(converted, samples):
-    from edgekit.tflite_file import read_manifest
+    from edgekit.tflite.metadata import read_manifest
 
     path = converted["dir"] / "digits_cnn_int8.tflite"
     embedded = read_manifest(path.read_bytes())
@@ -142,7 +142,7 @@ def test_h5_and_savedmodel_sources_convert(tmp_path, samples, source, keras_mode
 
 
 def test_keep_float_leaves_named_layer_in_float_with_int8_io(tmp_path, samples):
-    from edgekit.tflite_file import inspect_bytes
+    from edgekit.tflite.info import inspect_bytes
 
     result = run_cli("convert", samples / "digits_cnn.keras", "-q", "int8", "--calibration", samples / "calibration",
                      "--validate", samples / "validation", "--std", "255", "--keep-float", "probs,MEAN",

@@ -95,7 +95,7 @@ def test_a_missing_edgekit_module_is_a_broken_install_not_a_corrupt_model(artifa
               f"from edgekit.cli import main; main({args!r})")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=OUTSIDE)
     assert proc.returncode == 6, proc.stderr
-    assert proc.stderr.strip() == ("Error: edgekit is installed incompletely: its module edgekit.tflite_metadata.writer "
+    assert proc.stderr.strip() == ("Error: edgekit is installed incompletely: its module edgekit.tflite_metadata "
                                    "is missing; reinstall it: pip install --force-reinstall edgekit")
     assert "corrupt" not in proc.stderr
 

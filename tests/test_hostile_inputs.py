@@ -24,8 +24,8 @@ def _needs_artifacts():
 
 
 def _with_manifest(tmp_path: Path, payload: bytes) -> Path:
-    from edgekit.manifest import TFLITE_METADATA_NAME
-    from edgekit.tflite_file import embed_metadata
+    from edgekit.artifact import TFLITE_MANIFEST_BUFFER as TFLITE_METADATA_NAME
+    from edgekit.tflite.metadata import embed_metadata
 
     # a model without packed files: re-embedding drops the zip the sample artifacts append
     base = Path(__file__).parent / "data" / "sparse_cnn_fp32.tflite"
@@ -35,7 +35,8 @@ def _with_manifest(tmp_path: Path, payload: bytes) -> Path:
 
 
 def _good_manifest() -> dict:
-    from edgekit.tflite_file import read_bytes, read_manifest
+    from edgekit.tflite.metadata import read_manifest
+    from edgekit.tflite.reader import read_bytes
 
     return read_manifest(read_bytes(INT8))
 

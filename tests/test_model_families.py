@@ -88,7 +88,7 @@ def test_int32_token_inputs_calibrate_int8_and_bench_makes_valid_ids(text_model)
     assert (got.argmax(1) == expected.argmax(1)).mean() >= 0.9
 
     from edgekit.bench import random_inputs
-    from edgekit.graph import vocabulary_sizes
+    from edgekit.tflite.graph import vocabulary_sizes
 
     vocab = vocabulary_sizes(artifact.read_bytes())
     assert list(vocab.values()) == [50]

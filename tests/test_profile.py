@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import OUTSIDE, run_cli
-from edgekit.graph import read_graph
+from edgekit.tflite.graph import read_graph
 from edgekit.profile import costmodel
 from edgekit.profile.probes import SUITE, build, suite
 from edgekit.runtime import Model

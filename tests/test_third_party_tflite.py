@@ -12,7 +12,7 @@ import pytest
 import edgekit
 from conftest import ROOT, run_cli, tflite_from_function
 from edgekit.emulator import Cluster, CoreType, Device, op_seconds
-from edgekit.graph import read_graph
+from edgekit.tflite.graph import read_graph
 
 pytestmark = pytest.mark.convert
 

@@ -31,7 +31,8 @@ def _copy(src: Path, dst: Path) -> Path:
 
 
 def test_manifests_record_the_weights_digest(fp32):
-    from edgekit.weights import coreml_weights_sha256, tflite_weights_sha256
+    from edgekit.tflite.weights import tflite_weights_sha256
+    from edgekit.weights import coreml_weights_sha256
 
     tfl = json.loads((fp32 / "digits_cnn_fp32.tflite.json").read_text())
     assert tfl["weights_sha256"] == tflite_weights_sha256((fp32 / "digits_cnn_fp32.tflite").read_bytes())

@@ -8,12 +8,12 @@ ImageType expects.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from ..artifact import COREML_MANIFEST_KEY
 from ..errors import InputError
 from ..fileio import path_size
 from ..manifest import Manifest, TensorInfo
@@ -22,10 +22,12 @@ from ..preprocess import ImageSpec
 from ..weights import check_constants_finite, check_digest, coreml_weights_sha256
 from .executor import ProgramExecutor, on_macos_with_coreml
 
-MANIFEST_KEY = "edgekit.manifest"
+MANIFEST_KEY = COREML_MANIFEST_KEY  # where the converter writes the manifest (edgekit.artifact says)
 
 
 class CoreMLModel(Predictor):
+    format = "coreml"
+
     def __init__(self, path: str | Path, native: bool | None = None, preprocessing: ImageSpec | None = None):
         """preprocessing overrides the manifest's (the converter checks a package before its
         manifest is written)."""
@@ -142,11 +144,3 @@ class CoreMLModel(Predictor):
             else:
                 native_feeds[name] = value
         return self._native.predict(native_feeds)
-
-
-def read_manifest(path: Path) -> dict | None:
-    from .executor import load_spec_and_program
-
-    _, spec, _ = load_spec_and_program(path)
-    meta = dict(spec.description.metadata.userDefined)
-    return json.loads(meta[MANIFEST_KEY]) if MANIFEST_KEY in meta else None

@@ -168,10 +168,12 @@ def run_exec(artifact: Path, target: str = "rpi4", threads: int | None = None, i
     check_arch(arch)
     cpu = target_cpu(target)
     status = require_ready(arch)
-    if not artifact.is_file() or artifact.suffix.lower() != ".tflite":
-        raise InputError(f"expected a .tflite file, got {str(artifact)!r}")
+    from ..artifact import require_kind
+    from ..emulator import default_threads
+
+    require_kind(artifact, "tflite", "emulate --exec")
     cores = _profile_cores(target)
-    threads = threads or min(4, cores)
+    threads = threads or default_threads(cores)
     result = ExecResult(target, cpu, threads, loaded=False)
     resolved = json.loads((status.path / "env.json").read_text()).get("resolved", [])
     result.install = {"resolved": resolved, "installed": status.packages, "mode": status.mode,

@@ -42,6 +42,7 @@ class MonitoredModel(Predictor):
     labels = property(lambda self: self.model.labels)
     preprocessing = property(lambda self: self.model.preprocessing)
     backend = property(lambda self: self.model.backend)
+    format = property(lambda self: self.model.format)
 
     @property
     def inputs(self):

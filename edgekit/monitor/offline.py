@@ -141,10 +141,9 @@ def _manifest_for(store: Path, name: str, sha: str, artifact: Path | None) -> Ma
 
 
 def _read_manifest(path: Path, name: str) -> Manifest:
-    from ..tflite_file import read_bytes, read_manifest
+    from ..artifact import read_manifest
 
-    data = read_manifest(read_bytes(path), path.name)
-    manifest = Manifest.from_dict(data) if data else None
+    manifest = read_manifest(path)
     if manifest is None or not manifest.reference_stats:
         raise ArtifactError(f"{name} has no reference_stats in its manifest, so there is nothing to measure drift "
                             "against; re-convert it with edgekit convert --validate DATA")

@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from ..graph import Graph, Op
+from ..tflite.graph import Graph, Op
 
 # features per kind family; names are stored in the profile JSON next to their coefficients
 # pixels (output positions): XNNPACK tiles channels to its register width, so a narrow layer at a

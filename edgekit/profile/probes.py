@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import flatbuffers
 import numpy as np
 
-from ..tflite_file import TFLITE_IDENTIFIER, _schema
+from ..tflite.reader import TFLITE_IDENTIFIER, schema as _schema
 
 RELU6 = 3
 SAME, VALID = 0, 1

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from ..bench import run_bench
-from ..graph import read_graph
+from ..tflite.graph import read_graph
 from . import costmodel
 from .probes import Probe, build, suite
 
@@ -94,7 +94,7 @@ def profile(name: str, threads: list[int], quick: bool = False, seconds_per_prob
             progress: Callable[[str], None] | None = None, statistic: str = "p50") -> dict:
     """statistic: p50 predicts what `edgekit bench` reports (its p50); p10 the uncontended speed of a
     shared machine, where other work inflates medians the more, the longer an inference takes."""
-    from ..runtime import load  # noqa: F401  (fails early, as one line, without a runtime)
+    from ..tflite.model import TFLiteModel  # noqa: F401  (fails early, as one line, without a runtime)
 
     start = time.perf_counter()
     probes = suite(quick)

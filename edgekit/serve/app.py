@@ -35,7 +35,7 @@ from starlette.routing import Route
 
 from ..errors import EdgekitError
 from ..monitor.model import MonitoredModel
-from ..runtime import Model
+from ..predictor import Predictor
 from .engine import VERSION, Engine, InferenceFailed, UnknownModel, server_info
 from .guard import CLOSES_CONNECTION, Guard, HTTPError, parse_uint
 from .metrics import ServerMetrics
@@ -71,12 +71,12 @@ class ServerConfig:
     drift_every: int = 100              # evaluate the window every this many predictions (half a window)
 
 
-def create_app(models: dict[str, Model], config: ServerConfig) -> Starlette:
+def create_app(models: dict[str, Predictor], config: ServerConfig) -> Starlette:
     metrics = ServerMetrics()
     models = _monitored(models, config, metrics)
     engine = Engine(models, metrics, config.max_batch, config.batch_timeout_ms)
 
-    def served(request: Request) -> Model:
+    def served(request: Request) -> Predictor:
         try:
             return engine.model(request.path_params["name"], request.path_params.get("version"))
         except UnknownModel as e:
@@ -279,8 +279,8 @@ def _monitored(models: dict, config: ServerConfig, metrics: ServerMetrics) -> di
     return wrapped
 
 
-def model_info(name: str, model: Model) -> dict:
-    body = {"name": name, "versions": [VERSION], "platform": f"tflite ({model.backend})",
+def model_info(name: str, model: Predictor) -> dict:
+    body = {"name": name, "versions": [VERSION], "platform": f"{model.format} ({model.backend})",
             "inputs": [tensor_metadata(t) for t in model.inputs],
             "outputs": [tensor_metadata(t) for t in model.outputs]}
     if model.labels:

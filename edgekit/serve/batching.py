@@ -13,12 +13,12 @@ import time
 import anyio.to_thread
 import numpy as np
 
-from ..runtime import Model
+from ..predictor import Predictor
 from .metrics import ServerMetrics
 
 
 class MicroBatcher:
-    def __init__(self, name: str, model: Model, metrics: ServerMetrics, max_batch: int, timeout_ms: float):
+    def __init__(self, name: str, model: Predictor, metrics: ServerMetrics, max_batch: int, timeout_ms: float):
         self.name, self.model, self.metrics = name, model, metrics
         self.max_batch, self.timeout = max_batch, timeout_ms / 1000.0
         self.queue: asyncio.Queue = asyncio.Queue()

@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import InputError
-from ..runtime import Model
+from ..predictor import Predictor
 from .batching import MicroBatcher
 from .metrics import ServerMetrics
 from .protocol import ProtocolError
@@ -33,13 +33,13 @@ class InferenceFailed(RuntimeError):
 
 
 class Engine:
-    def __init__(self, models: dict[str, Model], metrics: ServerMetrics, max_batch: int = 1,
+    def __init__(self, models: dict[str, Predictor], metrics: ServerMetrics, max_batch: int = 1,
                  batch_timeout_ms: float = 2.0):
         self.models, self.metrics = models, metrics
         self.max_batch, self.batch_timeout_ms = max_batch, batch_timeout_ms
         self.batchers: dict[str, MicroBatcher] = {}
 
-    def model(self, name: str, version: str | None = None) -> Model:
+    def model(self, name: str, version: str | None = None) -> Predictor:
         if name not in self.models:
             raise UnknownModel(f"unknown model {name!r}; serving {sorted(self.models)}")
         if version not in (None, "", VERSION):

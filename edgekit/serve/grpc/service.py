@@ -114,7 +114,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         tensors = [pb.ModelMetadataResponse.TensorMetadata(**tensor_metadata(t)) for t in model.inputs]
         outputs = [pb.ModelMetadataResponse.TensorMetadata(**tensor_metadata(t)) for t in model.outputs]
         properties = {"labels": json.dumps(model.labels)} if model.labels else {}
-        return pb.ModelMetadataResponse(name=request.name, versions=[VERSION], platform=f"tflite ({model.backend})",
+        return pb.ModelMetadataResponse(name=request.name, versions=[VERSION], platform=f"{model.format} ({model.backend})",
                                         inputs=tensors, outputs=outputs, properties=properties)
 
     @_rpc

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import ArtifactError
+from ..errors import ArtifactError
 
 DENSE, SPARSE_CSR = 0, 1
 SPARSE_OPS = {"DENSIFY": 0, "FULLY_CONNECTED": 1}  # op -> the input that may be sparse
 SPARSE_TYPES = {"FLOAT32": 4, "FLOAT16": 2, "INT8": 1}  # what LiteRT can densify
-_MAX_ELEMENTS = 2**31 - 1  # LiteRT indexes dense tensors with int
+MAX_ELEMENTS = 2**31 - 1  # LiteRT indexes dense tensors with int
 
 
 def _vector(schema, dm, kind: int, table) -> np.ndarray | None:
@@ -104,7 +104,7 @@ def verify_sparse_tensor(schema, tensor, type_name: str, buffer_size: int, where
             count = len(indices)
         else:
             raise bad(f"level {level} has format {dm.Format()}, expected DENSE (0) or SPARSE_CSR (1)")
-        if count > _MAX_ELEMENTS:
+        if count > MAX_ELEMENTS:
             raise bad(f"{count} stored positions, more than LiteRT can index")
     if buffer_size != count * itemsize:
         raise bad(f"{count} stored values of {itemsize} bytes need {count * itemsize} bytes, "

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._deps import import_failure
-from .errors import ArtifactError
-from .sparsity import _MAX_ELEMENTS, SPARSE_OPS, verify_sparse_tensor
-from .tflite_file import _model, _schema
-
-_ITEMSIZE = {"FLOAT32": 4, "FLOAT16": 2, "INT32": 4, "UINT8": 1, "INT64": 8, "BOOL": 1, "INT16": 2,
-             "INT8": 1, "FLOAT64": 8, "UINT64": 8, "UINT32": 4, "UINT16": 2}
+from .._deps import import_failure
+from ..errors import ArtifactError
+from .reader import enum_names, opcode_names, root, schema, whole_itemsize
+from .sparsity import MAX_ELEMENTS, SPARSE_OPS, verify_sparse_tensor
 
 
 # Inputs that may be absent (-1) per builtin op. Kernels dereference the others unchecked, so a -1
@@ -51,10 +48,9 @@ _ARITY: dict[str, tuple[int, int]] = {
 
 
 def verify_tflite(data: bytes, origin: str) -> None:
-    schema = _schema()
-    model = _model(data, origin)
+    model = root(data, origin)
     try:
-        _verify(schema, model, data, origin)
+        _verify(schema(), model, data, origin)
         _verify_associated_files(data, origin)
     except ArtifactError:
         raise
@@ -70,7 +66,7 @@ def _verify_associated_files(data: bytes, origin: str) -> None:
     a copy cut short loses that zip first, with the model itself still intact."""
     import zipfile
 
-    from .tflite_metadata.writer import associated_file_names, packed_files, read
+    from .metadata import associated_file_names, packed_files, read
 
     metadata = read(data)
     names = associated_file_names(metadata) if metadata is not None else set()
@@ -87,8 +83,8 @@ def _verify_associated_files(data: bytes, origin: str) -> None:
                             f"{', '.join(missing)} that are not packed in it; re-copy the file")
 
 
-def _verify(schema, model, data: bytes, origin: str) -> None:
-    type_names = {v: k for k, v in vars(schema.TensorType).items() if isinstance(v, int)}
+def _verify(generated, model, data: bytes, origin: str) -> None:
+    type_names = enum_names(generated.TensorType)
     n_buffers, n_codes = model.BuffersLength(), model.OperatorCodesLength()
     if model.SubgraphsLength() < 1:
         raise ArtifactError(f"{origin} is corrupt: it has no subgraph")
@@ -107,9 +103,7 @@ def _verify(schema, model, data: bytes, origin: str) -> None:
                 raise ArtifactError(f"{origin} is corrupt: buffer {b} claims {size} bytes past the end of the file; "
                                     "re-copy or re-convert the model")
             buffer_sizes.append(size)
-    op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if isinstance(v, int)}
-    codes = [op_names.get(max(model.OperatorCodes(i).BuiltinCode(), model.OperatorCodes(i).DeprecatedBuiltinCode()), "")
-             for i in range(n_codes)]
+    codes = opcode_names(model)
     for s in range(model.SubgraphsLength()):
         sg = model.Subgraphs(s)
         n_tensors = sg.TensorsLength()
@@ -121,12 +115,12 @@ def _verify(schema, model, data: bytes, origin: str) -> None:
                 raise ArtifactError(f"{origin} is corrupt: tensor {t} points at buffer {b} of {n_buffers}")
             _check_shape(tensor, t, origin)
             size = buffer_sizes[b]
-            itemsize = _ITEMSIZE.get(type_names.get(tensor.Type(), ""), 0)
+            itemsize = whole_itemsize(type_names.get(tensor.Type(), "").lower())
             if tensor.Sparsity() is not None:
-                verify_sparse_tensor(schema, tensor, type_names.get(tensor.Type(), str(tensor.Type())), size,
+                verify_sparse_tensor(generated, tensor, type_names.get(tensor.Type(), str(tensor.Type())), size,
                                      f"{origin}: tensor {t} ({(tensor.Name() or b'').decode(errors='replace')})")
                 sparse.add(t)
-            # sub-byte types are not in _ITEMSIZE
+            # sub-byte types have no whole itemsize
             elif size and itemsize and tensor.ShapeLength():
                 shape = tensor.ShapeAsNumpy()
                 if np.all(shape >= 0):
@@ -186,9 +180,9 @@ def _check_shape(tensor, index: int, origin: str) -> None:
     elements = 1
     for d in shape:
         elements *= d
-    if any(d < 0 for d in shape) or elements > _MAX_ELEMENTS:
+    if any(d < 0 for d in shape) or elements > MAX_ELEMENTS:
         raise ArtifactError(f"{origin} is corrupt: tensor {index} has shape {shape}, expected non-negative "
-                            f"dimensions and at most {_MAX_ELEMENTS} elements; re-copy or re-convert the model")
+                            f"dimensions and at most {MAX_ELEMENTS} elements; re-copy or re-convert the model")
     if tensor.ShapeSignatureLength():
         signature = [int(d) for d in tensor.ShapeSignatureAsNumpy()]
         if len(signature) != len(shape) or any(d < -1 or (d != -1 and d != s) for d, s in zip(signature, shape)):

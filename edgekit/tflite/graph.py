@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import ArtifactError, EdgekitError
-from .tflite_file import _model, _names, _schema
+from ..errors import ArtifactError, EdgekitError
+from .reader import ITEMSIZE, dtype_names, is_constant, opcode_names, root
 
 # op type -> class the cost model knows; anything else is "elementwise" (one pass over data)
 OP_CLASS = {
@@ -24,9 +24,6 @@ OP_CLASS = {
 }
 # ops the cost model has no sensible estimate for; listed as not costed
 UNCOSTED = {"CUSTOM", "WHILE", "IF", "CALL_ONCE", "DELEGATE", "CALL"}
-
-ITEMSIZE = {"float32": 4, "float16": 2, "int32": 4, "uint8": 1, "int64": 8, "bool": 1, "int16": 2, "int8": 1,
-            "float64": 8, "uint32": 4, "uint16": 2, "uint64": 8, "int4": 0.5}
 
 
 @dataclass
@@ -82,13 +79,9 @@ def read_graph(data: bytes, origin: str = "model") -> Graph:
 
 
 def _read_graph(data: bytes, origin: str) -> Graph:
-    schema = _schema()
-    model = _model(data, origin)
-    op_names, dtype_names = _names(schema.BuiltinOperator), _names(schema.TensorType)
-    codes = []
-    for i in range(model.OperatorCodesLength()):
-        oc = model.OperatorCodes(i)
-        codes.append(op_names.get(max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode()), "UNKNOWN"))
+    model = root(data, origin)
+    codes = opcode_names(model, unknown="UNKNOWN")
+    dtypes = dtype_names()
     sg = model.Subgraphs(0)
     tensors = []
     for t in range(sg.TensorsLength()):
@@ -96,9 +89,8 @@ def _read_graph(data: bytes, origin: str) -> Graph:
         shape = tuple(max(1, int(d)) for d in tt.ShapeAsNumpy()) if tt.ShapeLength() else ()
         if tt.ShapeSignatureLength():  # dynamic dims (-1) count as 1
             shape = tuple(1 if int(s) < 0 else int(d) for s, d in zip(tt.ShapeSignatureAsNumpy(), shape))
-        dtype = dtype_names.get(tt.Type(), "float32").lower()
-        buf = model.Buffers(tt.Buffer())
-        constant = buf.Offset() > 1 or (not buf.DataIsNone() and buf.DataLength() > 0)
+        dtype = dtypes.get(tt.Type(), "float32")
+        constant = is_constant(model, tt.Buffer())
         nbytes = int(np.prod(shape, dtype=np.int64) * ITEMSIZE.get(dtype, 4)) if shape else ITEMSIZE.get(dtype, 4)
         tensors.append(Tensor(t, (tt.Name() or b"").decode(), shape, dtype, constant, nbytes))
     raw_ops = []

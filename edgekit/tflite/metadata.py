@@ -1,15 +1,24 @@
-"""Build TFLite Metadata from what the converter knows, and pack associated files (labels) the
-standard way: as an uncompressed zip appended to the flatbuffer, so the .tflite is at once a
-valid model and a valid zip archive (what the TFLite Support metadata populator produces)."""
+"""What a .tflite carries besides its graph, read and written in one place:
+
+- the edgekit manifest, a metadata buffer named `artifact.TFLITE_MANIFEST_BUFFER`;
+- the standard TFLite Metadata (`TFLITE_METADATA`, what Android Studio's ML model binding and the
+  TFLite Support task library read), built from what the converter knows with the published schema
+  (its flatc-generated code lives in edgekit/tflite_metadata/, imported only when needed);
+- associated files (labels), packed the standard way: an uncompressed zip appended to the
+  flatbuffer, so the .tflite is at once a valid model and a valid zip archive (what the TFLite
+  Support metadata populator produces).
+"""
 from __future__ import annotations
 
 import io
 import zipfile
 from dataclasses import dataclass
+from typing import Any
 
-import flatbuffers
+import numpy as np
 
-from . import metadata_schema_generated as md
+from ..artifact import TFLITE_MANIFEST_BUFFER, manifest_from_json
+from .reader import check_identifier, metadata_buffer, schema
 
 METADATA_BUFFER_NAME = "TFLITE_METADATA"
 FILE_IDENTIFIER = b"M001"
@@ -26,8 +35,24 @@ class ModelInfo:
     license: str = ""
 
 
+def _md():
+    """The flatc-generated metadata schema; only building or reading TFLITE_METADATA needs it."""
+    from ..tflite_metadata import metadata_schema_generated
+
+    return metadata_schema_generated
+
+
+def read_manifest(data: bytes, origin: str = "model") -> dict[str, Any] | None:
+    """The edgekit manifest embedded in a .tflite (checked), or None when the file has none."""
+    raw = metadata_buffer(data, TFLITE_MANIFEST_BUFFER, origin)
+    return None if raw is None else manifest_from_json(raw, origin)
+
+
 def build(info: ModelInfo, manifest) -> bytes:
     """The TFLITE_METADATA flatbuffer for an edgekit manifest (inputs, outputs, preprocessing, labels)."""
+    import flatbuffers
+
+    md = _md()
     model = md.ModelMetadataT()
     model.name, model.description, model.version = info.name, info.description, info.version
     model.author, model.license = info.author, info.license
@@ -42,7 +67,8 @@ def build(info: ModelInfo, manifest) -> bytes:
     return bytes(builder.Output())
 
 
-def _input_metadata(tensor, manifest) -> md.TensorMetadataT:
+def _input_metadata(tensor, manifest):
+    md = _md()
     meta = md.TensorMetadataT()
     meta.name = tensor.name
     spec = manifest.preprocessing
@@ -80,7 +106,8 @@ def _input_metadata(tensor, manifest) -> md.TensorMetadataT:
     return meta
 
 
-def _output_metadata(tensor, index: int, manifest) -> md.TensorMetadataT:
+def _output_metadata(tensor, index: int, manifest):
+    md = _md()
     meta = md.TensorMetadataT()
     meta.name = tensor.name
     content = md.ContentT()
@@ -119,10 +146,9 @@ def append_files(model: bytes, files: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def read(model: bytes) -> md.ModelMetadataT | None:
-    """Parse the TFLITE_METADATA buffer of a model (None when absent)."""
-    from ..tflite_file import metadata_buffer
-
+def read(model: bytes):
+    """Parse the TFLITE_METADATA buffer of a model into a ModelMetadataT (None when absent)."""
+    md = _md()
     data = metadata_buffer(model, METADATA_BUFFER_NAME)
     if data is None:
         return None
@@ -141,7 +167,7 @@ def packed_files(model: bytes, verify: bool = False) -> dict[str, bytes]:
         return {}
 
 
-def associated_file_names(metadata: md.ModelMetadataT) -> set[str]:
+def associated_file_names(metadata) -> set[str]:
     def names(files):
         return {f.name.decode() if isinstance(f.name, bytes) else f.name for f in files or []}
 
@@ -151,3 +177,57 @@ def associated_file_names(metadata: md.ModelMetadataT) -> set[str]:
         for tensor in (subgraph.inputTensorMetadata or []) + (subgraph.outputTensorMetadata or []):
             found |= names(tensor.associatedFiles)
     return found
+
+
+def embed_metadata(data: bytes, entries: dict[str, bytes]) -> bytes:
+    """Return the model with each entry as a named metadata buffer (replacing same-named ones);
+    the graph and weights are unchanged."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    generated = schema()
+    check_identifier(data, "converter output")
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
+    model.metadata = [m for m in (model.metadata or []) if _decode(m.name) not in entries]
+    for name, payload in entries.items():
+        buffer = generated.BufferT()
+        buffer.data = np.frombuffer(payload, dtype=np.uint8)
+        model.buffers.append(buffer)
+        meta = generated.MetadataT()
+        meta.name = name
+        meta.buffer = len(model.buffers) - 1
+        model.metadata.append(meta)
+    for buffer in model.buffers:
+        buffer.__class__ = _aligned_buffer_class(generated)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+BUFFER_ALIGNMENT = 16  # the schema's `data:[ubyte] (force_align: 16)`
+
+
+def _aligned_buffer_class(generated):
+    """BufferT whose data vector honours force_align: 16. The generated Python packs byte vectors
+    with alignment 1, which would leave weights unaligned (the converter writes them aligned, and
+    mmap-based weight caches expect that)."""
+
+    class AlignedBufferT(generated.BufferT):
+        def Pack(self, builder):
+            data = None
+            if self.data is not None:
+                raw = np.ascontiguousarray(self.data, dtype=np.uint8).tobytes()
+                builder.StartVector(1, len(raw), BUFFER_ALIGNMENT)
+                builder.head = builder.head - len(raw)
+                builder.Bytes[builder.head:builder.head + len(raw)] = raw
+                builder.vectorNumElems = len(raw)
+                data = builder.EndVector()
+            generated.BufferStart(builder)
+            if data is not None:
+                generated.BufferAddData(builder, data)
+            generated.BufferAddOffset(builder, self.offset)
+            generated.BufferAddSize(builder, self.size)
+            return generated.BufferEnd(builder)
+
+    return AlignedBufferT
+
+
+def _decode(name) -> str:
+    return name.decode() if isinstance(name, bytes) else str(name or "")
