@@ -12,7 +12,9 @@ from typing import Any
 
 from .errors import ArtifactError, EdgekitError
 
-MANIFEST_SCHEMA = "edgekit.manifest/1"
+SCHEMA_VERSION = 1                                # bump when a reader of the old version would misread
+_SCHEMA_PREFIX = "edgekit.manifest/"
+MANIFEST_SCHEMA = f"{_SCHEMA_PREFIX}{SCHEMA_VERSION}"
 
 
 
@@ -54,6 +56,18 @@ _DTYPES = {"float32", "float16", "float64", "int8", "uint8", "int16", "uint16", 
            "bool"}
 
 
+def _check_schema(schema: Any) -> None:
+    """`edgekit.manifest/N`: a newer N may mean fields this edgekit would misread, so it says which
+    edgekit to get instead of guessing; an older or equal N is read as is."""
+    _expect(isinstance(schema, str) and schema.startswith(_SCHEMA_PREFIX) and schema[len(_SCHEMA_PREFIX):].isdigit(),
+            f"'schema' is not {_SCHEMA_PREFIX}N", schema)
+    version = int(schema[len(_SCHEMA_PREFIX):])
+    if version > SCHEMA_VERSION:
+        raise ArtifactError(f"the artifact's manifest was written by a newer edgekit (manifest schema {version}; this "
+                            f"edgekit {__import__('edgekit').__version__} reads up to {SCHEMA_VERSION}); upgrade: "
+                            "pip install -U edgekit")
+
+
 def _expect(ok: bool, what: str, got: Any) -> None:
     """A manifest read from an artifact is untrusted input: a wrong type is a corrupt artifact,
     not a TypeError deep in the runtime."""
@@ -79,12 +93,16 @@ class Manifest:
     schema: str = MANIFEST_SCHEMA
     weights_sha256: str | None = None  # edgekit.weights: checked at load, so damaged weights never run
     reference_stats: dict[str, Any] | None = None  # edgekit.monitor.reference: what drift is measured against
+    # keys this edgekit does not know, from a newer edgekit of the same schema version: kept, so a
+    # manifest read and written again (bundle, re-embedding) loses nothing
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["inputs"] = [t.to_dict() for t in self.inputs]
         d["outputs"] = [t.to_dict() for t in self.outputs]
-        return d
+        extra = d.pop("extra")
+        return {**d, **{k: v for k, v in extra.items() if k not in d}}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
@@ -93,6 +111,7 @@ class Manifest:
     def from_dict(cls, d: dict[str, Any]) -> "Manifest":
         """Raises ArtifactError (never TypeError/KeyError) when `d` does not have the manifest's shape."""
         _expect(isinstance(d, dict), "it is not a JSON object", d)
+        _check_schema(d.get("schema", MANIFEST_SCHEMA))
         for key in ("format", "recipe"):
             _expect(isinstance(d.get(key), str), f"{key!r} is missing or not a string", d.get(key))
         for key in ("inputs", "outputs"):
@@ -119,7 +138,8 @@ class Manifest:
                 raise
             except (KeyError, TypeError, ValueError) as e:
                 _expect(False, f"'preprocessing' lacks or mistypes {e}", d["preprocessing"])
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__ and k != "extra"}
+        known["extra"] = {k: v for k, v in d.items() if k not in cls.__dataclass_fields__ or k == "extra"}
         known["inputs"] = [TensorInfo.from_dict(t) for t in d.get("inputs", [])]
         known["outputs"] = [TensorInfo.from_dict(t) for t in d.get("outputs", [])]
         return cls(**known)

@@ -46,3 +46,25 @@ def test_a_tflite_load_is_a_straight_descent(artifacts):
     # the old cross-imports are gone: no writer read at load, no runtime/tflite_file/integrity at the top level
     assert not loaded & {"edgekit.tflite_metadata.writer", "edgekit.tflite_file", "edgekit.integrity", "edgekit.graph",
                          "edgekit.runtime"}, loaded
+
+
+def test_a_manifest_from_a_newer_edgekit_says_which_to_get(artifacts):
+    from edgekit.artifact import read_manifest_dict
+    from edgekit.errors import ArtifactError
+    from edgekit.manifest import Manifest
+
+    data = read_manifest_dict(artifacts / "digits_cnn_int8.tflite")
+    with pytest.raises(ArtifactError, match=r"written by a newer edgekit \(manifest schema 7; .* reads up to 1\); "
+                                            r"upgrade: pip install -U edgekit"):
+        Manifest.from_dict({**data, "schema": "edgekit.manifest/7"})
+    with pytest.raises(ArtifactError, match="'schema' is not edgekit.manifest/N"):
+        Manifest.from_dict({**data, "schema": "something else"})
+
+
+def test_unknown_manifest_keys_survive_a_round_trip(artifacts):
+    from edgekit.artifact import read_manifest_dict
+    from edgekit.manifest import Manifest
+
+    data = {**read_manifest_dict(artifacts / "digits_cnn_int8.tflite"), "added_later": {"x": 1}}
+    again = Manifest.from_dict(data).to_dict()
+    assert again["added_later"] == {"x": 1} and again["recipe"] == "int8" and "extra" not in again
