@@ -158,7 +158,7 @@ def app_manifest(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     kind = kind_of(path)
     manifest = read_manifest_dict(path)
-    missing = [] if manifest is not None else [f"the edgekit manifest ({MANIFEST_LOCATION[kind]})"]
+    missing = [] if manifest is not None else ["the edgekit manifest"]
     if kind == TFLITE:
         from .tflite.metadata import METADATA_BUFFER_NAME
         from .tflite.reader import metadata_buffer, read_bytes
@@ -166,7 +166,8 @@ def app_manifest(path: str | Path) -> dict[str, Any]:
         if metadata_buffer(read_bytes(path), METADATA_BUFFER_NAME, path.name) is None:
             missing.append("TFLite Metadata (TFLITE_METADATA)")
     if missing:
-        raise InputError(f"{path.name} lacks {' and '.join(missing)}: the apps could not configure "
+        where = "" if manifest is not None else f" (the manifest lives in the {MANIFEST_LOCATION[kind]})"
+        raise InputError(f"{path.name} lacks {' and '.join(missing)}{where}: the apps could not configure "
                          "themselves from it; re-convert it with `edgekit convert` (add --labels and --mean/--std "
                          "for image classifiers)")
     return manifest
