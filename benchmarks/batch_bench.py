@@ -1,13 +1,20 @@
 """Batch prediction throughput: the local engine vs `--engine ray` with 1 and 2 actors, and store
 write speed (rows/s) into PostgreSQL vs SQLite.
 
-    python benchmarks/batch_bench.py [--inputs 6000] [--repeats 3] [--json out.json]
+    python benchmarks/batch_bench.py [--model digits|mobilenetv2] [--inputs N] [--repeats 3] [--json out.json]
 
-Inputs: the 150 validation PNGs hard-linked to --inputs distinct files. Every engine predicts the
-same files with one interpreter thread per process, without a store (the stores are measured apart),
-end to end: wall time from the call to the last row back on the driver, Ray's pipeline and actor
-start included, `ray.init` (once, local, 2 CPUs) excluded. Each configuration runs --repeats times,
-alternating; the table gives the median and the min-max spread (this machine is shared: noisy).
+Models: `digits` is the committed sample `digits_cnn_int8.tflite` (32x32, ~0.3 ms per input: the
+engines' own per-input costs dominate); `mobilenetv2` is Keras' MobileNetV2 (alpha 0.35, 128x128,
+1000 classes, random weights) converted once with `edgekit convert -q int8` (float softmax and output:
+random weights give probabilities below an int8 step) and a random calibration
+.npz into benchmarks/.cache/ (needs TensorFlow the first time; milliseconds per input: compute dominates).
+Inputs: the 150 validation PNGs (digits) or those digits as 224x224 RGB JPEGs (mobilenetv2, resized to
+128x128 on load by the manifest's preprocessing), hard-linked to --inputs distinct files. Every engine
+predicts the same files with one interpreter thread per process, without a store (the stores are
+measured apart, --stores), end to end: wall time from the call to the last row back on the driver,
+Ray's pipeline and actor start included, `ray.init` (once, local, 2 CPUs) excluded. Each
+configuration runs --repeats times, alternating; the table gives the median and the min-max spread,
+and the 1-minute load average sampled during the runs.
 Targets (issue 19): Ray 2 actors >= 1.6x Ray 1 actor; Ray 1 actor >= 0.8x local (overhead <= 20 %).
 PostgreSQL: a server of our own (initdb in a temp folder, fsync on, loopback), or --pg-url.
 """
@@ -22,40 +29,103 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACT = ROOT / "sample_models" / "artifacts" / "digits_cnn_int8.tflite"
+CACHE = ROOT / "benchmarks" / ".cache" / "batch_bench"
 PG_BIN = Path(os.environ.get("EDGEKIT_PG_BIN", "/usr/lib/postgresql/15/bin"))
+DEFAULT_INPUTS = {"digits": 12000, "mobilenetv2": 3000}
 
 
-def replicate(folder: Path, n: int) -> Path:
+def mobilenetv2_artifact() -> Path:
+    """MobileNetV2 0.35/128 int8, built and converted once (TensorFlow, in a subprocess) into CACHE."""
+    out = CACHE / "mobilenetv2_035_128"
+    artifact = out / "mobilenetv2_035_128_int8.tflite"
+    if artifact.exists():
+        return artifact
+    out.mkdir(parents=True, exist_ok=True)
+    build = f"""
+import numpy as np, keras
+keras.utils.set_random_seed(0)
+m = keras.applications.MobileNetV2(input_shape=(128, 128, 3), alpha=0.35, weights=None, classes=1000)
+m.save({str(out / 'mobilenetv2_035_128.keras')!r})
+np.savez({str(out / 'calibration.npz')!r}, np.random.default_rng(0).uniform(-1, 1, (64, 128, 128, 3)).astype('float32'))
+"""
+    subprocess.run([sys.executable, "-c", build], check=True)
+    subprocess.run([sys.executable, "-m", "edgekit.cli", "convert", str(out / "mobilenetv2_035_128.keras"), "-q", "int8",
+                    "--calibration", str(out / "calibration.npz"), "--mean", "127.5", "--std", "127.5",
+                    "--io-out", "float", "--keep-float", "SOFTMAX", "--no-explain", "--no-gate", "--force",
+                    "-o", str(out)], check=True)
+    if not artifact.exists():
+        sys.exit(f"expected {artifact} from edgekit convert, got {sorted(p.name for p in out.iterdir())}")
+    return artifact
+
+
+def source_images(model: str) -> list[Path]:
     images = sorted((ROOT / "sample_models" / "validation").glob("*.png"))
+    if model == "digits":
+        return images
+    from PIL import Image
+
+    folder = CACHE / "rgb224"
+    if not folder.exists():
+        tmp = folder.with_suffix(".tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        for img in images:
+            Image.open(img).convert("RGB").resize((224, 224), Image.BILINEAR).save(tmp / f"{img.stem}.jpg", quality=90)
+        tmp.rename(folder)
+    return sorted(folder.glob("*.jpg"))
+
+
+def replicate(folder: Path, n: int, images: list[Path]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(n):
         os.link(images[i % len(images)], folder / f"{i:06d}_{images[i % len(images)].name}")
     return folder
 
 
-class Clock:
-    """End-to-end rate, and the steady rate: rows after the first result over the time after it
-    (start-up excluded: Ray's actor processes, the interpreter load, the first block)."""
+class LoadSampler:
+    """The 1-minute load average every 2 s while the engines run (this machine may be shared)."""
 
     def __init__(self):
-        self.start, self.first, self.after_first = time.perf_counter(), None, 0
+        self.values, self._stop = [os.getloadavg()[0]], threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.wait(2):
+            self.values.append(os.getloadavg()[0])
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join()
+        return {"min": min(self.values), "mean": statistics.mean(self.values), "max": max(self.values)}
+
+
+class Clock:
+    """End-to-end rate, and the steady rate: the last 75 % of the rows over the time they took to
+    arrive. That leaves out start-up (Ray's actor processes, the interpreter load) and the first
+    blocks, which can reach the driver together in a burst after being buffered."""
+
+    def __init__(self):
+        self.start, self.arrivals = time.perf_counter(), []
 
     def progress(self, n: int) -> None:
-        if n <= 0:
-            return
-        if self.first is None:
-            self.first = time.perf_counter()
-        else:
-            self.after_first += n
+        if n > 0:
+            self.arrivals.append((time.perf_counter(), n))
 
     def rates(self, total: int) -> tuple[float, float]:
-        end = time.perf_counter()
-        return total / (end - self.start), self.after_first / max(end - self.first, 1e-9)
+        end, seen = time.perf_counter(), 0
+        if len(self.arrivals) < 8:  # too few blocks for a rate between arrivals
+            return total / (end - self.start), float("nan")
+        for when, n in self.arrivals:
+            seen += n
+            if seen >= total / 4:
+                break
+        return total / (end - self.start), (total - seen) / max(end - when, 1e-9)
 
 
 def run_local(inputs: list[Path]) -> tuple[float, float]:
@@ -118,30 +188,39 @@ def spread(values: list[float]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--inputs", type=int, default=20000)
+    ap.add_argument("--model", choices=sorted(DEFAULT_INPUTS), default="digits")
+    ap.add_argument("--inputs", type=int, help="default: 12000 (digits), 3000 (mobilenetv2)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rows", type=int, default=20000, help="rows written per store")
     ap.add_argument("--chunk", type=int, default=256, help="rows per store transaction (the Ray engine's block)")
     ap.add_argument("--pg-url", help="an existing PostgreSQL (default: start one in a temp folder)")
+    ap.add_argument("--stores", action=argparse.BooleanOptionalAction, default=True,
+                    help="also measure SQLite/PostgreSQL write rates")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    global ARTIFACT
+    if args.model == "mobilenetv2":
+        ARTIFACT = mobilenetv2_artifact()
+    args.inputs = args.inputs or DEFAULT_INPUTS[args.model]
 
     import ray
 
     work = Path(tempfile.mkdtemp(prefix="edgekit-batch-bench-"))
     os.chmod(work, 0o755)
-    results: dict = {"inputs": args.inputs, "repeats": args.repeats, "artifact": ARTIFACT.name,
+    results: dict = {"model": args.model, "inputs": args.inputs, "repeats": args.repeats, "artifact": ARTIFACT.name,
                      "cpus": os.cpu_count(), "loadavg_start": os.getloadavg()[0]}
     try:
-        folder = replicate(work / "inputs", args.inputs)
+        folder = replicate(work / "inputs", args.inputs, source_images(args.model))
         files = sorted(p.resolve() for p in folder.iterdir())
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
         run_ray(folder, args.inputs, 1)  # warm: worker processes, imports, page cache
         runs: dict[str, list[tuple[float, float]]] = {"local (1 process)": [], "ray 1 actor": [], "ray 2 actors": []}
+        load = LoadSampler()
         for _ in range(args.repeats):
             runs["local (1 process)"].append(run_local(files))
             runs["ray 1 actor"].append(run_ray(folder, args.inputs, 1))
             runs["ray 2 actors"].append(run_ray(folder, args.inputs, 2))
+        results["loadavg_during"] = load.stop()
         ray.shutdown()
         results["throughput_per_s"] = {k: spread([r[0] for r in v]) for k, v in runs.items()}
         results["steady_throughput_per_s"] = {k: spread([r[1] for r in v]) for k, v in runs.items()}
@@ -150,31 +229,41 @@ def main() -> None:
             results[f"{kind}_ray_2_vs_1_actor"] = med["ray 2 actors"] / med["ray 1 actor"]
             results[f"{kind}_ray_1_actor_vs_local"] = med["ray 1 actor"] / med["local (1 process)"]
 
-        from edgekit.predict_job import prediction_row  # a real row shape, repeated with distinct inputs
-        import edgekit
-
-        row = prediction_row(edgekit.load(ARTIFACT), ARTIFACT.name, "0" * 64, "x", files[0], 5)
-        rows = [dict(row, input=f"/data/{i:07d}.png") for i in range(args.rows)]
-        stop = None
-        pg_url = args.pg_url
-        if pg_url is None and (PG_BIN / "initdb").exists():
-            pg_root = work / "pg"
-            pg_root.mkdir()
-            pg_url, stop = start_postgres(pg_root)
-        try:
-            stores = {"sqlite (WAL)": str(work / "bench.sqlite")}
-            if pg_url:
-                stores["postgresql (upsert, loopback)"] = f"{pg_url}?table=bench_{os.getpid()}"
-            results["store_rows_per_s"] = {name: store_rate(out, rows, args.chunk) for name, out in stores.items()}
-        finally:
-            if stop:
-                stop()
         results["loadavg_end"] = os.getloadavg()[0]
+        if args.stores:
+            store_rates(args, results, work, files[0])
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    report(args, results)
 
+
+def store_rates(args, results: dict, work: Path, sample: Path) -> None:
+    import edgekit
+    from edgekit.predict_job import prediction_row
+
+    # a real row shape, repeated with distinct inputs
+    row = prediction_row(edgekit.load(ARTIFACT), ARTIFACT.name, "0" * 64, "x", sample, 5)
+    rows = [dict(row, input=f"/data/{i:07d}.png") for i in range(args.rows)]
+    stop = None
+    pg_url = args.pg_url
+    if pg_url is None and (PG_BIN / "initdb").exists():
+        pg_root = work / "pg"
+        pg_root.mkdir()
+        pg_url, stop = start_postgres(pg_root)
+    try:
+        stores = {"sqlite (WAL)": str(work / "bench.sqlite")}
+        if pg_url:
+            stores["postgresql (upsert, loopback)"] = f"{pg_url}?table=bench_{os.getpid()}"
+        results["store_rows_per_s"] = {name: store_rate(out, rows, args.chunk) for name, out in stores.items()}
+    finally:
+        if stop:
+            stop()
+
+
+def report(args, results: dict) -> None:
+    load = results["loadavg_during"]
     print(f"{args.inputs} inputs ({ARTIFACT.name}), {args.repeats} runs each, 1 interpreter thread per process; "
-          f"load average {results['loadavg_start']:.1f} -> {results['loadavg_end']:.1f} on {results['cpus']} CPUs")
+          f"load average during the runs {load['mean']:.1f} ({load['min']:.1f}-{load['max']:.1f}) on {results['cpus']} CPUs")
     print(f"{'engine':<20} {'end-to-end /s (min-max)':>26} {'steady /s (min-max)':>24}")
     for name, s in results["throughput_per_s"].items():
         t = results["steady_throughput_per_s"][name]
@@ -183,7 +272,7 @@ def main() -> None:
     for kind, label in (("throughput_per_s", "end-to-end"), ("steady_throughput_per_s", "steady")):
         print(f"{label}: ray 2 actors / 1 actor {results[kind + '_ray_2_vs_1_actor']:.2f}x (target >= 1.6x); "
               f"ray 1 actor / local {results[kind + '_ray_1_actor_vs_local']:.2f} (target >= 0.80)")
-    for name, rate in results["store_rows_per_s"].items():
+    for name, rate in results.get("store_rows_per_s", {}).items():
         print(f"store {name:<32} {rate:>9.0f} rows/s ({args.rows} rows, {args.chunk} per transaction)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -1,4 +1,4 @@
-"""`edgekit predict --engine ray`: Ray Data reads the inputs, a pool of actors predicts, the driver stores.
+"""`edgekit predict --engine ray`: a pool of Ray Data actors reads and predicts, the driver stores.
 
 Each actor loads the artifact once (`edgekit.load`): the driver ships the file's bytes through the
 object store, so workers need only edgekit's device install and Ray, not the artifact on their disk.
@@ -6,12 +6,17 @@ The driver writes every store, one block at a time: workers need no database cre
 path to it, and the same stores, summary and failure accounting serve both engines. A block whose
 actor died is recomputed by Ray (actors restart, tasks retry); upserts on (input, model_sha256) and
 the driver's own de-duplication keep that from ever writing a row twice.
+
+Per input, the actor does what the local engine does (read the file, decode and preprocess inside
+`prediction_row`, predict, drift statistics) and nothing else runs per input: no read tasks, no
+bytes through the object store, no JSON. The driver hands out blocks of input names (one block per
+actor call) and gets back one Arrow table per block (result_schema), turned into rows in one call.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
-import json
 import logging
 import os
 import tempfile
@@ -26,11 +31,23 @@ from ..fileio import sha256_path
 from ..predict_job import PredictSummary
 from .sources import Source, key_prefix
 
-BATCH_SIZE = 256  # rows per actor call: amortises Ray's per-block cost (~ms) over ~0.1 ms predictions
+BATCH_SIZE = 256  # rows per actor call and per block: amortises Ray's per-block cost (~ms) over ~0.2 ms predictions
+
+
+@functools.cache
+def result_schema():
+    import pyarrow as pa
+
+    # one fixed schema, so blocks never disagree on types (a block of failures has no scores);
+    # model and model_sha256 are the same for every row: the driver adds them
+    return pa.schema([("input", pa.string()), ("status", pa.string()), ("error", pa.string()),
+                      ("label", pa.string()), ("score", pa.float64()), ("top_k", pa.string()),
+                      ("outputs", pa.string()), ("latency_ms", pa.float64()), ("created_utc", pa.string()),
+                      ("stats", pa.string())])
 
 
 class PredictActor:
-    """Lives in a Ray worker; Ray Data calls it on batches (dicts of numpy columns)."""
+    """Lives in a Ray worker; Ray Data calls it on blocks of inputs (pyarrow tables: path, or bytes and id)."""
 
     def __init__(self, artifact: list | None, artifact_path: str, model_name: str, model_sha: str, top_k: int,
                  threads: int, prefix: str, done=None):
@@ -44,39 +61,50 @@ class PredictActor:
             artifact_path = os.path.join(folder, model_name)
             with open(artifact_path, "wb") as fh:
                 fh.write(artifact)
-        self.model = edgekit.load(artifact_path, threads=threads)
+        from edgekit.monitor.model import watch
+
+        # rows carry drift statistics (the manifest's reference_stats), as the local engine's do
+        self.model = watch(edgekit.load(artifact_path, threads=threads), every=0)
         self.model_name, self.model_sha, self.top_k, self.prefix = model_name, model_sha, top_k, prefix
         self.done = done or frozenset()
 
-    def __call__(self, batch: dict) -> dict:
+    def __call__(self, batch):
+        """A pyarrow batch of inputs in, a pyarrow table of results out (result_schema()): columns travel
+        back as Arrow buffers, which the driver turns into rows in one call, no JSON per row."""
         import numpy as np
+        import pyarrow as pa
 
         from edgekit.predict_job import prediction_row
 
-        out = {"input": [], "status": [], "payload": []}  # all strings: blocks never disagree on types
-        data = batch.get("bytes")
-        for i in range(len(next(iter(batch.values())))):
-            key = self._key(batch, i)
+        schema = result_schema()
+        cols = {name: batch.column(name).to_pylist() for name in ("id", "path", "bytes") if name in batch.column_names}
+        out = {name: [] for name in schema.names}
+        data = cols.get("bytes")
+        for i in range(batch.num_rows):
+            key = self._key(cols, i)
+            row = None
             if key in self.done:
-                out["input"].append(key), out["status"].append("skipped"), out["payload"].append("")
-                continue
-            try:
-                raw = bytes(data[i]) if data is not None else _read(key)
-                x = np.load(io.BytesIO(raw), allow_pickle=False) if raw[:6] == b"\x93NUMPY" else raw
-                row = prediction_row(self.model, self.model_name, self.model_sha, key, x, self.top_k)
-                status, payload = "ok", json.dumps(row)
-            except (EdgekitError, OSError, ValueError) as e:
-                status, payload = "failed", first_line(str(e)) or type(e).__name__
-            out["input"].append(key), out["status"].append(status), out["payload"].append(payload)
-        return out
+                status, error = "skipped", None
+            else:
+                try:
+                    raw = data[i] if data is not None else _read(key)  # the actor reads: no separate read tasks
+                    x = np.load(io.BytesIO(raw), allow_pickle=False) if raw[:6] == b"\x93NUMPY" else raw
+                    row = prediction_row(self.model, self.model_name, self.model_sha, key, x, self.top_k)
+                    status, error = "ok", None
+                except (EdgekitError, OSError, ValueError) as e:
+                    status, error = "failed", first_line(str(e)) or type(e).__name__
+            out["input"].append(key), out["status"].append(status), out["error"].append(error)
+            for name in schema.names[3:]:
+                out[name].append(row[name] if row is not None else None)
+        return pa.Table.from_pydict(out, schema=schema)
 
-    def _key(self, batch: dict, i: int) -> str:
-        if "id" in batch:
-            return str(batch["id"][i])
-        if "path" in batch:
-            path = str(batch["path"][i])
-            return path if "://" in path or "bytes" not in batch else self.prefix + path
-        return "sha256:" + hashlib.sha256(bytes(batch["bytes"][i])).hexdigest()
+    def _key(self, cols: dict, i: int) -> str:
+        if "id" in cols:
+            return str(cols["id"][i])
+        if "path" in cols:
+            path = str(cols["path"][i])
+            return path if "://" in path or "bytes" not in cols else self.prefix + path
+        return "sha256:" + hashlib.sha256(cols["bytes"][i]).hexdigest()
 
 
 def _read(key: str) -> bytes:
@@ -120,11 +148,13 @@ def run_ray_predictions(artifact: Path, source: Source, store=None, top_k: int =
     done = store.done(model_sha) if store is not None else set()
     if actors is None:
         actors = max(1, int(ray.cluster_resources().get("CPU", 1) // threads_per_actor))
-    ds, total = _dataset(ray, source, done, summary, actors, batch_size)
+    inputs = _inputs(source, done, summary)
+    total = inputs.num_rows if inputs is not None else 0
     on_total(total + summary.skipped_done)
     on_progress(summary.skipped_done)
     # a short job still gives every actor work: at least two batches per actor
     batch_size = max(1, min(batch_size, -(-total // (2 * actors)))) if total else batch_size
+    ds = ray.data.from_arrow(_slices(inputs, batch_size)) if total else ray.data.from_items([])
     single_file = artifact.is_file()
     # the bytes travel as an object reference the actor resolves: an actor restarted after a crash
     # gets them again from the driver's object store
@@ -132,31 +162,33 @@ def run_ray_predictions(artifact: Path, source: Source, store=None, top_k: int =
                   model_name=artifact.name, model_sha=model_sha, top_k=top_k, threads=threads_per_actor,
                   prefix=key_prefix(source.protocol),
                   done=frozenset(done) if source.table else None)  # file lists were filtered here already
-    ds = ds.map_batches(PredictActor, fn_constructor_kwargs=kwargs, batch_size=batch_size, batch_format="numpy",
+    ds = ds.map_batches(PredictActor, fn_constructor_kwargs=kwargs, batch_size=batch_size, batch_format="pyarrow",
                         compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=threads_per_actor)
     seen: set[str] = set()
     start = time.perf_counter()
     try:
-        for block in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             rows = []
-            for key, status, payload in zip(block["input"], block["status"], block["payload"]):
-                key = str(key)
+            for r in block.to_pylist():  # one C call per block: the columns become row dicts
+                key = r["input"]
                 if key in seen:  # a duplicate input row in a table, or a block Ray recomputed
                     continue
                 seen.add(key)
+                status, error = r.pop("status"), r.pop("error")
                 if status == "ok":
-                    rows.append(json.loads(payload))
+                    r["model_sha256"], r["model"] = model_sha, artifact.name
+                    rows.append(r)
                 elif status == "skipped":
                     summary.skipped_done += 1
                 else:
-                    summary.failures.append((key, str(payload)))
+                    summary.failures.append((key, error))
             summary.predicted += len(rows)
             summary.latencies_ms.extend(r["latency_ms"] for r in rows)
             if store is not None:
                 store.add(rows)
             else:
                 summary.rows.extend(rows)
-            on_progress(len(block["input"]))
+            on_progress(block.num_rows)
     except ray.exceptions.RayError as e:
         raise EdgekitError(f"--engine ray: the job failed on the cluster ({first_line(str(e))}); "
                            "every worker needs edgekit and the same ray version installed; re-run to resume") from e
@@ -164,26 +196,19 @@ def run_ray_predictions(artifact: Path, source: Source, store=None, top_k: int =
     return summary
 
 
-def _dataset(ray, source: Source, done: set[str], summary: PredictSummary, actors: int, batch_size: int):
-    """(Ray dataset of the inputs to predict, their number)."""
+def _inputs(source: Source, done: set[str], summary: PredictSummary):
+    """A pyarrow table of the inputs to predict (columns id, path, bytes), or None when none is left."""
     if source.table is None:
         todo = [f for f in source.files if key_prefix(source.protocol) + f not in done]
         summary.skipped_done = len(source.files) - len(todo)
         if not todo:
-            return ray.data.from_items([]), 0
-        fs = None
-        if source.filesystem is not None:
-            import pyarrow.fs
+            return None
+        # The actors read the files themselves (local paths, or fsspec URLs by their key): Ray's
+        # read_binary_files ran read tasks in processes of their own that, with Arrow blocks of image
+        # bytes shipped through the object store, took CPU from the actors on a small machine.
+        import pyarrow as pa
 
-            fs = pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(source.filesystem))
-        # reading small files is I/O, not compute: it reserves no CPU, or on a small machine the
-        # actors would hold every CPU and the reads would wait forever. Zero-CPU tasks are not limited
-        # by CPUs either, so their concurrency is: unbounded, Ray started a process per read task
-        # (dozens on 2 cores, 40 s before the first prediction); one reader per two actors.
-        ds = ray.data.read_binary_files(todo, include_paths=True, filesystem=fs, num_cpus=0,
-                                        concurrency=max(1, actors // 2),
-                                        override_num_blocks=min(len(todo), max(2 * actors, -(-len(todo) // batch_size))))
-        return ds, len(todo)
+        return pa.table({"path": [key_prefix(source.protocol) + f for f in todo]})
     # The driver reads the table (only the id/path/bytes columns) and hands Ray its slices: Ray's own
     # Parquet reader starts with a file-listing task that wants a whole CPU, which a pool of actors
     # holding every CPU of a small cluster never frees (a hang, seen on 2 CPUs with 2 actors).
@@ -207,6 +232,10 @@ def _dataset(ray, source: Source, done: set[str], summary: PredictSummary, actor
         raise InputError(f"INPUT table {source.table!r} cannot be read as {fmt} ({first_line(str(e))})") from e
     if "id" in columns:  # keys are strings whatever type the id column has
         table = table.set_column(table.schema.get_field_index("id"), "id", table.column("id").cast("string"))
-    step = max(1, -(-table.num_rows // (2 * actors)))
-    slices = [table.slice(i, step) for i in range(0, table.num_rows, step)] or [table]
-    return ray.data.from_arrow(slices), table.num_rows
+    return table
+
+
+def _slices(table, rows: int) -> list:
+    """Blocks of one actor call each: Ray hands an actor whole blocks, so a block is never split
+    across calls or bundled with another (no copies), and progress arrives block by block."""
+    return [table.slice(i, rows) for i in range(0, table.num_rows, rows)] or [table]
