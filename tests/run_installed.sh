@@ -36,7 +36,8 @@ run_tier() {  # run_tier VENV LABEL MARK-EXPRESSION
     say "tier $label: pytest -m \"$marks\" in $(basename "$venv")"
     start=$(date +%s)
     (cd "$WORK" && EDGEKIT_TEST_INSTALLED=1 "$venv/bin/python" -m pytest "$ROOT/tests" -m "$marks" \
-        -q -rs -p no:cacheprovider --rootdir "$ROOT" -o console_output_style=classic) || status=$?
+        -q -rs -p no:cacheprovider --rootdir "$ROOT" -o console_output_style=classic) \
+        > >(tee "$WORK/tier-$label.log") || status=$?
     end=$(date +%s)
     printf '%s\t%s\t%s\n' "$label" "$((end - start))" "$status" >> "$TIMES"
     # exit 5 = no test selected: a tier that selects nothing is a broken tier, not a pass
@@ -127,4 +128,8 @@ fi
 
 say "tier times (seconds; exit status)"
 column -t "$TIMES" 2>/dev/null || cat "$TIMES"
+# one closing line over every tier, from each tier's own pytest summary line
+count() { cat "$WORK"/tier-*.log 2>/dev/null | grep -E "^[0-9]+ (passed|failed|skipped|error)|, [0-9]+ (passed|failed|skipped|error)" \
+    | grep -oE "[0-9]+ $1" | awk '{n += $1} END {print n + 0}'; }
+printf '\ntotal: %s passed, %s failed, %s skipped\n' "$(count passed)" "$(( $(count failed) + $(count error) ))" "$(count skipped)"
 exit "$failed"
