@@ -17,7 +17,7 @@ import click
 from . import __version__
 from ._deps import import_failure
 from .errors import ArtifactError, ConversionError, EdgekitError, InputError, MissingDependencyError, first_line
-from .fileio import atomic_write_text, check_writable, path_size
+from .fileio import atomic_write_text, check_writable
 from .interrupt import Interrupted
 from .table import human_size, render
 

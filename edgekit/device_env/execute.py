@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, first_line
+from ..errors import first_line
 from .build import (
     ARCH,
     DeviceEnvError,
