@@ -29,6 +29,16 @@ class PredictSummary:
     wall_s: float = 0.0
     rows: list[dict] = field(default_factory=list)  # kept when no store is given
 
+    def record(self, rows: list[dict], store=None) -> None:
+        """Count a chunk of predicted rows and make it durable (store) or keep it (no store); both
+        engines end every chunk here, so they count and store the same way."""
+        self.predicted += len(rows)
+        self.latencies_ms.extend(r["latency_ms"] for r in rows)
+        if store is not None:
+            store.add(rows)
+        else:
+            self.rows.extend(rows)
+
     def to_dict(self) -> dict:
         lat = np.asarray(self.latencies_ms) if self.latencies_ms else None
         return {"predicted": self.predicted, "skipped_already_done": self.skipped_done,
@@ -76,12 +86,7 @@ def run_predictions(model: Predictor, model_path: Path, inputs: list[Path], stor
                 rows.append(_predict_one(model, model_path, model_sha, path, top_k))
             except EdgekitError as e:
                 summary.failures.append((str(path), str(e)))
-        summary.predicted += len(rows)
-        summary.latencies_ms.extend(r["latency_ms"] for r in rows)
-        if store is not None:
-            store.add(rows)
-        else:
-            summary.rows.extend(rows)
+        summary.record(rows, store)
         on_progress(len(chunk))
     summary.wall_s = time.perf_counter() - start
     return summary

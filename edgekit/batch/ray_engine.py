@@ -182,12 +182,7 @@ def run_ray_predictions(artifact: Path, source: Source, store=None, top_k: int =
                     summary.skipped_done += 1
                 else:
                     summary.failures.append((key, error))
-            summary.predicted += len(rows)
-            summary.latencies_ms.extend(r["latency_ms"] for r in rows)
-            if store is not None:
-                store.add(rows)
-            else:
-                summary.rows.extend(rows)
+            summary.record(rows, store)
             on_progress(block.num_rows)
     except ray.exceptions.RayError as e:
         raise EdgekitError(f"--engine ray: the job failed on the cluster ({first_line(str(e))}); "
