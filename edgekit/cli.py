@@ -68,8 +68,7 @@ class EdgekitGroup(click.Group):
 
 
 def _unexpected(e: Exception) -> None:
-    first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-    click.echo(f"Error: unexpected {type(e).__name__}: {first} (set EDGEKIT_DEBUG=1 for the traceback)", err=True)
+    click.echo(f"Error: unexpected {type(e).__name__}: {first_line(str(e))} (set EDGEKIT_DEBUG=1 for the traceback)", err=True)
     sys.exit(70)
 
 

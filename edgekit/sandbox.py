@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .errors import ArtifactError
+from .errors import ArtifactError, first_line
 
 PROBE_TIMEOUT_S = 120.0
 _ERROR_EXIT = 3  # the child caught an exception; its JSON description is on stdout
@@ -104,7 +104,7 @@ def _child(path: str, backend: str, threads: int | None) -> int:
         model.run(arrays)
     except Exception as e:  # noqa: BLE001 - reported to the parent, which decides
         print(json.dumps({"edgekit": isinstance(e, EdgekitError), "type": type(e).__name__,
-                          "message": str(e).strip().splitlines()[0][:300] if str(e).strip() else ""}))
+                          "message": first_line(str(e))}))
         return _ERROR_EXIT
     return 0
 

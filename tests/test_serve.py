@@ -5,7 +5,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,17 +18,12 @@ from PIL import Image
 
 import edgekit
 from conftest import OUTSIDE, ROOT
+from serve_process import free_port
 
 pytestmark = pytest.mark.serve
 
 KEY = "test-key-123"
 INFER = "/v2/models/{name}/infer"  # metrics label requests by route template, never by raw path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

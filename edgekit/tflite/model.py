@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..backends import interpreter_class
-from ..errors import ArtifactError, InputError
+from ..errors import ArtifactError, InputError, first_line
 from ..manifest import Manifest, TensorInfo
 from ..native_output import quiet_native
 from ..predictor import Predictor
@@ -211,7 +211,8 @@ class TFLiteModel(Predictor):
         except (RuntimeError, ValueError, MemoryError) as e:
             # Inputs were checked above, so a failing kernel or resize means the model itself is
             # broken (e.g. "Input tensor 8 lacks data", a delegate that cannot reshape).
-            raise ArtifactError(f"the {self.backend} runtime failed to run {self.origin}: {_first(e)}; the file may "
+            cause = first_line(str(e)) or type(e).__name__
+            raise ArtifactError(f"the {self.backend} runtime failed to run {self.origin}: {cause}; the file may "
                                 "be corrupt: re-copy or re-convert it") from e
         return [codec.decode(r) for r, codec in zip(raw, b.out_codecs)]
 
@@ -261,11 +262,6 @@ def _info(name: str, details: dict) -> TensorInfo:
     quantized = scale != 0.0
     return TensorInfo(name, tuple(None if int(d) < 0 else int(d) for d in shape), np.dtype(details["dtype"]).name,
                       float(scale) if quantized else None, int(zero_point) if quantized else None)
-
-
-def _first(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:300] if text else type(error).__name__
 
 
 def _load_error(error: Exception, origin: str, backend: str) -> ArtifactError:
