@@ -287,13 +287,15 @@ def _build_tflite(job: _Job, recipe: str, path: Path) -> ArtifactResult:
                               "try another recipe (int8 or int8-weights)") from e
     outputs = _run_batched(artifact, job.validation.arrays, job.source)
     parity = job.parity(outputs)
-    diagnosis = _output_diagnosis(artifact, outputs, job)
+    diagnosis = _output_diagnosis(artifact, outputs, job)  # output name -> what it shows
     error_layers = []
     if recipe == "int8" and opts.explain_errors and job.calibration is not None:
         job.progress("    ranking layers by quantization error")
         tf = require("tensorflow", "quantization error analysis")
         with captured_native_output():
             error_layers = _explain(tf, job.source, job.calibration)
+        if error_layers:
+            error_layers = _with_output_quantization(error_layers, artifact, outputs, job, saturated=set(diagnosis))
     manifest = job.manifest(TFLITE, recipe, artifact.inputs, artifact.outputs, parity)
     manifest.reference_stats = job.reference_stats(artifact.inputs[0], outputs)
     manifest.weights_sha256 = tflite_weights_sha256(model_bytes)  # embedding metadata leaves tensor buffers as they are
@@ -306,10 +308,8 @@ def _build_tflite(job: _Job, recipe: str, path: Path) -> ArtifactResult:
     atomic_write_bytes(path, final_bytes)
     manifest_path = manifest_path_for(path)
     atomic_write_text(manifest_path, manifest.to_json())
-    if recipe == "int8" and error_layers:
-        error_layers = _with_output_quantization(error_layers, artifact, outputs, job)
     return ArtifactResult(path, TFLITE, recipe, len(final_bytes), seconds, parity, manifest_path, error_layers,
-                          diagnosis=diagnosis)
+                          diagnosis=list(diagnosis.values()))
 
 
 def _quantized_outputs(artifact: Model, outputs: list[np.ndarray], job: _Job):
@@ -321,12 +321,14 @@ def _quantized_outputs(artifact: Model, outputs: list[np.ndarray], job: _Job):
             yield name, info, got, ref
 
 
-def _output_diagnosis(artifact: Model, outputs: list[np.ndarray], job: _Job) -> list[str]:
-    return [d for name, info, got, ref in _quantized_outputs(artifact, outputs, job)
-            if (d := output_saturation(name, got, info.scale, ref))]
+def _output_diagnosis(artifact: Model, outputs: list[np.ndarray], job: _Job) -> dict[str, str]:
+    """Integer outputs that cannot represent what the source computes, by name, with the fix."""
+    return {name: d for name, info, got, ref in _quantized_outputs(artifact, outputs, job)
+            if (d := output_saturation(name, got, info.scale, ref))}
 
 
-def _with_output_quantization(rows: list[dict], artifact: Model, outputs: list[np.ndarray], job: _Job) -> list[dict]:
+def _with_output_quantization(rows: list[dict], artifact: Model, outputs: list[np.ndarray], job: _Job,
+                              saturated: set[str]) -> list[dict]:
     """The debugger ranks the model's inner tensors; the int8 output step is a loss of its own
     (an underflowing softmax lost everything while the ranking blamed squeeze-excite layers).
     Rank it too, in the debugger's unit: the error this tensor's quantization alone adds (the
@@ -339,12 +341,12 @@ def _with_output_quantization(rows: list[dict], artifact: Model, outputs: list[n
     for name, info, got, ref in _quantized_outputs(artifact, outputs, job):
         alone = dequantize(quantize(ref, info), info).astype(np.float64) - ref
         signal = float(np.sqrt(np.mean(ref.astype(np.float64) ** 2)))
-        # an underflowing output loses everything while its error stays under one step: rank it first
-        saturated = output_saturation(name, got, info.scale, ref) is not None
         extra.append({"layer": f"output {name} (int8 output step)", "tensor": name,
                       "rmse_over_scale": float(np.sqrt(np.mean(alone ** 2))) / info.scale,
                       "signal_over_scale": signal / info.scale,
-                      "max_abs_err": float(np.max(np.abs(got - ref))), "saturated": saturated})
+                      "max_abs_err": float(np.max(np.abs(got - ref))),
+                      # an underflowing output loses everything while its error stays under one step: first
+                      "saturated": name in saturated})
     return sorted(rows + extra, key=lambda r: (r.get("saturated", False), r["rmse_over_scale"]), reverse=True)
 
 
