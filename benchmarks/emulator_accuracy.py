@@ -58,7 +58,7 @@ def build_tflite(model_name: str, precision: str) -> Path:
         return path
     import keras
 
-    from edgekit.converters import tflite as tflite_converter
+    from edgekit.converters.formats import tflite_tensorflow as tflite_converter
     from edgekit.converters.sources import load_source
     from edgekit.dataset import Dataset
 
