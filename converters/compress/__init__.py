@@ -1,0 +1,68 @@
+"""Compression: transforms of the source Keras model before conversion (a stage between source and
+format). Structured channel pruning (`channels`), low-rank factorization (`lowrank`) and knowledge
+distillation (`distill`), composed by `steps` from names like `prune-channels-30+distill+int8`.
+
+    model, provenance, recipe = apply_recipe(keras_model, "prune-channels-30+distill+int8", calibration)
+    # -> compressed model, one provenance row per step, and "int8" for the converter
+
+Provenance rows: {"step", "params", "details", "macs_before", "macs_after", "params_before",
+"params_after", "seconds"}; MACs as edgekit.tflite.graph counts them in the converted graph.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+
+from edgekit.errors import InputError
+
+from .steps import Step, parse_step, parse_steps, split_recipe
+
+__all__ = ["Step", "apply_recipe", "compress", "parse_step", "parse_steps", "split_recipe"]
+
+
+def compress(keras_model, steps: list[Step] | str, calibration_arrays: list[np.ndarray] | None, labels=None,
+             seed: int = 0, progress: Callable[[str], None] = lambda msg: None):
+    """(compressed model, provenance). The input model is not modified; distillation's teacher is
+    the model as given (before any step)."""
+    from .channels import prune_channels
+    from .distill import distill
+    from .keras_graph import as_functional, keras_macs
+    from .lowrank import factorize
+
+    steps = parse_steps(steps) if isinstance(steps, str) else list(steps)
+    teacher = as_functional(keras_model)
+    model, provenance = teacher, []
+    for step in steps:
+        start = time.perf_counter()
+        macs_before, params_before = keras_macs(model), int(model.count_params())
+        progress(f"  {step.name}")
+        if step.kind == "prune-channels":
+            model, details = prune_channels(model, step.params["percent"], step.params["criterion"], calibration_arrays)
+        elif step.kind == "lowrank":
+            model, details = factorize(model, percent=step.params.get("percent"), energy=step.params.get("energy"))
+        else:
+            if model is teacher:
+                raise InputError("distill fine-tunes a compressed model against the original; put it after "
+                                 "prune-channels-N or lowrank-N")
+            if not calibration_arrays:
+                raise InputError("distill learns from the calibration inputs; pass --calibration with a few "
+                                 "hundred representative inputs")
+            details = distill(model, teacher, calibration_arrays, labels, step.params["epochs"], seed, progress)
+        provenance.append({"step": step.name, "params": dict(step.params), "details": details,
+                           "macs_before": macs_before, "macs_after": keras_macs(model),
+                           "params_before": params_before, "params_after": int(model.count_params()),
+                           "seconds": round(time.perf_counter() - start, 2)})
+    return model, provenance
+
+
+def apply_recipe(keras_model, recipe: str, calibration_arrays: list[np.ndarray] | None, labels=None, seed: int = 0,
+                 progress: Callable[[str], None] = lambda msg: None):
+    """For a composed recipe name: (compressed model, provenance, the quantization recipe left, or None).
+    A recipe without compression steps returns the model unchanged and an empty provenance."""
+    steps, rest = split_recipe(recipe)
+    if not steps:
+        return keras_model, [], rest
+    model, provenance = compress(keras_model, steps, calibration_arrays, labels, seed, progress)
+    return model, provenance, rest
