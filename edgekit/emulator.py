@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -210,7 +210,20 @@ def latency_ms(graph: Graph, device: Device, threads: int, legacy_runtime: bool,
     """The point estimate alone (what the calibration fit evaluates thousands of times). Rows measured
     on the pre-XNNPACK runtime (2019-2020 docs) scale by legacy_runtime_factor, and their int8 ops by
     legacy_int8_factor on top: gemmlowp/ruy int8 and the old float kernels were not slower alike."""
-    ops = op_estimates(graph, device, threads, params)
+    return _total_ms(op_estimates(graph, _as_run_by(device, legacy_runtime), threads, params), legacy_runtime, params)
+
+
+def _as_run_by(device: Device, legacy_runtime: bool) -> Device:
+    """The device as the runtime's kernels see it. The pre-XNNPACK int8 kernels (gemmlowp, early ruy)
+    had no sdot paths: on a dot-product core they ran the widening-multiply kernels, so legacy rows
+    take the no-sdot int8 gain whatever the core has."""
+    if not legacy_runtime or not any(c.core.dotprod for c in device.clusters):
+        return device
+    clusters = tuple(replace(c, core=replace(c.core, dotprod=False)) for c in device.clusters)
+    return replace(device, clusters=clusters)
+
+
+def _total_ms(ops: list[OpEstimate], legacy_runtime: bool, params: dict) -> float:
     if not legacy_runtime:
         return sum(o.ms for o in ops)
     int8 = params.get("legacy_int8_factor", 1.0)
@@ -248,8 +261,8 @@ def estimate(graph: Graph, device: Device, threads: int, legacy_runtime: bool = 
 
         return estimate_measured(graph, device, threads)
     p = params or calibration()["params"]
-    ops = op_estimates(graph, device, threads, p)
-    total = sum(o.ms for o in ops) * (p["legacy_runtime_factor"] if legacy_runtime else 1.0)
+    ops = op_estimates(graph, _as_run_by(device, legacy_runtime), threads, p)
+    total = _total_ms(ops, legacy_runtime, p)
     band = calibration().get("error_band_log", {"low": -0.4, "high": 0.4})
     memory = memory_mb(graph)
     return Estimate(device.name, threads, total, total * math.exp(band["low"]), total * math.exp(band["high"]),
