@@ -617,8 +617,9 @@ def profile():
 @click.option("--quick", is_flag=True, help="The reduced probe suite (one shape per op kind; seconds, less accurate).")
 @click.option("--seconds-per-probe", default=0.25, show_default=True, type=click.FloatRange(min=0.01),
               help="Timing per probe and thread count.")
-@click.option("--statistic", default="p50", show_default=True, type=click.Choice(["p50", "p10"]),
-              help="p50 predicts `edgekit bench` medians; p10 the uncontended speed of a shared machine.")
+@click.option("--statistic", default="min_median", show_default=True, type=click.Choice(["min_median", "p50", "p10"]),
+              help="min_median: the lowest of 3 interleaved block medians (robust on a shared machine); "
+                   "p50: the median of all runs, as `edgekit bench` prints it; p10: their 10th percentile.")
 @click.option("--force", is_flag=True, help="Overwrite an existing profile.")
 def profile_run(out, threads, name, quick, seconds_per_probe, statistic, force):
     """Time the probe suite on this device, fit per-op-kind costs, write a device profile JSON."""
@@ -826,12 +827,22 @@ def _print_coreml(info, as_json: bool) -> None:
 
 @main.command()
 def recipes():
-    """List compression recipes and which formats support them."""
-    from .recipes import FORMATS, RECIPES
+    """List compression recipes, which formats make them, and from which sources."""
+    from .recipes import FAMILIES, FORMATS, RECIPES, TFLITE_ROUTE, unsupported
 
-    rows = [[r.name, r.summary] + ["yes" if r.supports(f) else "-" for f in FORMATS]
+    columns = [(fmt, family) for fmt in FORMATS for family in FAMILIES]
+    rows = [[r.name, r.summary] + ["yes" if unsupported(r.name, fmt, family) is None else "-"
+                                   for fmt, family in columns]
             + [f"{r.gate.min_cosine}", f"{100 * r.gate.min_top1:.0f}%"] for r in RECIPES.values()]
-    click.echo(render(["recipe", "what it does", *FORMATS, "gate: cosine", "top-1"], rows))
+    click.echo(render(["recipe", "what it does", *[f"{fmt}<-{family}" for fmt, family in columns],
+                       "gate: cosine", "top-1"], rows))
+    click.echo("sources: tensorflow = Keras .keras/.h5 and SavedModel; torch = PyTorch .pt2/TorchScript/"
+               "--source factory and ONNX; tflite = an existing float .tflite")
+    click.echo("tflite routes: " + "; ".join(f"{family}: {route}" for family, route in TFLITE_ROUTE.items()))
+    reasons = sorted({why for fmt, family in columns for r in RECIPES.values()
+                      if r.supports(fmt) and (why := unsupported(r.name, fmt, family))})
+    for why in reasons:
+        click.echo(f"not possible: {why}")
     click.echo("gate: the parity an artifact must reach against its source or `convert` rejects it "
                "(--min-cosine/--min-top1 to change, --no-gate to turn off)")
 

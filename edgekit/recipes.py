@@ -1,8 +1,10 @@
-"""Compression recipes: one table that the CLI choices, validation and docs read from.
+"""The capability table: source family x format x recipe, read by the CLI choices, the
+converter's validation (before any work starts) and `edgekit recipes`.
 
-A recipe name means the same thing in every format that supports it; a format that
-cannot do a recipe says so here, with the reason, instead of silently doing something
-close to it.
+A recipe name means the same thing in every format that supports it; a format or a source
+that cannot do a recipe says so here, with the reason, instead of silently doing something
+close to it. It lives on the device side because it is plain data: `edgekit recipes` works
+in the device install.
 """
 from __future__ import annotations
 
@@ -14,6 +16,12 @@ from .errors import InputError
 TFLITE = "tflite"
 COREML = "coreml"
 FORMATS = (TFLITE, COREML)
+
+# Source families: what the converters read. Keras/SavedModel -> TensorFlow's converters;
+# PyTorch (and ONNX, turned into a PyTorch module) -> litert-torch and coremltools' PyTorch
+# frontend; an existing float .tflite -> ai-edge-quantizer, which rewrites LiteRT models.
+TENSORFLOW, TORCH, TFLITE_FLOAT = "tensorflow", "torch", "tflite"
+FAMILIES = (TENSORFLOW, TORCH, TFLITE_FLOAT)
 
 
 @dataclass(frozen=True)
@@ -76,8 +84,43 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-def names_for(fmt: str) -> list[str]:
-    return [name for name, r in RECIPES.items() if r.supports(fmt)]
+# Where a family cannot do what the format otherwise can: (family, format, recipe or "*") -> why.
+_NOT_FROM_FAMILY: dict[tuple[str, str, str], str] = {
+    (TFLITE_FLOAT, COREML, "*"): "coremltools reads no .tflite; convert the original Keras, PyTorch or ONNX model",
+}
+
+# How each family's TFLite artifacts are made (shown by `edgekit recipes`).
+TFLITE_ROUTE = {
+    TENSORFLOW: "TFLiteConverter (TensorFlow)",
+    TORCH: "litert-torch to a float .tflite, then ai-edge-quantizer for the recipe",
+    TFLITE_FLOAT: "ai-edge-quantizer on the given float .tflite",
+}
+
+
+def unsupported(recipe: str, fmt: str, family: str = TENSORFLOW) -> str | None:
+    """Why `recipe` cannot be made in `fmt` from a `family` source, or None when it can."""
+    if not RECIPES[recipe].supports(fmt):
+        return f"{fmt} has no {recipe} recipe"
+    return _NOT_FROM_FAMILY.get((family, fmt, recipe)) or _NOT_FROM_FAMILY.get((family, fmt, "*"))
+
+
+def names_for(fmt: str, family: str = TENSORFLOW) -> list[str]:
+    return [name for name in RECIPES if unsupported(name, fmt, family) is None]
+
+
+def check_capabilities(recipes: list["Recipe"], formats: list[str], family: str, described: str) -> None:
+    """Refuse, before any work, a request this source cannot satisfy at all: a format it cannot
+    reach, or a recipe none of the requested formats can make from it."""
+    for fmt in formats:
+        reason = unsupported("fp32", fmt, family) if not names_for(fmt, family) else None
+        if not names_for(fmt, family):
+            raise InputError(f"{described} cannot be converted to {fmt}: {reason or 'no recipe applies'}")
+    for recipe in recipes:
+        if all(unsupported(recipe.name, fmt, family) for fmt in formats):
+            can = "; ".join(f"{fmt}: {', '.join(names_for(fmt, family))}" for fmt in formats)
+            reasons = "; ".join(dict.fromkeys(unsupported(recipe.name, fmt, family) for fmt in formats))
+            raise InputError(f"recipe {recipe.name!r} cannot be made from {described} ({reasons}); "
+                             f"it can make {can}")
 
 
 def parse_recipes(text: str, formats: list[str]) -> list[Recipe]:

@@ -29,9 +29,20 @@ def test_missing_model_file(tmp_path):
 
 
 def test_unknown_model_format(tmp_path):
-    (tmp_path / "model.onnx").write_bytes(b"\x08\x07")
-    result = run_cli("convert", tmp_path / "model.onnx", "-o", tmp_path / "out")
-    assert_one_line_error(result, 2, "expected a Keras .keras/.h5 file or a SavedModel folder", "model.onnx")
+    (tmp_path / "model.bin").write_bytes(b"\x00\x07 not a model")
+    result = run_cli("convert", tmp_path / "model.bin", "-o", tmp_path / "out")
+    assert_one_line_error(result, 2, "expected a Keras .keras/.h5 file", "PyTorch .pt2", ".onnx", "model.bin",
+                          "none of these by its content")
+
+
+def test_pickled_torch_state_names_the_route(tmp_path):
+    """torch.save(model.state_dict()) is a zip with data.pkl: weights without the network."""
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "weights.pt", "w") as z:
+        z.writestr("weights/data.pkl", b"\x80\x02}q\x00.")
+    result = run_cli("convert", tmp_path / "weights.pt", "-o", tmp_path / "out")
+    assert_one_line_error(result, 2, "weights.pt", "torch.export.save", "torch.jit.save", "--source")
 
 
 def test_corrupt_keras_file(tmp_path, samples):
@@ -175,7 +186,7 @@ def test_one_failing_recipe_keeps_the_others_and_exits_non_zero(tmp_path, sample
     import json
 
     from conftest import run_cli
-    from edgekit.converters import tflite as tflite_converter
+    from edgekit.converters.formats import tflite_tensorflow as tflite_converter
     from edgekit.errors import ConversionError
 
     real = tflite_converter.convert

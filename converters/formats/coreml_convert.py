@@ -24,7 +24,7 @@ from edgekit._deps import require
 from edgekit.errors import ConversionError, InputError
 from edgekit.preprocess import ImageSpec
 
-from .sources import SourceModel
+from ..sources.base import SourceModel
 
 IOS_TARGETS = (16, 17, 18)
 

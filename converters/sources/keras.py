@@ -1,6 +1,6 @@
-"""Load a trained model — Keras 3 `.keras`, legacy `.h5`, or a TF SavedModel directory —
-into a `SourceModel`: its input/output specs, a reference `predict`, and a SavedModel
-directory the TFLite converter can read.
+"""Load a TensorFlow-family model — Keras 3 `.keras`, legacy `.h5`, or a SavedModel
+directory — into a `SourceModel`: its input/output specs, a reference `predict`, the Keras
+model, and a SavedModel directory the TFLite converter can read.
 
 Why everything goes through a SavedModel: with Keras 3 on TF 2.16+, converting a
 `tf.function` concrete function leaves the weights as resource variables
@@ -11,66 +11,18 @@ outputs, so the artifact's signature matches the source model's vocabulary.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from edgekit._deps import require
 from edgekit.errors import InputError
-from edgekit.fileio import sha256_path
 from edgekit.manifest import TensorInfo
 
-KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
-PREDICT_BATCH = 64
+from .base import TENSORFLOW, SourceModel, clean_name, image_layout
 
 
-@dataclass
-class SourceModel:
-    path: Path
-    kind: str                              # "keras", "h5", "saved_model"
-    inputs: list[TensorInfo]
-    output_names: list[str]
-    saved_model_dir: Path                  # what the TFLite converter reads
-    _predict_batch: Callable[[list[np.ndarray]], list[np.ndarray]]
-    keras_model: object = None             # kept for layer names and Core ML
-    _tmp: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
-
-    def predict(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        """Reference outputs, one float32 array per output, in `output_names` order."""
-        n = arrays[0].shape[0]
-        chunks = [self._predict_batch([a[i:i + PREDICT_BATCH] for a in arrays]) for i in range(0, n, PREDICT_BATCH)]
-        return [np.concatenate([c[k] for c in chunks]).astype(np.float32) for k in range(len(self.output_names))]
-
-    def sha256(self) -> str:
-        return sha256_path(self.path)
-
-    def close(self) -> None:
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
-
-
-def source_kind(path: Path) -> str:
-    """Validate the path cheaply (before any heavy import) and say what it is."""
-    if not path.exists():
-        raise InputError(f"expected a model file (.keras, .h5) or SavedModel folder, got {str(path)!r}, "
-                         "which does not exist")
-    if path.is_dir():
-        if not (path / "saved_model.pb").exists():
-            raise InputError(f"expected a SavedModel folder (with saved_model.pb), got folder {str(path)!r} "
-                             "without one; export with model.export(dir) or tf.saved_model.save")
-        return "saved_model"
-    if path.suffix.lower() in KERAS_SUFFIXES:
-        return "keras" if path.suffix.lower() == ".keras" else "h5"
-    raise InputError(f"expected a Keras .keras/.h5 file or a SavedModel folder, got {path.name!r}; "
-                     "save the model with model.save('model.keras')")
-
-
-def load_source(path: str | Path) -> SourceModel:
-    path = Path(path)
-    kind = source_kind(path)
+def load(path: Path, kind: str, options=None) -> SourceModel:
     return _load_saved_model(path) if kind == "saved_model" else _load_keras(path, kind)
 
 
@@ -83,8 +35,8 @@ def _load_keras(path: Path, kind: str) -> SourceModel:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InputError(f"expected a loadable Keras model in {path.name!r}, but Keras could not read it "
                          f"({type(e).__name__}: {first[:200]}); check the file is complete and was saved by Keras")
-    inputs = [TensorInfo(_clean(t.name), tuple(t.shape), _dtype_name(t.dtype)) for t in model.inputs]
-    output_names = [_clean(n) for n in model.output_names]
+    inputs = [TensorInfo(clean_name(t.name), tuple(t.shape), _dtype_name(t.dtype)) for t in model.inputs]
+    output_names = [clean_name(n) for n in model.output_names]
     if len(set(output_names)) != len(output_names):
         output_names = [f"output_{i}" for i in range(len(output_names))]
 
@@ -99,7 +51,8 @@ def _load_keras(path: Path, kind: str) -> SourceModel:
             outs = list(out.values())
         return [np.asarray(o) for o in outs]
 
-    return SourceModel(path, kind, inputs, output_names, saved, predict_batch, model, tmp)
+    return SourceModel(path, kind, TENSORFLOW, inputs, output_names, predict_batch, layout=image_layout(inputs[0].shape),
+                       saved_model_dir=saved, keras_model=model, _tmp=tmp)
 
 
 def _export_keras(keras, model, inputs: list[TensorInfo], output_names: list[str], target: Path) -> None:
@@ -137,12 +90,8 @@ def _load_saved_model(path: Path) -> SourceModel:
         out = fn(**{t.name: tf.constant(a, dtype=t.dtype) for t, a in zip(inputs, arrays)})
         return [out[n].numpy() for n in output_names]
 
-    return SourceModel(path, "saved_model", inputs, output_names, path, predict_batch)
-
-
-def _clean(name: str) -> str:
-    """Keras tensor names may carry ':0' or '/..' suffixes; signatures want plain identifiers."""
-    return name.split(":")[0].replace("/", "_")
+    return SourceModel(path, "saved_model", TENSORFLOW, inputs, output_names, predict_batch,
+                       layout=image_layout(inputs[0].shape), saved_model_dir=path)
 
 
 def _dtype_name(dtype) -> str:

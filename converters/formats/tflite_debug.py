@@ -17,7 +17,7 @@ import numpy as np
 from edgekit.dataset import Dataset
 from edgekit.errors import InputError
 
-from .sources import SourceModel
+from ..sources.base import SourceModel
 
 ROUNDING_ONLY_RMSE_OVER_SCALE = 1 / math.sqrt(12)
 DEBUG_SAMPLES = 16
@@ -64,7 +64,7 @@ def _layer_names(source: SourceModel) -> set[str]:
 
 def explain_quantization_error(tf, source: SourceModel, calibration: Dataset, top: int = 5) -> list[dict]:
     """The `top` tensors with the largest quantization error, worst first."""
-    from .tflite import make_converter
+    from .tflite_tensorflow import make_converter
 
     converter = make_converter(tf, source, "int8", calibration, io="float")
     debugger = _debugger(tf, converter, calibration)

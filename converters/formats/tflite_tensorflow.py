@@ -20,7 +20,7 @@ from edgekit._deps import require
 from edgekit.dataset import Dataset
 from edgekit.errors import ConversionError, InputError
 
-from .sources import SourceModel
+from ..sources.base import SourceModel
 
 IO_TYPES = ("float", "int8", "uint8")
 
@@ -35,7 +35,7 @@ def convert(source: SourceModel, recipe: str, calibration: Dataset | None = None
     converter = make_converter(tf, source, recipe, calibration, io, io_out)
     try:
         if keep_float:
-            from .quant_debug import convert_keeping_float
+            from .tflite_debug import convert_keeping_float
             return convert_keeping_float(tf, converter, source, calibration, keep_float)
         return converter.convert()
     except (ConversionError, InputError):

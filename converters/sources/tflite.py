@@ -1,0 +1,35 @@
+"""An existing float `.tflite` (a third-party MediaPipe model, a colleague's export) as a
+source: the quantization recipes rewrite it with ai-edge-quantizer, and its own float
+outputs, run by the device runtime, are the parity reference."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.errors import ArtifactError, InputError
+from edgekit.tflite.model import TFLiteModel
+
+from .base import TFLITE_FLOAT, SourceModel, image_layout
+
+
+def load(path: Path, kind: str, options=None) -> SourceModel:
+    data = path.read_bytes()
+    try:
+        model = TFLiteModel(data, origin=path.name)
+    except ArtifactError as e:
+        raise InputError(f"expected a runnable float .tflite in {path.name!r}, but LiteRT refuses it ({e})") from e
+    quantized = [t.name for t in model.inputs + model.outputs if t.quantized or t.dtype in ("int8", "uint8")]
+    if quantized:
+        raise InputError(f"{path.name!r} is already quantized (integer tensors: {', '.join(quantized[:3])}); "
+                         "edgekit quantizes float models: pass the float .tflite or the original model")
+    inputs, output_names = list(model.inputs), [t.name for t in model.outputs]
+    batch = 32 if model.resizable_batch else 1
+
+    def predict_batch(arrays: list[np.ndarray]) -> list[np.ndarray]:
+        n = arrays[0].shape[0]
+        chunks = [model.run([a[i:i + batch] for a in arrays]) for i in range(0, n, batch)]
+        return [np.concatenate([c[k] for c in chunks]) for k in range(len(output_names))]
+
+    return SourceModel(path, kind, TFLITE_FLOAT, inputs, output_names, predict_batch,
+                       layout=image_layout(inputs[0].shape), tflite_bytes=data)
