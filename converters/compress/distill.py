@@ -8,6 +8,12 @@ labels, when given, add a cross-entropy term. Each batch is randomly shifted by 
 (image inputs only): the teacher's answer on a shifted image is as valid a target as on the
 original, and a few hundred calibration images otherwise overfit in a few epochs.
 
+Pruning changes what every later BatchNormalization sees, so its moving statistics are stale:
+they are first re-estimated on the calibration inputs (one pass in training mode over all of them
+with momentum 0), and training then runs the student in inference mode, so what it learns is what
+the converted model computes (a few hundred inputs are too few to learn through batch statistics
+that inference would then not use).
+
 Deterministic for a seed: shuffling and shifts come from one numpy generator, and Keras'
 seed is set before the student's optimizer is built.
 """
@@ -44,6 +50,22 @@ def _shift(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
+def recalibrate_batchnorm(model, x: np.ndarray, chunk: int = 512) -> None:
+    """Moving mean/variance of every BatchNormalization := their statistics on `x` (the first
+    `chunk` inputs: one batch, so each layer sees inputs normalized as they will be at inference)."""
+    norms = [layer for layer in model.layers if type(layer).__name__ == "BatchNormalization"]
+    if not norms:
+        return
+    saved = [layer.momentum for layer in norms]
+    try:
+        for layer in norms:
+            layer.momentum = 0.0
+        model(x[:chunk], training=True)
+    finally:
+        for layer, momentum in zip(norms, saved):
+            layer.momentum = momentum
+
+
 def distill(student, teacher, inputs: list[np.ndarray], labels: np.ndarray | None = None, epochs: int = 8,
             seed: int = 0, progress: Callable[[str], None] = lambda msg: None):
     """Train `student` in place against `teacher` on `inputs` (one array per model input). Returns
@@ -66,10 +88,12 @@ def distill(student, teacher, inputs: list[np.ndarray], labels: np.ndarray | Non
     optimizer = keras.optimizers.Adam(LEARNING_RATE)
     t = TEMPERATURE
 
+    recalibrate_batchnorm(student, x)
+
     @tf.function(reduce_retracing=True)
     def step(batch, target, y, has_labels):
         with tf.GradientTape() as tape:
-            pred = student(batch, training=True)
+            pred = student(batch, training=False)
             if softmax:
                 eps = 1e-7
                 soft_t = tf.nn.softmax(tf.math.log(target + eps) / t)

@@ -1,0 +1,285 @@
+"""Compression before conversion (converters/compress) and `edgekit sweep`: each transform checked
+on converted .tflite artifacts (parity where the transform is exact, MACs read from the graph),
+distillation against its teacher, the accuracy-budget loop and a small sweep end to end."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+
+pytestmark = pytest.mark.convert
+
+
+def _cosine(a, b) -> float:
+    a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def _fp32_tflite(keras_model, tmp: Path, name: str) -> Path:
+    """Save and convert through edgekit's own pipeline (fp32, no gate): the artifact the MACs and
+    parity are read from."""
+    from edgekit.converters.pipeline import ConvertOptions, convert
+    from edgekit.recipes import RECIPES
+
+    src = tmp / f"{name}.keras"
+    keras_model.save(src)
+    result = convert(ConvertOptions(model=src, formats=("tflite",), recipes=(RECIPES["fp32"],), out_dir=tmp / name,
+                                    gate=False, explain_errors=False))
+    assert not result.failed, result.failed[0].error
+    return result.artifacts[0].path
+
+
+def _run_tflite(path: Path, x: np.ndarray) -> np.ndarray:
+    from edgekit.artifact import load
+
+    model = load(path)
+    return np.concatenate([model.run([x[i:i + 1]])[0] for i in range(len(x))])
+
+
+def _graph_macs(path: Path) -> float:
+    from edgekit.tflite.graph import read_graph
+
+    return read_graph(path.read_bytes()).total_macs
+
+
+def _residual_model(seed: int = 1):
+    """Stem, two residual blocks (3x3 conv, BN, depthwise, 1x1 conv, Add), Dense head: every
+    constraint the pruner has (Add groups, depthwise following its input, BN sliced along)."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((16, 16, 3), name="image")
+    x = layers.ReLU(name="r0")(layers.BatchNormalization(name="bn0")(layers.Conv2D(16, 3, padding="same", name="stem")(inputs)))
+    for b in range(2):
+        y = layers.ReLU(name=f"b{b}r")(layers.BatchNormalization(name=f"b{b}bn1")(
+            layers.Conv2D(24, 3, padding="same", name=f"b{b}c1")(x)))
+        y = layers.DepthwiseConv2D(3, padding="same", name=f"b{b}dw")(y)
+        y = layers.BatchNormalization(name=f"b{b}bn2")(layers.Conv2D(16, 1, name=f"b{b}c2")(y))
+        x = layers.Add(name=f"b{b}add")([x, y])
+    x = layers.Dense(64, activation="relu", name="fc")(layers.GlobalAveragePooling2D(name="gap")(x))
+    model = keras.Model(inputs, layers.Dense(10, activation="softmax", name="probs")(x))
+    # BatchNormalization statistics away from the identity, so slicing them wrongly would show
+    for layer in model.layers:
+        if type(layer).__name__ == "BatchNormalization":
+            n = layer.gamma.shape[0]
+            rng = np.random.default_rng(len(layer.name))
+            layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.1, n), rng.normal(0, 0.1, n),
+                               rng.uniform(0.5, 2.0, n)])
+    return model
+
+
+# ---- step names -------------------------------------------------------------------------------
+
+def test_steps_parse_and_split_off_the_quantization_recipe():
+    from edgekit.converters.compress import parse_steps, split_recipe
+
+    steps, rest = split_recipe("prune-channels-30+distill+int8")
+    assert [s.name for s in steps] == ["prune-channels-30", "distill"] and rest == "int8"
+    assert [s.params for s in parse_steps("prune-channels-40-act+lowrank-e99+distill-3")] == [
+        {"percent": 40.0, "criterion": "act"}, {"energy": 0.99}, {"epochs": 3}]
+    assert split_recipe("fp16") == ([], "fp16")
+
+
+@pytest.mark.parametrize("text, says", [
+    ("prune-channels-0", "between 1 and 95"), ("prune-channels-30x", "compression step like"),
+    ("lowrank-e101", "between 1 and 100"), ("distill+int8", "after prune-channels-N"),
+    ("int8+prune-channels-30", "may only come last"), ("prune-channels-30++int8", "empty part"),
+])
+def test_bad_step_text_is_one_line_input_error(text, says):
+    from edgekit.converters.compress import split_recipe
+    from edgekit.errors import InputError
+
+    with pytest.raises(InputError) as e:
+        split_recipe(text)
+    assert says in str(e.value) and "\n" not in str(e.value)
+
+
+# ---- low-rank -------------------------------------------------------------------------------------
+
+def test_lowrank_at_full_rank_keeps_fp32_parity_in_the_artifact(tmp_path):
+    from edgekit.converters.compress.lowrank import factorize
+
+    model = _residual_model()
+    factored, details = factorize(model, energy=1.0, only_if_cheaper=False)
+    assert {d["layer"] for d in details} == {"b0c2", "b1c2", "fc", "probs"}
+    x = np.random.default_rng(0).uniform(0, 1, (16, 16, 16, 3)).astype(np.float32)
+    out = _run_tflite(_fp32_tflite(factored, tmp_path, "full_rank"), x)
+    assert _cosine(out, model.predict(x, verbose=0)) >= 0.9999
+    assert out.shape == (16, 10)
+
+
+def test_lowrank_cuts_dense_macs_by_the_stated_amount_in_the_graph(tmp_path):
+    import keras
+    from keras import layers
+
+    from edgekit.converters.compress import compress
+
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((64,), name="features")
+    x = layers.Dense(256, activation="relu", name="fc1")(inputs)
+    x = layers.Dense(256, activation="relu", name="fc2")(x)
+    model = keras.Model(inputs, layers.Dense(10, activation="softmax", name="probs")(x))
+    small, provenance = compress(model, "lowrank-50", None)
+    row = provenance[0]
+    # fc2: 256x256 -> rank floor(0.5 * 128) = 64: 2*64*256 MACs instead of 65536; fc1 64x256 -> rank 25
+    assert {d["layer"]: d["rank"] for d in row["details"]} == {"fc1": 25, "fc2": 64, "probs": 4}
+    before = _graph_macs(_fp32_tflite(model, tmp_path, "mlp"))
+    after = _graph_macs(_fp32_tflite(small, tmp_path, "mlp_lowrank"))
+    assert (before, after) == (row["macs_before"], row["macs_after"])
+    assert after <= 0.5 * before + 1e-9 and after == 25 * (64 + 256) + 64 * 512 + 4 * 266
+
+
+# ---- structured pruning ---------------------------------------------------------------------------
+
+def test_pruning_channels_whose_weights_are_zero_keeps_parity_exactly(tmp_path):
+    import keras
+    from keras import layers
+
+    from edgekit.converters.compress import compress
+
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((12, 12, 3), name="image")
+    x = layers.Conv2D(16, 3, padding="same", activation="relu", name="c1")(inputs)
+    x = layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    x = layers.Conv2D(8, 1, activation="relu", name="c2")(x)
+    model = keras.Model(inputs, layers.Dense(5, activation="softmax", name="probs")(
+        layers.GlobalAveragePooling2D(name="gap")(x)))
+    dead = [1, 4, 6, 9]  # 25 % of c1's filters: zero kernel, zero bias, zero depthwise bias -> exactly 0
+    kernel, bias = model.get_layer("c1").get_weights()
+    kernel[..., dead], bias[dead] = 0.0, 0.0
+    model.get_layer("c1").set_weights([kernel, bias])
+    dw_kernel, dw_bias = model.get_layer("dw").get_weights()
+    dw_bias[dead] = 0.0
+    model.get_layer("dw").set_weights([dw_kernel, dw_bias])
+    c2_kernel, c2_bias = model.get_layer("c2").get_weights()
+    c2_kernel[..., :2], c2_bias[:2] = 0.0, 0.0   # 25 % of c2 too
+    model.get_layer("c2").set_weights([c2_kernel, c2_bias])
+
+    pruned, provenance = compress(model, "prune-channels-25", None)
+    assert sorted((d["producers"][0], d["channels_after"]) for d in provenance[0]["details"]) == [("c1", 12), ("c2", 6)]
+    x = np.random.default_rng(1).uniform(0, 1, (8, 12, 12, 3)).astype(np.float32)
+    np.testing.assert_allclose(pruned.predict(x, verbose=0), model.predict(x, verbose=0), rtol=0, atol=1e-6)
+    out = _run_tflite(_fp32_tflite(pruned, tmp_path, "pruned"), x)
+    np.testing.assert_allclose(out, model.predict(x, verbose=0), rtol=0, atol=1e-5)
+
+
+def test_pruning_respects_residual_groups_and_cuts_macs_as_stated_in_the_graph(tmp_path):
+    from edgekit.converters.compress import compress
+
+    model = _residual_model()
+    pruned, provenance = compress(model, "prune-channels-50", None)
+    groups = {tuple(d["producers"]): (d["channels_before"], d["channels_after"]) for d in provenance[0]["details"]}
+    # the stem and both blocks' 1x1 outputs meet in the Adds: one group; the softmax units are never pruned
+    assert groups == {("b0c2", "b1c2", "stem"): (16, 8), ("b0c1",): (24, 12), ("b1c1",): (24, 12), ("fc",): (64, 32)}
+    assert pruned.get_layer("probs").units == 10 and pruned.get_layer("b0dw").kernel.shape[2] == 12
+    before = _graph_macs(_fp32_tflite(model, tmp_path, "residual"))
+    after = _graph_macs(_fp32_tflite(pruned, tmp_path, "residual_pruned"))
+    assert (before, after) == (provenance[0]["macs_before"], provenance[0]["macs_after"])
+    assert after < 0.3 * before  # channels halved on both sides of most convolutions: about a quarter
+
+
+def test_pruning_a_model_without_prunable_groups_says_so():
+    import keras
+    from keras import layers
+
+    from edgekit.converters.compress import compress
+    from edgekit.errors import InputError
+
+    inputs = keras.Input((8,), name="x")
+    model = keras.Model(inputs, layers.Dense(3, activation="softmax", name="probs")(inputs))
+    with pytest.raises(InputError, match="no prunable channel group"):
+        compress(model, "prune-channels-30", None)
+
+
+# ---- distillation ---------------------------------------------------------------------------------
+
+def test_distill_improves_the_pruned_students_agreement_with_the_teacher(keras_model, validation_set, samples):
+    from PIL import Image
+
+    from edgekit.converters.compress import compress
+
+    files = sorted((samples / "calibration").glob("*.png"))
+    calibration = np.stack([np.asarray(Image.open(f), np.float32)[..., None] / 255.0 for f in files])
+    x_val, _ = validation_set
+    teacher = keras_model.predict(x_val, verbose=0).argmax(-1)
+    pruned, _ = compress(keras_model, "prune-channels-60", [calibration])
+    distilled, provenance = compress(keras_model, "prune-channels-60+distill-6", [calibration], seed=0)
+    before = np.mean(pruned.predict(x_val, verbose=0).argmax(-1) == teacher)
+    after = np.mean(distilled.predict(x_val, verbose=0).argmax(-1) == teacher)
+    assert provenance[1]["details"]["loss_last"] < provenance[1]["details"]["loss_first"]
+    assert after > before + 0.05, (before, after)
+    again, _ = compress(keras_model, "prune-channels-60+distill-6", [calibration], seed=0)
+    np.testing.assert_allclose(again.predict(x_val, verbose=0), distilled.predict(x_val, verbose=0), atol=1e-5)
+
+
+# ---- the accuracy budget and the sweep ------------------------------------------------------------
+
+def test_budget_loop_returns_nothing_over_the_budget():
+    from edgekit.converters.budget import fit_budget
+
+    calls = []
+
+    def evaluate(keep):
+        calls.append(keep)
+        return {"drop": 3.0 - len(keep)}  # each kept layer buys one point back
+
+    chosen, attempts = fit_budget({"drop": 3.0}, evaluate, ["a", "b", "c", "d"], max_drop=1.0)
+    assert chosen["drop"] <= 1.0 and calls == [("a",), ("a", "b")]
+    chosen, attempts = fit_budget({"drop": 3.0}, evaluate, ["a"], max_drop=1.0)
+    assert chosen is None and [a["drop"] for a in attempts] == [3.0, 2.0]
+
+
+@pytest.fixture(scope="module")
+def labelled_digits(tmp_path_factory, samples):
+    """The sample's validation images in one sub-folder per class (their labels are in the names)."""
+    root = tmp_path_factory.mktemp("labelled")
+    for f in sorted((samples / "validation").glob("*.png")):
+        label = f.stem.split("label")[1]
+        (root / label).mkdir(exist_ok=True)
+        shutil.copy(f, root / label / f.name)
+    return root
+
+
+def test_small_sweep_runs_end_to_end_resumes_and_never_picks_a_variant_over_budget(tmp_path, samples, labelled_digits):
+    out = tmp_path / "sweep"
+    args = ["sweep", samples / "digits_cnn.keras", "--target", "rpi4,rpi5", "--max-drop", "0.5",
+            "--calibration", samples / "calibration", "--validate", labelled_digits, "--mean", "0", "--std", "255",
+            "--recipes", "fp32,int8", "--compress", "none,prune-channels-50+distill-3", "--bench-runs", "20",
+            "-o", out]
+    result = run_cli(*args)
+    assert result.exit_code == 0, result.output + result.stderr
+    report = json.loads((out / "sweep.json").read_text())
+    names = {r["variant"] for r in report["variants"]}
+    assert names == {"fp32", "int8", "prune-channels-50+distill-3+fp32", "prune-channels-50+distill-3+int8"}
+    rows = {r["variant"]: r for r in report["variants"]}
+    assert rows["fp32"]["drop"] == pytest.approx(0.0, abs=1e-9)  # fp32 is the source's arithmetic
+    pruned = rows["prune-channels-50+distill-3+fp32"]
+    assert pruned["macs"] < 0.5 * rows["fp32"]["macs"] and pruned["provenance"][0]["step"] == "prune-channels-50"
+    for target, best in report["best"].items():
+        assert best is None or rows[best]["drop"] <= 0.5
+        if best:
+            assert rows[best]["emulated_ms"][target] == min(r["emulated_ms"][target] for r in rows.values()
+                                                            if r["status"] == "ok" and r["drop"] <= 0.5)
+    for r in rows.values():
+        assert r["status"] in ("ok", "over budget", "failed")
+        if r.get("budget_attempts") and r["status"] == "ok":
+            assert r["drop"] <= 0.5
+    assert "frontier" in result.stdout and "best under the budget per target" in result.stdout
+    html = (out / "sweep.html").read_text()
+    assert "<svg" in html and "Pareto frontier" in html and "task top-1 (%)" in html
+    again = run_cli(*args)
+    assert again.exit_code == 0 and "converting" not in again.stderr   # every variant was finished
+
+
+def test_sweep_refuses_unlabelled_validation_in_one_line(tmp_path, samples):
+    result = run_cli("sweep", samples / "digits_cnn.keras", "--calibration", samples / "calibration",
+                     "--validate", samples / "validation", "--mean", "0", "--std", "255", "-o", tmp_path / "s")
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("  ")]  # progress is indented
+    assert result.exit_code == 2 and len(errors) == 1 and errors[0].startswith("Error: --validate")
+    assert "has no labels" in errors[0] and "reading calibration" not in result.stderr  # refused before slow work
