@@ -869,5 +869,49 @@ def monitor(store, window, artifact, as_json):
                f"({counts['samples']} rows, {counts['windows']} windows of {window})")
 
 
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--target", "targets", default="rpi4", show_default=True,
+              help="Emulated target(s), comma-separated (see `edgekit targets`); the first one orders the frontier.")
+@click.option("--max-drop", default=1.0, show_default=True, type=float,
+              help="Accuracy budget: most top-1 points a variant may lose against the source model.")
+@click.option("--calibration", required=True, type=click.Path(path_type=Path),
+              help="Calibration inputs (images or .npz): int8 ranges and distillation data.")
+@click.option("--validate", required=True, type=click.Path(path_type=Path),
+              help="Labelled validation images: one sub-folder per class, or a labels.csv of file,label rows.")
+@click.option("--labels", type=click.Path(path_type=Path), help="Class names, one per line, in output order.")
+@click.option("--mean", help="Normalization mean: (pixel - mean) / std.")
+@click.option("--std", help="Normalization std.")
+@click.option("--recipes", default="fp32,fp16,int8-weights,int8", show_default=True,
+              help="Quantization recipes of the grid, comma-separated.")
+@click.option("--compress", "compressions", default="none,prune-channels-30+distill,prune-channels-50+distill",
+              show_default=True, help="Compression levels of the grid, comma-separated ('none': the model as is).")
+@click.option("--budget-minutes", type=float, help="Stop starting new variants after this long (a re-run continues).")
+@click.option("--bench-runs", default=100, show_default=True, type=click.IntRange(min=0),
+              help="Host latency runs per artifact (0: skip).")
+@click.option("--threads", type=click.IntRange(min=1), help="Host benchmark threads.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Distillation seed.")
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Folder for models, artifacts, per-variant results, sweep.json and sweep.html.")
+def sweep(model, targets, max_drop, calibration, validate, labels, mean, std, recipes, compressions, budget_minutes,
+          bench_runs, threads, seed, out_dir):
+    """Search compression x quantization variants of MODEL for the fastest one inside an accuracy budget."""
+    from .preprocess import parse_floats
+    from .converters.sweep import SweepOptions, sweep as run_sweep
+    from .converters.sweep_report import table
+
+    def items(text: str) -> tuple[str, ...]:
+        return tuple(t.strip() for t in text.split(",") if t.strip())
+
+    opts = SweepOptions(model=model, out_dir=out_dir, calibration=calibration, validate=validate,
+                        targets=items(targets), max_drop=max_drop, budget_minutes=budget_minutes,
+                        recipes=items(recipes), compressions=items(compressions), labels=labels,
+                        mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"), seed=seed,
+                        bench_runs=bench_runs, threads=threads)
+    result = run_sweep(opts, progress=_progress)
+    click.echo(table(result))
+    click.echo(f"report: {out_dir / 'sweep.html'}, {out_dir / 'sweep.json'} ({result.seconds:.0f} s)")
+
+
 if __name__ == "__main__":
     main()
