@@ -6,18 +6,22 @@ PostgreSQL tests skip with the reason (under CI, where .ci/run installs them, th
 """
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
-
 from conftest import OUTSIDE, SAMPLES, run_cli
+from serve_process import free_port
 
 pytestmark = pytest.mark.batch
 INT8 = SAMPLES / "artifacts" / "digits_cnn_int8.tflite"
@@ -102,8 +106,6 @@ def test_ray_engine_into_postgres_same_rows_as_local_and_resumes(ray_local, pg_u
     # the same rows as the local engine writes (stores.COLUMNS, same labels and scores)
     local = run_cli("predict", INT8, SAMPLES / "validation", "--out", tmp_path / "local.sqlite")
     assert local.exit_code == 0, local.stderr
-    import sqlite3
-
     import psycopg
 
     want = {r[0]: r[1:] for r in sqlite3.connect(tmp_path / "local.sqlite").execute(
@@ -224,8 +226,6 @@ def test_table_source_and_parquet_out_resume(ray_local, tmp_path):
     result = run_cli("predict", INT8, f"file://{tmp_path / 'urls'}", "--engine", "ray", "--out",
                      tmp_path / "u.parquet", "--json")
     assert result.exit_code == 0, result.output + result.stderr
-    import json
-
     summary = json.loads(result.stdout)
     assert summary["predicted"] == 10 and summary["failed"] == 1
     assert summary["failures"][0]["input"] == f"file://{tmp_path / 'urls' / 'broken.png'}"
@@ -270,3 +270,82 @@ def test_local_engine_imports_no_ray(tmp_path):
             "print(sorted(m for m in ('ray', 'pyarrow', 'psycopg', 'fsspec') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], cwd=OUTSIDE, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def ray_client_head():
+    """A Ray head of our own joined through Ray Client: `ray start --head --block` on loopback with
+    free ports, its own temp dir (no other `ray.init()` on this machine finds it there) and its own
+    auth token (token auth is Ray 2.60's default). Yields (ray:// address, environment for clients);
+    stopped by its pid: SIGTERM makes `--block` take the processes it started down with it."""
+    pytest.importorskip("ray")
+    pytest.importorskip("grpc", reason="Ray Client needs ray[client] (grpcio)")
+    root = Path(tempfile.mkdtemp(prefix="ekrc-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+           # the client proxy forks a server per client from its multithreaded gRPC process; with gRPC's
+           # fork handlers on, that child segfaults before exec (ray-project/ray#63202; every time here)
+           "GRPC_ENABLE_FORK_SUPPORT": "false"}
+    gcs_port, client_port = free_port(), free_port()
+    with open(root / "head.log", "wb") as log:
+        head = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
+                                 "--node-ip-address=127.0.0.1", f"--port={gcs_port}", f"--ray-client-server-port={client_port}",
+                                 "--num-cpus=2", "--include-dashboard=false", f"--temp-dir={root}", "--disable-usage-stats"],
+                                env=env, cwd=OUTSIDE, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert head.poll() is None, f"ray start exited: {(root / 'head.log').read_text()[-2000:]}"
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", client_port)) == 0:
+                    break
+            assert time.monotonic() < deadline, f"no Ray Client server: {(root / 'head.log').read_text()[-2000:]}"
+            time.sleep(0.5)
+        yield f"ray://127.0.0.1:{client_port}", env
+    finally:
+        head.send_signal(signal.SIGTERM)
+        try:
+            head.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            head.kill()
+            head.wait()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _cli(env: dict, *args) -> subprocess.CompletedProcess:
+    env = {**env, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    return subprocess.run([sys.executable, "-m", "edgekit.cli", "predict", *map(str, args)], cwd=OUTSIDE, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_ray_client_address_with_url_inputs_and_resume(ray_client_head, tmp_path):
+    """`--address ray://...` (Ray Client, a separate process joining our head): a file:// glob URL,
+    then a Parquet table of file:// paths given by URL; same labels as the local engine, resumed."""
+    address, env = ray_client_head
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for image in IMAGES[:40]:
+        os.link(image, folder / image.name)
+    out = tmp_path / "client.sqlite"
+    first = _cli(env, INT8, f"file://{folder}/00[01]*.png", "--engine", "ray", "--address", address, "--out", out, "--json")
+    assert first.returncode == 0, first.stdout + first.stderr
+    n_first = len(list(folder.glob("00[01]*.png")))
+    assert 0 < n_first < 40 and json.loads(first.stdout)["predicted"] == n_first
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"path": [f"file://{p}" for p in sorted(folder.iterdir())]}), tmp_path / "all.parquet")
+    again = _cli(env, INT8, f"file://{tmp_path / 'all.parquet'}", "--engine", "ray", "--address", address, "--out", out)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"predicted {40 - n_first}, already done {n_first}, failed 0" in again.stdout, again.stdout
+    local = run_cli("predict", INT8, *sorted(folder.iterdir()), "--out", tmp_path / "local.sqlite")
+    assert local.exit_code == 0, local.stderr
+    want = {Path(k).name: v for k, v in sqlite3.connect(tmp_path / "local.sqlite").execute(
+        "SELECT input, label FROM predictions")}
+    got = {Path(k).name: v for k, v in sqlite3.connect(out).execute("SELECT input, label FROM predictions")}
+    assert got == want and len(got) == 40
+
+
+def test_process_local_url_inputs_are_refused_for_ray():
+    result = run_cli("predict", INT8, "memory://imgs/*.png", "--engine", "ray")
+    assert result.exit_code == 2 and "Ray workers cannot read" in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1

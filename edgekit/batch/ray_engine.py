@@ -130,12 +130,18 @@ def connect(address: str | None):
             where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
             raise InputError(f"--engine ray could not join {where} ({first_line(str(e))}); "
                              "check --address (auto, ray://HOST:10001) and that `ray status` works there") from e
+    _quiet_ray_data(ray)
+    return ray
+
+
+def _quiet_ray_data(ray) -> None:
+    """No Ray Data progress bars or tuning hints: edgekit shows one bar, as the local engine does.
+    Called wherever a pipeline runs (this process, or the cluster-side driver of a Ray Client job)."""
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # edgekit shows one bar, as the local engine does
+    ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     warnings.filterwarnings("ignore", module=r"ray\.")  # tuning hints meant for Ray developers, not our users
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # "progress bars disabled" etc.
-    return ray
 
 
 def run_ray_predictions(artifact: Path, source: Source, store=None, top_k: int = 5, actors: int | None = None,
@@ -152,22 +158,21 @@ def run_ray_predictions(artifact: Path, source: Source, store=None, top_k: int =
     total = inputs.num_rows if inputs is not None else 0
     on_total(total + summary.skipped_done)
     on_progress(summary.skipped_done)
+    if not total:  # everything was already predicted: no actor need start
+        return summary
     # a short job still gives every actor work: at least two batches per actor
-    batch_size = max(1, min(batch_size, -(-total // (2 * actors)))) if total else batch_size
-    ds = ray.data.from_arrow(_slices(inputs, batch_size)) if total else ray.data.from_items([])
-    single_file = artifact.is_file()
+    batch_size = max(1, min(batch_size, -(-total // (2 * actors))))
     # the bytes travel as an object reference the actor resolves: an actor restarted after a crash
     # gets them again from the driver's object store
-    kwargs = dict(artifact=[ray.put(artifact.read_bytes())] if single_file else None, artifact_path=str(artifact.resolve()),
-                  model_name=artifact.name, model_sha=model_sha, top_k=top_k, threads=threads_per_actor,
-                  prefix=key_prefix(source.protocol),
+    kwargs = dict(artifact=[ray.put(artifact.read_bytes())] if artifact.is_file() else None,
+                  artifact_path=str(artifact.resolve()), model_name=artifact.name, model_sha=model_sha, top_k=top_k,
+                  threads=threads_per_actor, prefix=key_prefix(source.protocol),
                   done=frozenset(done) if source.table else None)  # file lists were filtered here already
-    ds = ds.map_batches(PredictActor, fn_constructor_kwargs=kwargs, batch_size=batch_size, batch_format="pyarrow",
-                        compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=threads_per_actor)
+    job = (inputs, batch_size, actors, threads_per_actor, kwargs)
     seen: set[str] = set()
     start = time.perf_counter()
     try:
-        for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        for block in (_blocks_via_cluster(ray, job) if _is_client(ray) else _predicted_blocks(*job)):
             rows = []
             for r in block.to_pylist():  # one C call per block: the columns become row dicts
                 key = r["input"]
@@ -189,6 +194,53 @@ def run_ray_predictions(artifact: Path, source: Source, store=None, top_k: int =
                            "every worker needs edgekit and the same ray version installed; re-run to resume") from e
     summary.wall_s = time.perf_counter() - start
     return summary
+
+
+def _predicted_blocks(inputs, batch_size: int, actors: int, threads_per_actor: int, actor_kwargs: dict):
+    """The Ray Data pipeline: blocks of input names in, one Arrow table of results per block out."""
+    import ray
+
+    _quiet_ray_data(ray)
+    # from_blocks, not from_arrow: from_arrow computes each block's metadata in a Ray task, which on a
+    # fresh pool waits for a worker process to start and import ray.data (1-1.5 s here) before the
+    # actors are even asked for; from_blocks reads the metadata of the driver's tables in place
+    ds = ray.data.from_blocks(_slices(inputs, batch_size))
+    ds = ds.map_batches(PredictActor, fn_constructor_kwargs=actor_kwargs, batch_size=batch_size,
+                        batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors),
+                        num_cpus=threads_per_actor)
+    yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")
+
+
+def _is_client(ray) -> bool:
+    """Joined through Ray Client (`ray://`): this process has no core worker of its own."""
+    return ray.util.client.ray.is_connected()
+
+
+class ClusterDriver:
+    """Runs the Ray Data pipeline inside the cluster for a Ray Client (`ray://`) job. Ray Data's
+    executor needs a core worker in its own process (2.60 fails with "'Worker' object has no
+    attribute 'core_worker'" from a client), so the client starts this actor (no CPU reserved: it
+    only schedules) and pulls the result blocks one call at a time; stores stay on the client."""
+
+    def __init__(self, job: tuple):
+        self.blocks = _predicted_blocks(*job)
+
+    def next_block(self):
+        return next(self.blocks, None)
+
+
+def _blocks_via_cluster(ray, job: tuple):
+    driver = ray.remote(num_cpus=0, max_restarts=0)(ClusterDriver).remote(job)
+    try:
+        pending = driver.next_block.remote()
+        while True:
+            block = ray.get(pending)
+            if block is None:
+                return
+            pending = driver.next_block.remote()  # the next block is fetched while this one is stored
+            yield block
+    finally:
+        ray.kill(driver)
 
 
 def _inputs(source: Source, done: set[str], summary: PredictSummary):

@@ -17,6 +17,7 @@ from ..errors import InputError
 from ..predict_job import INPUT_SUFFIXES, expand_inputs
 
 TABLE_SUFFIXES = (".parquet", ".csv")
+PROCESS_LOCAL = {"memory"}  # fsspec filesystems whose files exist only in the process that made them
 
 
 @dataclass
@@ -40,6 +41,9 @@ def resolve(items: list[str]) -> Source:
     protocols = {u.split("://", 1)[0] for u in urls}
     if len(protocols) > 1:
         raise InputError(f"INPUT URLs expect one protocol per job, got {', '.join(sorted(protocols))}")
+    if protocols & PROCESS_LOCAL:
+        raise InputError(f"INPUT {urls[0]!r}: a {protocols.pop()}:// filesystem lives inside one process, which the "
+                         "Ray workers cannot read; use file:// paths they share or an object store (s3://, gs://)")
     try:
         fs = fsspec.filesystem(protocols.pop())
     except (ImportError, ValueError) as e:
