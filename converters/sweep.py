@@ -200,8 +200,10 @@ def _convert(model_path: Path, recipes: list[str], out_dir: Path, opts: SweepOpt
     return convert(copts, progress=lambda msg: progress(f"  {msg}"))
 
 
-def _compressed_model(source_model, compression: str, data: _Data, opts: SweepOptions, progress) -> tuple[Path, list]:
-    """The Keras model of one compression level, built once and kept in models/ (resumable)."""
+def _compressed_model(source_model, compression: str, data: _Data, opts: SweepOptions,
+                      progress) -> tuple[Path, list, float]:
+    """The Keras model of one compression level, built once and kept in models/ (resumable), its
+    provenance and its own top-1 (what quantization starts from)."""
     import keras
 
     models = opts.out_dir / "models"
@@ -209,16 +211,20 @@ def _compressed_model(source_model, compression: str, data: _Data, opts: SweepOp
     path = models / f"{opts.model.stem.split('.')[0]}__{_slug(compression)}.keras"
     record = path.with_suffix(".json")
     if path.is_file() and record.is_file():
-        return path, json.loads(record.read_text())["provenance"]
+        saved = json.loads(record.read_text())
+        return path, saved["provenance"], saved["top1"]
     progress(f"compressing: {compression}")
     model, provenance, _ = apply_recipe(source_model, compression, data.calibration.arrays, data.calibration_labels,
                                         seed=opts.seed, progress=progress)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.keras")
+    accuracy = top1(_predict_keras(model, data.validation.arrays), data.labels)
+    progress(f"  {compression}: Keras top-1 {100 * accuracy:.2f} %")
     model.save(tmp)
     os.replace(tmp, path)
-    atomic_write_text(record, json.dumps({"compression": compression, "provenance": provenance}, indent=2) + "\n")
+    atomic_write_text(record, json.dumps({"compression": compression, "top1": accuracy, "provenance": provenance},
+                                         indent=2) + "\n")
     keras.backend.clear_session()
-    return path, provenance
+    return path, provenance, accuracy
 
 
 def sweep(opts: SweepOptions, progress: Callable[[str], None] = lambda msg: None) -> SweepResult:
@@ -250,22 +256,28 @@ def sweep(opts: SweepOptions, progress: Callable[[str], None] = lambda msg: None
             rows += [_not_run(opts, variant_name(compression, r), compression, r) for r in opts.recipes]
             continue
         if compression == "none":
-            model_path, provenance = opts.model, []
+            model_path, provenance, compressed_top1 = opts.model, [], baseline
         else:
-            model_path, provenance = _compressed_model(source_model, compression, data, opts, progress)
+            model_path, provenance, compressed_top1 = _compressed_model(source_model, compression, data, opts,
+                                                                        progress)
         progress(f"converting {compression}: {', '.join(pending)}")
         out_dir = opts.out_dir / "artifacts"
         result = _convert(model_path, pending, out_dir, opts, progress)
         for art in result.artifacts:
             name = variant_name(compression, art.recipe)
-            row = {"variant": name, "compression": compression, "recipe": art.recipe, "provenance": provenance}
+            row = {"variant": name, "compression": compression, "recipe": art.recipe, "provenance": provenance,
+                   "compressed_top1": round(compressed_top1, 6)}
             if art.error:
                 row.update(status="failed", error=art.error)
             else:
                 progress(f"measuring {name}")
                 row.update(measure(art.path, data, reference, baseline, devices, opts), status="ok",
                            parity_to_compressed=art.parity.get("cosine"))
-                if art.recipe == "int8" and row["drop"] > opts.max_drop:
+                compression_drop = drop_points(baseline, compressed_top1)
+                if art.recipe == "int8" and row["drop"] > opts.max_drop and compression_drop > opts.max_drop:
+                    # keeping layers in float cannot win back what compression itself lost
+                    row.update(status="over budget", note=f"compression alone loses {compression_drop:.2f} points")
+                elif art.recipe == "int8" and row["drop"] > opts.max_drop:
                     row = _budget_loop(row, art, model_path, data, reference, baseline, devices, opts, clock, progress)
             atomic_write_text(_row_path(opts, name), json.dumps(row, indent=2) + "\n")
         rows += [_load_row(opts, variant_name(compression, r)) for r in opts.recipes]
@@ -327,7 +339,7 @@ def _not_run(opts, name, compression, recipe) -> dict:
 
 def pareto(rows: list[dict], target: str) -> list[str]:
     """Variants no other variant beats on both top-1 (higher) and emulated latency on `target` (lower)."""
-    ok = [r for r in rows if r.get("status") == "ok"]
+    ok = [r for r in rows if "top1" in r and r.get("status") in ("ok", "over budget")]
     front = []
     for r in ok:
         ms, acc = r["emulated_ms"][target], r["top1"]
@@ -349,6 +361,8 @@ def _summarise(opts: SweepOptions, rows, baseline, n_labels, clock, complete) ->
     for r in rows:
         if r.get("status") == "not run":
             complete = False
+        if r.get("status") == "ok" and r["drop"] > opts.max_drop:  # the budget may differ from the last run's
+            r["status"] = "over budget"
     frontier = pareto(rows, opts.targets[0])
     best = {t: best_under_budget(rows, t, opts.max_drop) for t in opts.targets}
     for r in rows:

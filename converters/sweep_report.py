@@ -9,7 +9,7 @@ from pathlib import Path
 from edgekit.fileio import atomic_write_text
 from edgekit.table import human_size, render
 
-STATUS_ORDER = {"ok": 0, "over budget": 1, "failed": 2, "not run": 3}
+STATUS_ORDER = {"ok": 0, "over budget": 0, "failed": 2, "not run": 3}  # measured rows by latency, then the rest
 
 
 def _ordered(rows: list[dict], target: str) -> list[dict]:
@@ -86,8 +86,8 @@ def html_page(result) -> str:
             "pre{background:#f6f6f6;padding:1em;overflow-x:auto}</style></head><body>"
             f"<h1>edgekit sweep: {name}</h1>{frontier_svg(result)}"
             f"<h2>Variants</h2><pre>{html.escape(table(result))}</pre>"
-            "<p>Filled markers: inside or over the budget as measured; hollow: over the budget after the "
-            "keep-float loop. top-1 is task accuracy on the labelled --validate data; agree is top-1 agreement "
+            "<p>Filled markers: inside the accuracy budget; hollow: over it (after the keep-float loop for "
+            "int8). top-1 is task accuracy on the labelled --validate data; agree is top-1 agreement "
             "with the source model; latencies: host p50 through edgekit's runtime and the emulator's "
             "estimate per target.</p></body></html>\n")
 

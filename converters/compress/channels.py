@@ -12,9 +12,10 @@ layers...): leaving a channel in is always safe, a wrong slice is not.
 
 Every producer of a pruned group loses the same output channels; every layer reading the group
 (the next Conv2D/Dense input axis, depthwise kernels, BatchNormalization statistics) is sliced
-along. Importance of a channel: the L1 (or L2) norm of its filters, each producer's norms
-divided by their mean so layers of different scale count alike, or the mean |activation| of the
-group's tensors on calibration inputs.
+along. Importance of a channel: the L1 (or L2) norm of its filters scaled by the following
+BatchNormalization's gamma/sqrt(var) where there is one, each producer's scores divided by their
+mean so layers of different scale count alike; or the mean |activation| of the group's tensors on
+calibration inputs.
 """
 from __future__ import annotations
 
@@ -107,11 +108,25 @@ def prunable_groups(graph: FunctionalGraph) -> dict:
     return result
 
 
-def _filter_norms(layer, order: int) -> np.ndarray:
+def _filter_norms(layer, order: int, norm_after=None) -> np.ndarray:
+    """Per output channel: the filter's norm, times the scale gamma / sqrt(var + eps) of the
+    BatchNormalization right after it, if any (that scale, not the raw kernel, sets how much the
+    channel contributes; convolutions before BN often have small kernels and large gammas)."""
     kernel = np.asarray(layer.get_weights()[0], dtype=np.float64)
     flat = kernel.reshape(-1, kernel.shape[-1])
     norms = np.abs(flat).sum(axis=0) if order == 1 else np.sqrt((flat ** 2).sum(axis=0))
+    if norm_after is not None:
+        gamma = np.asarray(norm_after.gamma.numpy() if norm_after.scale else np.ones(norms.shape), np.float64)
+        var = np.asarray(norm_after.moving_variance.numpy(), np.float64)
+        norms = norms * np.abs(gamma) / np.sqrt(var + norm_after.epsilon)
     return norms / (norms.mean() or 1.0)
+
+
+def _batchnorm_after(graph: FunctionalGraph) -> dict:
+    """producer layer name -> the BatchNormalization that reads its output directly (if any)."""
+    producer_of = {n.outputs[0]: n.layer for n in graph.nodes if _is_producer(n.layer)}
+    return {producer_of[n.inputs[0]].name: n.layer for n in graph.nodes
+            if type(n.layer).__name__ == "BatchNormalization" and n.inputs and n.inputs[0] in producer_of}
 
 
 def _activation_importance(model, graph: FunctionalGraph, groups: dict, calibration: list[np.ndarray]) -> dict:
@@ -146,7 +161,9 @@ def prune_channels(model, percent: float, criterion: str = "l1", calibration: li
         scores = _activation_importance(model, model_graph, groups, calibration)
     else:
         order = 2 if criterion == "l2" else 1
-        scores = {root: sum(_filter_norms(layers[p], order) for p in g["producers"]) for root, g in groups.items()}
+        after = _batchnorm_after(model_graph)
+        scores = {root: sum(_filter_norms(layers[p], order, after.get(p)) for p in g["producers"])
+                  for root, g in groups.items()}
     keep_of_tensor, details = {}, []
     for root, g in groups.items():
         n = g["channels"]

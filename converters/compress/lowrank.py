@@ -3,7 +3,8 @@ cin -> r -> cout, from its truncated SVD  W ~ (U_r sqrt(S_r)) (sqrt(S_r) V_r^T).
 
 The MACs per output position go from cin*cout to r*(cin+cout): only ranks below
 cin*cout/(cin+cout) save anything, and a layer whose chosen rank would not is left as it was
-(a factorization that costs more is never applied). The first layer carries the stride and
+(a factorization that costs more is never applied), and so is the layer that produces a model
+output (its MACs are few, and a rank below its class count would merge classes). The first layer carries the stride and
 padding and no bias; the second keeps the original layer's name, bias and activation, so the
 model's output names and everything that reads the layer stay the same.
 """
@@ -16,7 +17,7 @@ import numpy as np
 
 from edgekit.errors import InputError
 
-from .keras_graph import layer_configs, read_graph, rebuild
+from .keras_graph import read_graph, rebuild
 
 SUFFIX = "_lowrank"
 
@@ -51,8 +52,8 @@ def factorize(model, percent: float | None = None, energy: float | None = None, 
     plans, details = {}, []
     for node in graph.nodes:
         layer = node.layer
-        if not _factorizable(layer) or layer.name in graph.shared:
-            continue
+        if not _factorizable(layer) or layer.name in graph.shared or set(node.outputs) & set(graph.model_outputs):
+            continue  # the output layer stays whole: a rank below the class count caps what it can tell apart
         kernel = np.asarray(layer.get_weights()[0], dtype=np.float64)
         cin, cout = kernel.shape[-2], kernel.shape[-1]
         u, s, vt = np.linalg.svd(kernel.reshape(cin, cout), full_matrices=False)

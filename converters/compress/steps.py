@@ -10,7 +10,7 @@ Names are parsed here once, so nothing downstream compares strings.
     lowrank-N                        factorize Dense / 1x1 Conv2D kernels so each one's MACs fall by N %
     lowrank-eNN                      ... at the smallest rank keeping NN % of the kernel's energy
                                      (sum of squared singular values); skipped where MACs would not fall
-    distill[-E]                      fine-tune on the teacher's soft targets for E epochs (default 8)
+    distill[-E]                      fine-tune on the teacher's soft targets for E epochs (default 15)
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from edgekit.errors import InputError
 
 PRUNE_CRITERIA = ("l1", "l2", "act")
-DEFAULT_DISTILL_EPOCHS = 8
+DEFAULT_DISTILL_EPOCHS = 15
 SYNTAX = ("prune-channels-N[-l1|-l2|-act] (N in 1..95), lowrank-N (N in 1..95) or lowrank-eNN (energy %), "
           "distill or distill-E (epochs)")
 
