@@ -1,21 +1,26 @@
 """Does a measured profile predict networks it never saw? This host plays the device.
 
-    python benchmarks/profile_accuracy.py [--threads 1,2] [--statistic p50|p10] [--json out.json]
+    python benchmarks/profile_accuracy.py [--threads 1,2] [--rounds 5] [--json out.json]
 
-1. `edgekit profile run` (the library calls) times the probe suite at each thread count and fits the
-   per-op-kind costs to the chosen statistic (p50 by default, as `edgekit bench` reports).
+1. `edgekit profile run` (the library calls) times the probe suite at each thread count; the unseen
+   networks are timed in the same interleaved rounds (edgekit.profile.timing: every model loaded once,
+   timed in one short block per round, round-robin over probes and networks, 1-thread blocks pinned to
+   one core), so load drift on a shared host reaches probes and references alike.
 2. Unseen networks: keras.applications MobileNetV2 / MobileNetV3Small / EfficientNetB0 / ResNet50 at
    small inputs converted by `edgekit convert` to fp32 and int8 (benchmarks/profile_networks.py), the
    committed sample digits_cnn fp32/int8 and the MediaPipe hand_recrop model.
-3. Each is timed with `edgekit bench`'s loop (the same statistic) in two rounds, and estimated by `emulate` with the
-   profile. Printed: per network and thread count, measured p50 (both rounds), estimate, error, and
-   whether the profile's band holds the measurement; then the share within +-10 %, the median |error|
-   and the round-to-round noise of the measurements themselves.
+3. Profiles are fitted to each statistic of the same run (min_median: the lowest block median, the
+   default; p50 over all runs, as `edgekit bench` prints; p10) and each network is estimated with the
+   profile of the statistic it is compared under. Printed: per network and thread count, the measured
+   statistics, the estimate, its error, whether the profile's band holds it; then per statistic the
+   share within +-10 %, the median |error|; the spread of the block medians (how noisy the host was);
+   the host load average before and after; the probe-timing wall time (what `profile run` costs).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -37,67 +42,75 @@ def networks() -> dict[str, Path]:
 
 
 def main() -> None:
-    from edgekit.bench import run_bench
     from edgekit.emulator import estimate
     from edgekit.tflite.graph import read_graph
     from edgekit.profile.device import load_profile
     from edgekit.profile.probes import suite
-    from edgekit.profile.run import build_profile, measure
+    from edgekit.profile.run import STATISTICS, build_profile, measure
     from edgekit.table import render
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", default="1,2")
-    parser.add_argument("--statistic", default="p50", choices=["p50", "p10"],
-                        help="p50: what edgekit bench reports; p10: the uncontended speed of a shared host")
-    parser.add_argument("--seconds", type=float, default=2.0, help="bench seconds per network and round")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved blocks per model")
+    parser.add_argument("--seconds-per-probe", type=float, default=0.25)
+    parser.add_argument("--seconds", type=float, default=1.0, help="timing per network and thread count, all rounds")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
 
     nets = networks()  # builds (TensorFlow) before anything is timed
+    load_before = os.getloadavg()
     start = time.perf_counter()
     probes = suite()
-    samples = measure(probes, threads, 0.25, progress=lambda m: print("  " + m, file=sys.stderr))
-    profile_seconds = time.perf_counter() - start
-    path = ROOT / f"benchmarks/.cache/profile/host_{args.statistic}.json"
-    path.write_text(json.dumps(build_profile("host", len(probes), samples, args.statistic, profile_seconds), indent=1))
-    print(f"profiled in {profile_seconds:.0f} s -> {path}", file=sys.stderr)
-    device = load_profile(path)
+    samples, refs = measure(probes, threads, args.seconds_per_probe, rounds=args.rounds,
+                            progress=lambda m: print("  " + m, file=sys.stderr),
+                            extra={name: (path, args.seconds) for name, path in nets.items()})
+    wall = time.perf_counter() - start
+    load_after = os.getloadavg()
+    probe_seconds = sum(s["seconds"] for s in samples)
+    devices = {}
+    for statistic in STATISTICS:
+        path = ROOT / f"benchmarks/.cache/profile/host_{statistic}.json"
+        path.write_text(json.dumps(build_profile("host", len(probes), samples, statistic, probe_seconds), indent=1))
+        devices[statistic] = load_profile(path)
 
-    rounds: dict[tuple, list[float]] = {}
-    q = 50 if args.statistic == "p50" else 10
-    for r in range(2):  # two rounds, interleaved, to see how much the busy host moves the truth itself
-        for name, artifact in nets.items():
-            for n in threads:
-                res = run_bench(artifact, threads=n, duration_s=args.seconds, warmup=5)
-                rounds.setdefault((name, n), []).append(float(np.percentile(res.samples_ms, q)))
     rows, out = [], []
-    for (name, n), p50s in rounds.items():
-        est = estimate(read_graph(nets[name].read_bytes()), device, n)
-        measured = float(np.median(p50s))
-        err = est.estimate_ms / measured - 1
-        inside = est.low_ms <= measured <= est.high_ms
-        noise = abs(p50s[0] - p50s[1]) / measured
-        out.append({"network": name, "threads": n, "measured_ms": p50s, "estimate_ms": est.estimate_ms,
-                    "low_ms": est.low_ms, "high_ms": est.high_ms, "error": err, "in_band": inside, "noise": noise})
-        rows.append([name, n, f"{p50s[0]:.3f} / {p50s[1]:.3f}", f"{100 * noise:.0f}%", round(est.estimate_ms, 3),
-                     f"{100 * err:+.1f}%", f"{est.low_ms:.2f}-{est.high_ms:.2f}", "yes" if inside else "no"])
-    print(render(["network", "thr", f"bench {args.statistic} ms (2 rounds)", "noise", "estimate ms", "error", "band ms", "in band"],
-                 rows, align="lrrrrrrl"))
-    errors = np.array([abs(o["error"]) for o in out])
-    summary = {"statistic": args.statistic, "cases": len(out), "within_10pct": round(float((errors <= 0.10).mean()), 3),
-               "median_abs_error_pct": round(float(np.median(errors)) * 100, 1),
-               "worst_abs_error_pct": round(float(errors.max()) * 100, 1),
-               "band_coverage": round(float(np.mean([o["in_band"] for o in out])), 3),
-               "median_noise_pct": round(float(np.median([o["noise"] for o in out])) * 100, 1),
-               "max_noise_pct": round(float(max(o["noise"] for o in out)) * 100, 1),
-               "profile_seconds": round(profile_seconds, 1),
-               "probe_fit": {n: {k: v for k, v in e.items() if k != "coefficients"} for n, e in device.threads.items()}}
-    print(f"\n{summary['cases']} network x thread cases: {100 * summary['within_10pct']:.0f}% within +-10%, median "
-          f"|error| {summary['median_abs_error_pct']}%, worst {summary['worst_abs_error_pct']}%; band holds "
-          f"{100 * summary['band_coverage']:.0f}%; measurement noise (round to round) median "
-          f"{summary['median_noise_pct']}%, max {summary['max_noise_pct']}%"
-          + f"; profile run {summary['profile_seconds']} s")
+    for (name, n), ref in sorted(refs.items()):
+        graph = read_graph(nets[name].read_bytes())
+        case = {"network": name, "threads": n, "measured": {k: ref[f"{k}_ms"] for k in STATISTICS},
+                "block_spread": ref["block_spread"]}
+        for statistic, device in devices.items():
+            est = estimate(graph, device, n)
+            measured = ref[f"{statistic}_ms"]
+            case[statistic] = {"estimate_ms": est.estimate_ms, "error": est.estimate_ms / measured - 1,
+                               "in_band": bool(est.low_ms <= measured <= est.high_ms)}
+        out.append(case)
+        m = case["min_median"]
+        rows.append([name, n, round(ref["min_median_ms"], 3), round(ref["p50_ms"], 3), f"{100 * ref['block_spread']:.0f}%",
+                     round(m["estimate_ms"], 3), f"{100 * m['error']:+.1f}%", "yes" if m["in_band"] else "no",
+                     f"{100 * case['p50']['error']:+.1f}%"])
+    print(render(["network", "thr", "min-median ms", "p50 ms", "block spread", "estimate ms", "error",
+                  "in band", "p50 error"], rows, align="lrrrrrrlr"))
+    summary = {"cases": len(out), "rounds": args.rounds, "load_avg_before": [round(v, 1) for v in load_before],
+               "load_avg_after": [round(v, 1) for v in load_after], "wall_seconds": round(wall, 1),
+               "profile_seconds": round(probe_seconds, 1),
+               "median_block_spread_pct": round(float(np.median([o["block_spread"] for o in out])) * 100, 1)}
+    for statistic in STATISTICS:
+        errors = np.array([abs(o[statistic]["error"]) for o in out])
+        summary[statistic] = {"within_10pct": round(float((errors <= 0.10).mean()), 3),
+                              "median_abs_error_pct": round(float(np.median(errors)) * 100, 1),
+                              "worst_abs_error_pct": round(float(errors.max()) * 100, 1),
+                              "band_coverage": round(float(np.mean([o[statistic]["in_band"] for o in out])), 3),
+                              "probe_fit": {n: {k: v for k, v in e.items() if k != "coefficients"}
+                                            for n, e in devices[statistic].threads.items()}}
+    print()
+    for statistic in STATISTICS:
+        s = summary[statistic]
+        print(f"{statistic:>10}: {summary['cases']} cases, {100 * s['within_10pct']:.0f}% within +-10%, median |error| "
+              f"{s['median_abs_error_pct']}%, worst {s['worst_abs_error_pct']}%, band holds {100 * s['band_coverage']:.0f}%")
+    print(f"host load average (1/5/15 min) {summary['load_avg_before']} before, {summary['load_avg_after']} after; "
+          f"median block spread (max/min block median - 1) {summary['median_block_spread_pct']}%; probe timing "
+          f"{summary['profile_seconds']} s of {summary['wall_seconds']} s wall ({args.rounds} rounds)")
     if args.json:
         args.json.write_text(json.dumps({"summary": summary, "cases": out}, indent=2))
 

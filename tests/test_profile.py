@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 import sys
@@ -84,6 +85,8 @@ def test_emulate_refuses_a_thread_count_not_profiled(quick_profile, artifacts):
     (lambda d: d["threads"]["1"]["coefficients"]["_global"].update(invokes="fast"), "'threads.1.coefficients._global'"),
     (lambda d: d.update(ram_mb=-1), "'ram_mb'"),
     (lambda d: d["threads"].update({"x": {}}), "'threads' key 'x'"),
+    (lambda d: d["threads"]["1"].update(stream_curve=[[1e6, 0.5]]), "'threads.1.stream_curve'"),
+    (lambda d: d["threads"]["1"].update(residuals=[["CONV_2D/fp32", "near", 1.2]]), "'threads.1.residuals'"),
 ])
 def test_wrong_profile_fields_are_one_line(quick_profile, artifacts, tmp_path, mutate, field):
     data = json.loads(quick_profile.read_text())
@@ -122,3 +125,74 @@ def test_targets_say_which_core_types_are_fitted_on_how_many_rows():
     pixel3 = next(line for line in result.stdout.splitlines() if line.startswith("pixel3 "))
     assert re.search(r"cortex-a75 \d+ rows, cortex-a55 prior", pixel3)
     assert "edgekit profile run" in result.stdout
+
+
+def test_quick_profile_stores_its_measurements_and_timing_statistic(quick_profile):
+    data = json.loads(quick_profile.read_text())
+    assert data["statistic"] == "min_median"
+    streams = [m for m in data["measurements"] if m["probe"].startswith("stream_")]
+    assert streams, "the reduced suite keeps one weight-streaming probe"
+    for m in data["measurements"]:
+        # the lowest block median (thread CPU time at 1 thread) never exceeds the wall-clock median by
+        # more than timer granularity: a busy host only adds wall time
+        assert 0 < m["min_median_ms"] <= m["p50_ms"] * 1.05 + 0.005, m
+    entry = data["threads"]["1"]
+    assert entry["stream_curve"][0][1] == 1.0
+    # local corrections: one per single-kind probe, for kinds the fit has coefficients for, bounded
+    assert entry["residuals"] and {k for k, _, _ in entry["residuals"]} <= set(entry["coefficients"])
+    assert all(1 / 3 - 1e-6 <= ratio <= 3 + 1e-6 and len(key) == 5 for _, key, ratio in entry["residuals"])
+
+
+def test_one_thread_timing_is_pinned_and_restores_the_mask(artifacts):
+    import os
+
+    from edgekit.profile import timing
+
+    before = os.sched_getaffinity(0)
+    core = timing.pin_core()
+    seen = []
+    with timing.pinned(1, core):
+        seen.append(os.sched_getaffinity(0))
+    assert seen == [{core}] and os.sched_getaffinity(0) == before
+    with timing.pinned(2, core):  # multi-thread runs are never pinned (workers inherit the mask)
+        assert os.sched_getaffinity(0) == before
+    t = timing.Timed(artifacts / "digits_cnn_int8.tflite", 1, core)
+    for _ in range(3):
+        t.block(0.02)
+    stats = t.stats()
+    assert stats["blocks"] == 3 and stats["clock"] == "thread-cpu"
+    assert stats["min_median_ms"] == min(t.block_medians) > 0 and stats["block_spread"] >= 0
+    assert os.sched_getaffinity(0) == before
+
+
+def test_stream_curve_interpolates_in_log_footprint_and_never_falls():
+    from edgekit.profile.run import stream_curve
+
+    mb = 2**20
+    samples = [{"stream_bytes": 16 * mb, "min_median_ms": 1.0}, {"stream_bytes": 32 * mb, "min_median_ms": 1.9},
+               {"stream_bytes": 64 * mb, "min_median_ms": 12.0}, {"stream_bytes": 128 * mb, "min_median_ms": 20.0}]
+    curve = stream_curve(samples, "min_median")
+    # per byte: 1, 0.95 (noise: held at 1), 3, 2.5 (held at 3)
+    assert [c[1] for c in curve] == [1.0, 1.0, 3.0, 3.0]
+    assert costmodel.stream_factor(8 * mb, curve) == 1.0
+    assert costmodel.stream_factor(math.sqrt(32 * 64) * mb, curve) == pytest.approx(2.0)
+    assert costmodel.stream_factor(1024 * mb, curve) == 3.0
+
+
+def test_local_correction_takes_the_nearest_probe_of_the_same_kind():
+    residuals = [["PRELU/fp32", [14.0, 3.0, 3.0, 0.0, 1.0], 2.0], ["PRELU/fp32", [8.0, 8.0, 8.0, 0.0, 1.0], 0.8],
+                 ["ADD/fp32", [14.0, 3.0, 3.0, 0.0, 1.0], 5.0]]
+    assert costmodel.correction("PRELU/fp32", [14.0, 3.0, 3.0, 0.0, 1.0], residuals) == pytest.approx(2.0)
+    # two doublings from the nearest probe: its miss counts exp(-1)
+    near = costmodel.correction("PRELU/fp32", [14.0, 3.0, 5.0, 0.0, 1.0], residuals)
+    assert near == pytest.approx(1 + math.exp(-1))
+    assert costmodel.correction("MUL/fp32", [14.0, 3.0, 3.0, 0.0, 1.0], residuals) == 1.0
+
+
+def test_io_probe_separates_input_handling_from_op_time():
+    """A RESHAPE-only probe costs only invoke and I/O in the model: no op kind appears in its terms."""
+    [p] = [p for p in SUITE if p.name == "io_56x32_int8"]
+    terms = costmodel.graph_terms(read_graph(build(p)))
+    assert list(terms) == ["_global"]
+    glob = dict(zip(costmodel.GLOBAL_FEATURES, terms["_global"]))
+    assert glob["input_values_quantized"] == glob["output_values_quantized"] == 56 * 56 * 32

@@ -25,7 +25,8 @@ FC_FEATURES = ("ops", "macs", "weight_bytes")
 ELEMENTWISE_FEATURES = ("ops", "values")
 # cold_weight_bytes: when a model's weights exceed the core's cache, every inference streams them from
 # memory again; a probe's few weights stay cached between invokes, so this is costed model-wide from
-# probes whose weights alone overflow the cache
+# probes whose weights alone overflow the cache. The bytes are weighted by the device's streaming
+# curve (stream_factor): 100 MB of weights outgrow a server's share of L3 where 30 MB did not
 # quantized_io: edgekit's runtime quantizes int8 inputs and dequantizes int8 outputs in numpy, a fixed
 # cost per call on top of the per-value one; left out, it inflated every int8 op's constant
 GLOBAL_FEATURES = ("invokes", "quantized_io", "input_values_float", "input_values_quantized",
@@ -69,7 +70,17 @@ def op_features(graph: Graph, op: Op, names: tuple[str, ...]) -> np.ndarray:
     return np.array([values[n] for n in names], dtype=np.float64)
 
 
-def global_features(graph: Graph, cache_bytes: int) -> np.ndarray:
+def stream_factor(footprint: float, curve: list | None) -> float:
+    """How much slower per byte a model's weights stream at this footprint than at the smallest
+    streaming probe's: interpolated in log footprint between the device's measured points, flat
+    beyond them (edgekit.profile.run.stream_curve). 1 without a curve."""
+    if not curve or footprint <= curve[0][0]:
+        return 1.0
+    sizes, factors = np.log([c[0] for c in curve]), [c[1] for c in curve]
+    return float(np.interp(math.log(footprint), sizes, factors))
+
+
+def global_features(graph: Graph, cache_bytes: int, curve: list | None = None) -> np.ndarray:
     def count(indices, quantized=None):
         total = 0.0
         for i in indices:
@@ -80,7 +91,7 @@ def global_features(graph: Graph, cache_bytes: int) -> np.ndarray:
         return total
     gemm = [op for op in graph.ops if op.op_class in ("conv", "fc") and op.costed]
     weights = sum(op.bytes_weights for op in gemm)
-    cold = weights if weights > cache_bytes else 0.0
+    cold = weights * stream_factor(weights, curve) if weights > cache_bytes else 0.0
     swept = sum(op.bytes_weights * math.ceil(_pixels(graph, op) / GEMM_TILE_PIXELS)
                 for op in gemm if op.bytes_weights > cache_bytes / 2)
     q_in, q_out = count(graph.inputs, True), count(graph.outputs, True)
@@ -92,15 +103,77 @@ def global_features(graph: Graph, cache_bytes: int) -> np.ndarray:
                      count(graph.outputs, False), q_out, cold, swept, spilled])
 
 
-def graph_terms(graph: Graph, cache_bytes: int = DEFAULT_CACHE_BYTES) -> dict[str, np.ndarray]:
-    """Summed features per kind (and "_global"): the fit's design row and the estimate's input."""
-    terms: dict[str, np.ndarray] = {"_global": global_features(graph, cache_bytes)}
-    for op in graph.ops:
-        if not op.costed or op.op_class == "view" or op.type in FREE:
-            continue
-        k = kind(graph, op)
-        terms[k] = terms.get(k, 0) + op_features(graph, op, family(k))
+def shape_key(graph: Graph, op: Op) -> list[float]:
+    """Where an op sits among shapes of its kind: log2 output pixels, input and output channels,
+    kernel taps, stride. Ops of one kind and nearby keys run the same XNNPACK microkernel path with
+    the same tiling remainders, so they miss the linear cost by about the same factor."""
+    out = graph.tensors[op.outputs[0]].shape if op.outputs else ()
+    x = graph.tensors[op.inputs[0]].shape if op.inputs else ()
+    cin = float(x[-1]) if len(x) else 1.0
+    cout = float(out[-1]) if len(out) else 1.0
+    taps, stride = 1.0, 1.0
+    if op.op_class in ("conv", "dwconv") and len(op.inputs) > 1:
+        w = graph.tensors[op.inputs[1]].shape
+        taps = float(w[1] * w[2]) if len(w) == 4 else 1.0
+        if len(x) == 4 and len(out) == 4 and out[1]:
+            stride = max(1.0, round(x[1] / out[1]))
+    return [math.log2(max(_pixels(graph, op), 1.0)), math.log2(max(cin, 1.0)), math.log2(max(cout, 1.0)),
+            math.log2(taps), stride]
+
+
+def correction(kind_name: str, key: list[float], residuals: list | None) -> float:
+    """The measured/linear ratio of the nearest probe op of the same kind, shrunk towards 1 with
+    distance (halfway at ~1.4 doublings away): the linear fit per kind, corrected locally where the
+    probes say it misses (8-channel layers at 128x128 run ~2x slower per value than wide ones)."""
+    best = None
+    for k, probe_key, ratio in residuals or ():
+        if k == kind_name:
+            d = math.dist(key, probe_key)
+            if best is None or d < best[0]:
+                best = (d, ratio)
+    if best is None:
+        return 1.0
+    return 1.0 + (best[1] - 1.0) * math.exp(-best[0] / 2)
+
+
+def op_rows(graph: Graph, cache_bytes: int = DEFAULT_CACHE_BYTES, curve: list | None = None):
+    """The global features and, per costed op, (kind, features, shape key): what terms sum."""
+    ops = [(kind(graph, op), op_features(graph, op, family(kind(graph, op))), shape_key(graph, op))
+           for op in graph.ops if op.costed and op.op_class != "view" and op.type not in FREE]
+    return global_features(graph, cache_bytes, curve), ops
+
+
+def terms_of(rows, residuals: list | None = None) -> dict[str, np.ndarray]:
+    glob, ops = rows
+    terms: dict[str, np.ndarray] = {"_global": glob}
+    for k, feats, key in ops:
+        terms[k] = terms.get(k, 0) + feats * (correction(k, key, residuals) if residuals else 1.0)
     return terms
+
+
+def graph_terms(graph: Graph, cache_bytes: int = DEFAULT_CACHE_BYTES, curve: list | None = None,
+                residuals: list | None = None) -> dict[str, np.ndarray]:
+    """Summed features per kind (and "_global"): the fit's design row and the estimate's input;
+    with residuals, each op's features scaled by its local correction."""
+    return terms_of(op_rows(graph, cache_bytes, curve), residuals)
+
+
+def probe_residuals(rows: list, seconds: list[float], coefs: dict) -> list:
+    """[kind, shape key, measured/linear op time] for each probe whose costed ops are all of one kind
+    and one shape (its op time is the measurement less the fitted invoke and I/O terms)."""
+    out = []
+    for (glob, ops), secs in zip(rows, seconds):
+        if not ops or len({(k, tuple(key)) for k, _, key in ops}) != 1:
+            continue
+        k, key = ops[0][0], ops[0][2]
+        terms = terms_of((glob, ops))
+        by = seconds_by_term(terms, coefs)
+        linear = by.get(k, 0.0)
+        if linear <= 0:
+            continue
+        ratio = (secs - by["_global"]) / linear
+        out.append([k, [round(v, 3) for v in key], round(float(min(3.0, max(1 / 3, ratio))), 4)])
+    return out
 
 
 def nnls(a: np.ndarray, b: np.ndarray, iterations: int = 500) -> np.ndarray:
@@ -127,8 +200,9 @@ def nnls(a: np.ndarray, b: np.ndarray, iterations: int = 500) -> np.ndarray:
     return x
 
 
-def fit(rows: list[dict[str, np.ndarray]], seconds: list[float]) -> dict[str, dict[str, float]]:
-    """Coefficients (seconds per feature unit) per kind, from probe terms and measured seconds."""
+def fit(rows: list[dict[str, np.ndarray]], seconds: list[float], weights: list[float] | None = None) -> dict[str, dict[str, float]]:
+    """Coefficients (seconds per feature unit) per kind, from probe terms and measured seconds;
+    weights: how much each probe's relative error counts (1 each by default)."""
     columns = [("_global", n) for n in GLOBAL_FEATURES]
     for k in sorted({k for r in rows for k in r if k != "_global"}):
         columns += [(k, n) for n in family(k)]
@@ -140,7 +214,8 @@ def fit(rows: list[dict[str, np.ndarray]], seconds: list[float]) -> dict[str, di
             for n, v in zip(names, feats):
                 a[i, index[(k, n)]] = v
     y = np.asarray(seconds)
-    a, b = a / y[:, None], np.ones(len(y))  # relative error: every probe counts alike
+    w = np.ones(len(y)) if weights is None else np.sqrt(np.asarray(weights, dtype=np.float64))
+    a, b = a / y[:, None] * w[:, None], w  # relative error: every probe counts alike (times its weight)
     scale = np.linalg.norm(a, axis=0)
     scale[scale == 0] = 1.0
     x = nnls(a / scale, b) / scale
@@ -168,12 +243,13 @@ def seconds_by_term(terms: dict[str, np.ndarray], coefs: dict) -> dict[str, floa
     return out
 
 
-def op_seconds(graph: Graph, op: Op, coefs: dict) -> float:
+def op_seconds(graph: Graph, op: Op, coefs: dict, residuals: list | None = None) -> float:
     if not op.costed or op.op_class == "view" or op.type in FREE:
         return 0.0
     k = kind(graph, op)
     c = coefs.get(k) or fallback(coefs, k.split("/")[-1])
-    return float(sum(c.get(n, 0.0) * v for n, v in zip(family(k), op_features(graph, op, family(k)))))
+    linear = float(sum(c.get(n, 0.0) * v for n, v in zip(family(k), op_features(graph, op, family(k)))))
+    return linear * (correction(k, shape_key(graph, op), residuals) if residuals else 1.0)
 
 
 def predict_seconds(graph: Graph, coefs: dict, cache_bytes: int = DEFAULT_CACHE_BYTES) -> float:

@@ -81,6 +81,15 @@ def _validated(raw, where: str) -> MeasuredDevice:
             names = costmodel.GLOBAL_FEATURES if k == "_global" else costmodel.family(k)
             if not isinstance(c, dict) or any(not _number(c.get(f)) or c[f] < 0 for f in names):
                 raise bad(f"'threads.{n}.coefficients.{k}'", f"non-negative numbers for {', '.join(names)}")
+        curve = entry.get("stream_curve", [])
+        if not isinstance(curve, list) or any(not isinstance(c, list) or len(c) != 2 or not all(map(_number, c))
+                                              or c[0] <= 0 or c[1] < 1 for c in curve):
+            raise bad(f"'threads.{n}.stream_curve'", "a list of [footprint bytes > 0, factor >= 1] pairs")
+        res = entry.get("residuals", [])
+        if not isinstance(res, list) or any(
+                not isinstance(r, list) or len(r) != 3 or not isinstance(r[0], str) or not isinstance(r[1], list)
+                or not all(map(_number, r[1])) or not _number(r[2]) or r[2] <= 0 for r in res):
+            raise bad(f"'threads.{n}.residuals'", "a list of [op kind, shape key numbers, ratio > 0]")
         band = entry.get("band_log")
         if not isinstance(band, dict) or not (_number(band.get("low")) and _number(band.get("high"))):
             raise bad(f"'threads.{n}.band_log'", "an object with numbers low and high")
@@ -99,9 +108,10 @@ def estimate_measured(graph, device: MeasuredDevice, threads: int):
     device.check_threads(threads)
     entry = device.threads[str(threads)]
     coefs = entry["coefficients"]
-    terms = costmodel.graph_terms(graph, device.cache_bytes)
+    residuals = entry.get("residuals")
+    terms = costmodel.graph_terms(graph, device.cache_bytes, entry.get("stream_curve"), residuals)
     total = costmodel.predict_seconds_terms(terms, coefs) * 1e3
-    ops = [OpEstimate(op.index, op.type, op.precision, costmodel.op_seconds(graph, op, coefs) * 1e3, "measured")
+    ops = [OpEstimate(op.index, op.type, op.precision, costmodel.op_seconds(graph, op, coefs, residuals) * 1e3, "measured")
            for op in graph.ops]
     band = entry["band_log"]
     memory = memory_mb(graph)

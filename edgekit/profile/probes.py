@@ -244,6 +244,11 @@ def build(p: Probe, seed: int = 0) -> bytes:
         x0 = b.act(list(p.shape), scale=0.05)
         return b.finish([x0], [_network(b, x0, p.cout, "HARD_SWISH" if p.kernel else None)])
     x0 = b.act(list(p.shape), scale=0.05)
+    if p.op == "RESHAPE":  # input and output handling alone: the reshape is a view, free in the cost model
+        shape = b.tensor([len(p.shape)], "int32", np.array(p.shape, np.int32))
+        y = b.act(list(p.shape), scale=0.05)
+        b.op("RESHAPE", [x0, shape], [y])
+        return b.finish([x0], [y])
     if p.broadcast:
         b.extra_inputs.append(b.act([1, 1, 1, p.shape[-1]], scale=1 / 128))
     x = x0
@@ -302,6 +307,12 @@ def _suite() -> list[Probe]:
     add("fc_256to256", "FULLY_CONNECTED", (1, 256), cout=256, repeat=4)
     add("fc_2048to10", "FULLY_CONNECTED", (1, 2048), cout=10)
     add("fc_2048to4096_bigweights", "FULLY_CONNECTED", (1, 2048), cout=4096)
+    # feeding inputs and reading outputs (the runtime quantizes int8 ones in numpy): without these the
+    # fit cannot tell a large-input elementwise probe's op time from its I/O time
+    add("io_56x32", "RESHAPE", (1, 56, 56, 32), core=True)
+    add("io_128x8", "RESHAPE", (1, 128, 128, 8))
+    add("io_14x256", "RESHAPE", (1, 14, 14, 256))
+    add("io_1000", "RESHAPE", (1, 1000))
     # elementwise and data movement, two sizes each
     for op, rep in (("ADD", 4), ("MUL", 4), ("LOGISTIC", 4), ("HARD_SWISH", 4), ("PRELU", 4), ("PAD", 1),
                     ("CONCATENATION", 1), ("MAX_POOL_2D", 1), ("AVERAGE_POOL_2D", 1), ("MEAN", 1)):
@@ -315,11 +326,33 @@ def _suite() -> list[Probe]:
     add("net_64_w48", "NETWORK", (1, 64, 64, 3), cout=48, kernel=0)
     add("net_128_w24_hswish", "NETWORK", (1, 128, 128, 3), cout=24, kernel=1)
     add("softmax_1000", "SOFTMAX", (1, 1000))
+    # weight streaming at growing footprints: 1x1 convolutions over 2x2 pixels whose 16.8 MB fp32
+    # filters are read once per inference; how the time per byte grows once the footprint leaves each
+    # cache level (a server's L3, a phone's system cache) is the device's streaming curve
+    for r in STREAM_REPEATS:
+        out.append(Probe(f"stream_{r}x16mb_fp32", "CONV_2D", "fp32", (1, 2, 2, STREAM_CHANNELS),
+                         cout=STREAM_CHANNELS, repeat=r, core=r == STREAM_REPEATS[0]))
     return out
+
+
+STREAM_CHANNELS = 2048
+STREAM_REPEATS = (1, 2, 4, 8)
+
+
+def is_stream(p: Probe) -> bool:
+    return p.name.startswith("stream_")
+
+
+def weight_bytes(p: Probe) -> int:
+    """A streaming probe's filter bytes (fp32)."""
+    return STREAM_CHANNELS * STREAM_CHANNELS * 4 * p.repeat
 
 
 SUITE = _suite()
 
 
-def suite(quick: bool = False) -> list[Probe]:
-    return [p for p in SUITE if p.core] if quick else list(SUITE)
+def suite(quick: bool = False, ram_bytes: float | None = None) -> list[Probe]:
+    """The probes; streaming probes only up to a sixteenth of the device's RAM (every probe stays
+    loaded during the run, its weights both in the file and packed)."""
+    chosen = [p for p in SUITE if p.core] if quick else list(SUITE)
+    return [p for p in chosen if not (is_stream(p) and ram_bytes and weight_bytes(p) > ram_bytes / 16)]
