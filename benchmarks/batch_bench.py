@@ -1,7 +1,7 @@
-"""Batch prediction throughput: the local engine vs `--engine ray` with 1 and 2 actors, and store
-write speed (rows/s) into PostgreSQL vs SQLite.
+"""Batch prediction throughput: the local engine vs `--engine ray` with 1 and 2 actors, Ray with 2
+actors writing into PostgreSQL, and store write speed (rows/s) into PostgreSQL vs SQLite.
 
-    python benchmarks/batch_bench.py [--model digits|mobilenetv2] [--inputs N] [--repeats 3] [--json out.json]
+    python benchmarks/batch_bench.py [--model digits|mobilenetv2] [--inputs N [N ...]] [--repeats 3] [--json out.json]
 
 Models: `digits` is the committed sample `digits_cnn_int8.tflite` (32x32, ~0.3 ms per input: the
 engines' own per-input costs dominate); `mobilenetv2` is Keras' MobileNetV2 (alpha 0.35, 128x128,
@@ -9,10 +9,14 @@ engines' own per-input costs dominate); `mobilenetv2` is Keras' MobileNetV2 (alp
 random weights give probabilities below an int8 step) and a random calibration
 .npz into benchmarks/.cache/ (needs TensorFlow the first time; milliseconds per input: compute dominates).
 Inputs: the 150 validation PNGs (digits) or those digits as 224x224 RGB JPEGs (mobilenetv2, resized to
-128x128 on load by the manifest's preprocessing), hard-linked to --inputs distinct files. Every engine
-predicts the same files with one interpreter thread per process, without a store (the stores are
-measured apart, --stores), end to end: wall time from the call to the last row back on the driver,
-Ray's pipeline and actor start included, `ray.init` (once, local, 2 CPUs) excluded. Each
+128x128 on load by the manifest's preprocessing), hard-linked to N distinct files per job size.
+Job sizes: by default a short job (a few seconds on this 2-CPU machine) and a long one (~30 s for the
+local engine), as a periodic batch job is: Ray's fixed costs (starting the actor processes, importing
+Ray Data there, loading the model) weigh on the first and are amortised by the second.
+Every engine predicts the same files with one interpreter thread per process, end to end: wall time
+from listing the inputs (as the CLI does) to the last row back on the driver; the model load (local)
+and Ray's pipeline and actor start are included, `ray.init` (once, local, 2 CPUs) is excluded. No store
+except in "ray 2 actors -> postgresql" (a fresh table per run, upserts on the driver). Each
 configuration runs --repeats times, alternating; the table gives the median and the min-max spread,
 and the 1-minute load average sampled during the runs.
 Targets (issue 19): Ray 2 actors >= 1.6x Ray 1 actor; Ray 1 actor >= 0.8x local (overhead <= 20 %).
@@ -37,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ARTIFACT = ROOT / "sample_models" / "artifacts" / "digits_cnn_int8.tflite"
 CACHE = ROOT / "benchmarks" / ".cache" / "batch_bench"
 PG_BIN = Path(os.environ.get("EDGEKIT_PG_BIN", "/usr/lib/postgresql/15/bin"))
-DEFAULT_INPUTS = {"digits": 12000, "mobilenetv2": 3000}
+DEFAULT_INPUTS = {"digits": [12000, 100000], "mobilenetv2": [3000, 18000]}  # short job, ~30 s job
 
 
 def mobilenetv2_artifact() -> Path:
@@ -128,24 +132,30 @@ class Clock:
         return total / (end - self.start), (total - seen) / max(end - when, 1e-9)
 
 
-def run_local(inputs: list[Path]) -> tuple[float, float]:
+def run_local(folder: Path, n: int) -> tuple[float, float]:
     import edgekit
-    from edgekit.predict_job import run_predictions
+    from edgekit.predict_job import expand_inputs, run_predictions
 
     clock = Clock()
-    summary = run_predictions(edgekit.load(ARTIFACT, threads=1), ARTIFACT, inputs, chunk_size=256,
-                              on_progress=clock.progress)
-    assert summary.predicted == len(inputs) and not summary.failures
-    return clock.rates(len(inputs))
+    summary = run_predictions(edgekit.load(ARTIFACT, threads=1), ARTIFACT, expand_inputs([str(folder)]),
+                              chunk_size=256, on_progress=clock.progress)
+    assert summary.predicted == n and not summary.failures
+    return clock.rates(n)
 
 
-def run_ray(folder: Path, n: int, actors: int) -> tuple[float, float]:
+def run_ray(folder: Path, n: int, actors: int, store_url: str | None = None) -> tuple[float, float]:
     from edgekit.batch.ray_engine import run_ray_predictions
     from edgekit.batch.sources import resolve
+    from edgekit.stores import open_store
 
     clock = Clock()
-    summary = run_ray_predictions(ARTIFACT, resolve([str(folder)]), None, actors=actors, threads_per_actor=1,
-                                  on_progress=clock.progress)
+    store = open_store(store_url) if store_url else None
+    try:
+        summary = run_ray_predictions(ARTIFACT, resolve([str(folder)]), store, actors=actors, threads_per_actor=1,
+                                      on_progress=clock.progress)
+    finally:
+        if store is not None:
+            store.close()
     assert summary.predicted == n and not summary.failures, summary.to_dict()
     return clock.rates(n)
 
@@ -189,13 +199,14 @@ def spread(values: list[float]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", choices=sorted(DEFAULT_INPUTS), default="digits")
-    ap.add_argument("--inputs", type=int, help="default: 12000 (digits), 3000 (mobilenetv2)")
+    ap.add_argument("--inputs", type=int, nargs="+", help="job sizes (default: 12000 100000 for digits, "
+                    "3000 18000 for mobilenetv2)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rows", type=int, default=20000, help="rows written per store")
     ap.add_argument("--chunk", type=int, default=256, help="rows per store transaction (the Ray engine's block)")
     ap.add_argument("--pg-url", help="an existing PostgreSQL (default: start one in a temp folder)")
     ap.add_argument("--stores", action=argparse.BooleanOptionalAction, default=True,
-                    help="also measure SQLite/PostgreSQL write rates")
+                    help="also measure SQLite/PostgreSQL write rates and Ray 2 actors into PostgreSQL")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     global ARTIFACT
@@ -208,70 +219,78 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="edgekit-batch-bench-"))
     os.chmod(work, 0o755)
     results: dict = {"model": args.model, "inputs": args.inputs, "repeats": args.repeats, "artifact": ARTIFACT.name,
-                     "cpus": os.cpu_count(), "loadavg_start": os.getloadavg()[0]}
+                     "cpus": os.cpu_count(), "loadavg_start": os.getloadavg()[0], "jobs": {}}
+    stop_pg = None
     try:
-        folder = replicate(work / "inputs", args.inputs, source_images(args.model))
-        files = sorted(p.resolve() for p in folder.iterdir())
+        images = source_images(args.model)
+        folders = {n: replicate(work / f"inputs-{n}", n, images) for n in args.inputs}
+        pg_url = args.pg_url
+        if args.stores and pg_url is None and (PG_BIN / "initdb").exists():
+            (work / "pg").mkdir()
+            pg_url, stop_pg = start_postgres(work / "pg")
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-        run_ray(folder, args.inputs, 1)  # warm: worker processes, imports, page cache
-        runs: dict[str, list[tuple[float, float]]] = {"local (1 process)": [], "ray 1 actor": [], "ray 2 actors": []}
-        load = LoadSampler()
-        for _ in range(args.repeats):
-            runs["local (1 process)"].append(run_local(files))
-            runs["ray 1 actor"].append(run_ray(folder, args.inputs, 1))
-            runs["ray 2 actors"].append(run_ray(folder, args.inputs, 2))
-        results["loadavg_during"] = load.stop()
+        small = min(args.inputs)
+        run_ray(folders[small], small, 1)  # warm: worker processes, imports, page cache
+        run_local(folders[small], small)
+        for n in args.inputs:
+            runs: dict[str, list[tuple[float, float]]] = {"local (1 process)": [], "ray 1 actor": [], "ray 2 actors": []}
+            if args.stores and pg_url:
+                runs["ray 2 actors -> postgresql"] = []
+            load = LoadSampler()
+            for r in range(args.repeats):
+                runs["local (1 process)"].append(run_local(folders[n], n))
+                runs["ray 1 actor"].append(run_ray(folders[n], n, 1))
+                runs["ray 2 actors"].append(run_ray(folders[n], n, 2))
+                if "ray 2 actors -> postgresql" in runs:
+                    runs["ray 2 actors -> postgresql"].append(
+                        run_ray(folders[n], n, 2, f"{pg_url}?table=bench_{os.getpid()}_{n}_{r}"))
+            job = {"loadavg_during": load.stop()}
+            job["throughput_per_s"] = {k: spread([x[0] for x in v]) for k, v in runs.items()}
+            job["steady_throughput_per_s"] = {k: spread([x[1] for x in v]) for k, v in runs.items()}
+            for kind in ("throughput_per_s", "steady_throughput_per_s"):
+                med = {k: v["median"] for k, v in job[kind].items()}
+                job[f"{kind}_ray_2_vs_1_actor"] = med["ray 2 actors"] / med["ray 1 actor"]
+                job[f"{kind}_ray_1_actor_vs_local"] = med["ray 1 actor"] / med["local (1 process)"]
+            results["jobs"][str(n)] = job
         ray.shutdown()
-        results["throughput_per_s"] = {k: spread([r[0] for r in v]) for k, v in runs.items()}
-        results["steady_throughput_per_s"] = {k: spread([r[1] for r in v]) for k, v in runs.items()}
-        for kind in ("throughput_per_s", "steady_throughput_per_s"):
-            med = {k: v["median"] for k, v in results[kind].items()}
-            results[f"{kind}_ray_2_vs_1_actor"] = med["ray 2 actors"] / med["ray 1 actor"]
-            results[f"{kind}_ray_1_actor_vs_local"] = med["ray 1 actor"] / med["local (1 process)"]
-
         results["loadavg_end"] = os.getloadavg()[0]
         if args.stores:
-            store_rates(args, results, work, files[0])
+            store_rates(args, results, work, next(folders[small].iterdir()), pg_url)
     finally:
+        if stop_pg:
+            stop_pg()
         shutil.rmtree(work, ignore_errors=True)
     report(args, results)
 
 
-def store_rates(args, results: dict, work: Path, sample: Path) -> None:
+def store_rates(args, results: dict, work: Path, sample: Path, pg_url: str | None) -> None:
     import edgekit
     from edgekit.predict_job import prediction_row
 
     # a real row shape, repeated with distinct inputs
     row = prediction_row(edgekit.load(ARTIFACT), ARTIFACT.name, "0" * 64, "x", sample, 5)
     rows = [dict(row, input=f"/data/{i:07d}.png") for i in range(args.rows)]
-    stop = None
-    pg_url = args.pg_url
-    if pg_url is None and (PG_BIN / "initdb").exists():
-        pg_root = work / "pg"
-        pg_root.mkdir()
-        pg_url, stop = start_postgres(pg_root)
-    try:
-        stores = {"sqlite (WAL)": str(work / "bench.sqlite")}
-        if pg_url:
-            stores["postgresql (upsert, loopback)"] = f"{pg_url}?table=bench_{os.getpid()}"
-        results["store_rows_per_s"] = {name: store_rate(out, rows, args.chunk) for name, out in stores.items()}
-    finally:
-        if stop:
-            stop()
+    stores = {"sqlite (WAL)": str(work / "bench.sqlite")}
+    if pg_url:
+        stores["postgresql (upsert, loopback)"] = f"{pg_url}?table=bench_{os.getpid()}"
+    results["store_rows_per_s"] = {name: store_rate(out, rows, args.chunk) for name, out in stores.items()}
 
 
 def report(args, results: dict) -> None:
-    load = results["loadavg_during"]
-    print(f"{args.inputs} inputs ({ARTIFACT.name}), {args.repeats} runs each, 1 interpreter thread per process; "
-          f"load average during the runs {load['mean']:.1f} ({load['min']:.1f}-{load['max']:.1f}) on {results['cpus']} CPUs")
-    print(f"{'engine':<20} {'end-to-end /s (min-max)':>26} {'steady /s (min-max)':>24}")
-    for name, s in results["throughput_per_s"].items():
-        t = results["steady_throughput_per_s"][name]
-        print(f"{name:<20} {s['median']:>8.0f} ({s['min']:.0f}-{s['max']:.0f}){'':>6} {t['median']:>8.0f} "
-              f"({t['min']:.0f}-{t['max']:.0f})")
-    for kind, label in (("throughput_per_s", "end-to-end"), ("steady_throughput_per_s", "steady")):
-        print(f"{label}: ray 2 actors / 1 actor {results[kind + '_ray_2_vs_1_actor']:.2f}x (target >= 1.6x); "
-              f"ray 1 actor / local {results[kind + '_ray_1_actor_vs_local']:.2f} (target >= 0.80)")
+    print(f"{ARTIFACT.name}, {args.repeats} runs each, 1 interpreter thread per process, {results['cpus']} CPUs; "
+          "end to end = listing + model/actor start + predictions (ray.init excluded); steady = last 75 % of rows")
+    for n, job in results["jobs"].items():
+        load = job["loadavg_during"]
+        print(f"\n{n} inputs; load average during the runs {load['mean']:.1f} ({load['min']:.1f}-{load['max']:.1f})")
+        print(f"{'engine':<28} {'end-to-end /s (min-max)':>26} {'steady /s (min-max)':>24}")
+        for name, s in job["throughput_per_s"].items():
+            t = job["steady_throughput_per_s"][name]
+            print(f"{name:<28} {s['median']:>8.0f} ({s['min']:.0f}-{s['max']:.0f}){'':>6} {t['median']:>8.0f} "
+                  f"({t['min']:.0f}-{t['max']:.0f})")
+        for kind, label in (("throughput_per_s", "end-to-end"), ("steady_throughput_per_s", "steady")):
+            print(f"{label}: ray 2 actors / 1 actor {job[kind + '_ray_2_vs_1_actor']:.2f}x (target >= 1.6x); "
+                  f"ray 1 actor / local {job[kind + '_ray_1_actor_vs_local']:.2f} (target >= 0.80)")
+    print()
     for name, rate in results.get("store_rows_per_s", {}).items():
         print(f"store {name:<32} {rate:>9.0f} rows/s ({args.rows} rows, {args.chunk} per transaction)")
     if args.json:

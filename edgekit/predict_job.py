@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import glob
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,29 +48,52 @@ class PredictSummary:
                 "throughput_per_s": self.predicted / self.wall_s if self.wall_s > 0 else None}
 
 
-def expand_inputs(patterns: list[str]) -> list[Path]:
-    """Files, folders (recursively: image and .npy files) and glob patterns, de-duplicated, sorted per item."""
-    found: list[Path] = []
+def expand_inputs(patterns: list[str]) -> list[str]:
+    """Files, folders (recursively: image and .npy files) and glob patterns as resolved absolute paths
+    (strings: a Path per input costs more than listing a folder), de-duplicated, sorted per item."""
+    found: list[str] = []
     for pattern in patterns:
         path = Path(pattern)
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in INPUT_SUFFIXES))
+            found.extend(_folder_inputs(path))
         elif path.is_file():
-            found.append(path)
+            found.append(str(path.resolve()))
         elif glob.has_magic(pattern):
             matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
             if not matches:
                 raise InputError(f"INPUT pattern {pattern!r} matches no files")
-            found.extend(matches)
+            found.extend(str(p.resolve()) for p in matches)
         else:
             raise InputError(f"INPUT expects files, folders or glob patterns, got {pattern!r}, which does not exist")
-    unique = list(dict.fromkeys(p.resolve() for p in found))
+    unique = list(dict.fromkeys(found))
     if not unique:
         raise InputError(f"no input files found in {', '.join(patterns)}; expected images or .npy files")
     return unique
 
 
-def run_predictions(model: Predictor, model_path: Path, inputs: list[Path], store=None, top_k: int = 5,
+def _folder_inputs(folder: Path) -> list[str]:
+    """The image and .npy files below `folder` as `rglob` finds them (symlinked folders are not entered,
+    symlinked files count), sorted as Paths sort, resolved. One os.scandir per folder and no Path or
+    realpath per file: a folder of 100k inputs lists in a fraction of a second, not seconds."""
+    found: list[tuple[str, str]] = []  # (sort key, resolved path)
+    todo = [str(folder.resolve())]  # resolved once: entries below it are real paths unless symlinks
+    while todo:
+        try:
+            with os.scandir(todo.pop()) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        todo.append(entry.path)
+                    elif os.path.splitext(entry.name)[1].lower() in INPUT_SUFFIXES and entry.is_file():
+                        real = os.path.realpath(entry.path) if entry.is_symlink() else entry.path
+                        # NUL sorts below any character of a name: strings order as Paths (part by part) do
+                        found.append((entry.path.replace(os.sep, "\0"), real))
+        except PermissionError:  # as rglob: an unreadable folder contributes nothing
+            continue
+    found.sort(key=lambda item: item[0])
+    return [real for _, real in found]
+
+
+def run_predictions(model: Predictor, model_path: Path, inputs: list[str | Path], store=None, top_k: int = 5,
                     chunk_size: int = 16, on_progress: Callable[[int], None] = lambda n: None) -> PredictSummary:
     model_sha = sha256_path(model_path)
     model = watch(model, every=0)  # rows carry drift statistics when the manifest has reference_stats
@@ -92,12 +116,14 @@ def run_predictions(model: Predictor, model_path: Path, inputs: list[Path], stor
     return summary
 
 
-def _predict_one(model: Predictor, model_path: Path, model_sha: str, path: Path, top_k: int) -> dict:
+def _predict_one(model: Predictor, model_path: Path, model_sha: str, path: str | Path, top_k: int) -> dict:
+    path = os.fspath(path)
     try:
-        x = np.load(path, allow_pickle=False) if path.suffix.lower() == ".npy" else path
+        x = np.load(path, allow_pickle=False) if path.lower().endswith(".npy") else path
     except (EOFError, ValueError, OSError) as e:  # empty, truncated or not an .npy at all: this input fails
-        raise InputError(f"expected a NumPy .npy array, {path.name} is not one ({type(e).__name__}: {e})") from e
-    return prediction_row(model, model_path.name, model_sha, str(path), x, top_k)
+        raise InputError(f"expected a NumPy .npy array, {os.path.basename(path)} is not one "
+                         f"({type(e).__name__}: {e})") from e
+    return prediction_row(model, model_path.name, model_sha, path, x, top_k)
 
 
 def prediction_row(model: Predictor, model_name: str, model_sha: str, key: str, x, top_k: int) -> dict:

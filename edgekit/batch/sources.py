@@ -34,7 +34,7 @@ def resolve(items: list[str]) -> Source:
         return _table(items[0])
     urls = [i for i in items if "://" in i]
     if not urls:
-        return Source(files=[str(p) for p in expand_inputs(items)])
+        return Source(files=expand_inputs(items))
     if len(urls) != len(items):
         raise InputError("INPUT expects either local paths or URLs, got both; run them as two jobs into one --out")
     fsspec = require("fsspec", "URL inputs")
