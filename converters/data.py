@@ -20,13 +20,12 @@ SYNTHETIC_SAMPLES = 32
 
 def image_spec(source: SourceModel, opts: ConvertOptions) -> ImageSpec | None:
     first = source.inputs[0]
-    is_image = len(source.inputs) == 1 and len(first.shape) == 4 and first.shape[-1] in (1, 3)
-    if not is_image:
+    if len(source.inputs) != 1 or source.layout is None:
         if opts.mean is not None or opts.std is not None:
             raise InputError(f"--mean/--std describe image preprocessing, but the model input {first.name!r} has "
-                             f"shape {first.shape}, not NHWC with 1 or 3 channels; drop them and give tensors")
+                             f"shape {first.shape}, not NHWC/NCHW with 1 or 3 channels; drop them and give tensors")
         return None
-    return ImageSpec.for_input_shape(first.shape, opts.mean or (0.0,), opts.std or (1.0,))
+    return ImageSpec.for_input_shape(first.shape, opts.mean or (0.0,), opts.std or (1.0,), source.layout)
 
 
 def datasets(source: SourceModel, spec, opts: ConvertOptions, progress) -> tuple[Dataset | None, Dataset, str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Callable
@@ -40,6 +40,7 @@ class Job:
     reference: list[np.ndarray]
     notes: str
     progress: Callable[[str], None]
+    memo: dict = field(default_factory=dict)  # work several recipes share (a PyTorch model's float .tflite)
 
     def parity(self, outputs: list[np.ndarray]) -> dict:
         names = self.source.output_names

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgekit.errors import ArtifactError, MissingDependencyError
+from edgekit.errors import ArtifactError, InputError, MissingDependencyError
 from edgekit.recipes import COREML, TFLITE, Recipe
 
 SUFFIX = {TFLITE: ".tflite", COREML: ".mlpackage"}
+INPUT_DTYPES = ("float32", "int32", "int64")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,11 @@ class ConvertOptions:
     gate: bool = True                  # reject artifacts below their recipe's parity gate
     min_cosine: float | None = None    # override every recipe's gate
     min_top1: float | None = None
+    # PyTorch/ONNX sources
+    factory: str | None = None         # "package.module:function" returning an nn.Module (then `model` names it)
+    input_shapes: tuple[tuple[tuple[int, ...], str], ...] | None = None  # (shape, dtype) per input, when the
+    #                                    source cannot tell (TorchScript, a module from code, dynamic ONNX dims)
+    channels_last: bool = False        # TFLite image I/O as NHWC for an NCHW source (Android pipelines)
 
     def gate_for(self, recipe: Recipe) -> tuple[float, float]:
         return (recipe.gate.min_cosine if self.min_cosine is None else self.min_cosine,
@@ -109,3 +115,21 @@ def artifact_path(opts: ConvertOptions, fmt: str, recipe: str) -> Path:
     return opts.out_dir / f"{opts.model.name.split('.')[0] or 'model'}_{recipe}{SUFFIX[fmt]}"
 
 
+def parse_input_shapes(text: str | None) -> tuple | None:
+    """'1,3,224,224' or '1,64:int32;1,64:int32' -> (((1, 3, 224, 224), 'float32'),) ..."""
+    if not text:
+        return None
+    result = []
+    for part in text.split(";"):
+        dims, _, dtype = part.strip().partition(":")
+        dtype = dtype.strip() or "float32"
+        try:
+            shape = tuple(int(d) for d in dims.replace("x", ",").split(",") if d.strip())
+        except ValueError:
+            shape = ()
+        if not shape or any(d < 1 for d in shape) or dtype not in INPUT_DTYPES:
+            raise InputError(f"--input-shape expects comma-separated positive sizes with an optional dtype "
+                             f"({', '.join(INPUT_DTYPES)}), inputs separated by ';', e.g. 1,3,224,224 or "
+                             f"'1,64:int32;1,64:int32'; got {part.strip()!r}")
+        result.append((shape, dtype))
+    return tuple(result)

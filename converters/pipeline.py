@@ -37,7 +37,7 @@ def convert(opts: ConvertOptions, progress: Callable[[str], None] = lambda msg: 
         raise InputError(f"recipe 'int4-weights' needs Core ML's iOS 18 ops; pass --ios 18 (got --ios {opts.ios})")
     if opts.calibration_samples < 1:
         raise InputError(f"--calibration-samples expects a positive number, got {opts.calibration_samples}")
-    kind = detect(opts.model)
+    kind = "torch_module" if opts.factory else detect(opts.model)
     family = SOURCES[kind].family
     check_capabilities(list(opts.recipes), list(opts.formats), family, SOURCES[kind].describes)
     targets = [(fmt, r.name, artifact_path(opts, fmt, r.name)) for fmt in opts.formats for r in opts.recipes
@@ -47,10 +47,13 @@ def convert(opts: ConvertOptions, progress: Callable[[str], None] = lambda msg: 
     labels = read_labels(opts.labels)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO chatter is not ours to print
-    progress(f"loading {opts.model}")
+    progress(f"loading {opts.factory or opts.model}")
     with captured_native_output():
         source = load(opts.model, kind, opts)
     try:
+        if opts.channels_last and source.layout != "NCHW":
+            raise InputError(f"--channels-last turns NCHW (PyTorch/ONNX) image inputs into NHWC; this model's input "
+                             f"{source.inputs[0].name!r} has shape {source.inputs[0].shape}: drop --channels-last")
         spec = image_spec(source, opts)
         calibration, validation, notes = datasets(source, spec, opts, progress)
         progress(f"source model on {len(validation)} validation inputs")

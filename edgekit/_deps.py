@@ -22,6 +22,12 @@ _INSTALL_HINTS = {
     "pyarrow": "pip install 'edgekit[ray]'",
     "fsspec": "pip install 'edgekit[ray]'",
     "psycopg": "pip install 'edgekit[sql]'",
+    "torch": "pip install 'edgekit[torch]'",
+    "litert_torch": "pip install 'edgekit[torch]'",
+    "ai_edge_quantizer": "pip install 'edgekit[torch]'",
+    "onnx": "pip install 'edgekit[onnx]'",
+    "onnxruntime": "pip install 'edgekit[onnx]'",
+    "onnx2torch": "pip install 'edgekit[onnx]'",
 }
 
 

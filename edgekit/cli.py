@@ -122,7 +122,13 @@ def _taking_back_outputs(command):
 
 
 @main.command()
-@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("model", type=click.Path(path_type=Path), required=False)
+@click.option("--source", "factory", metavar="PACKAGE.MODULE:FUNCTION",
+              help="Instead of MODEL: a function returning a PyTorch nn.Module (needs --input-shape).")
+@click.option("--input-shape", help="Input shape(s) when the model does not say (TorchScript, --source, dynamic "
+                                    "ONNX): 1,3,224,224; several inputs with dtypes: '1,64:int32;1,64:int32'.")
+@click.option("--channels-last", is_flag=True,
+              help="PyTorch/ONNX image models: TFLite artifacts take NHWC images (Android pipelines) instead of NCHW.")
 @click.option("--to", "to", default="tflite", show_default=True,
               help="Target format(s), comma-separated: tflite, coreml.")
 @click.option("--quantize", "-q", default="fp32,fp16,int8-weights", show_default=True,
@@ -161,18 +167,28 @@ def _taking_back_outputs(command):
 @click.option("--gate/--no-gate", default=True, show_default=True,
               help="Reject (rename to *.rejected, exit 5) artifacts that fail their parity gate.")
 @_taking_back_outputs
-def convert(model, to, quantize, calibration, calibration_samples, validate, labels, mean, std, io, io_out, ios,
+def convert(model, factory, input_shape, channels_last, to, quantize, calibration, calibration_samples, validate, labels, mean, std, io, io_out, ios,
             model_name, description, model_version, author, license_, keep_float, explain, out_dir, report, force,
             min_cosine, min_top1, gate):
-    """Convert MODEL (.keras, .h5 or SavedModel folder) into verified edge artifacts."""
+    """Convert MODEL into verified edge artifacts.
+
+    MODEL: a Keras .keras/.h5 file or SavedModel folder, a PyTorch .pt2 (torch.export.save) or TorchScript .pt,
+    an .onnx file, or a float .tflite (recognised by content). PyTorch code: --source package.module:function."""
     from .preprocess import parse_floats
     from .recipes import parse_formats, parse_recipes
 
+    if (model is None) == (factory is None):
+        raise InputError("expected a MODEL file or --source package.module:function (exactly one), got "
+                         + ("neither" if model is None else "both") + "; see `edgekit convert --help`")
     formats = parse_formats(to)
     recipes = parse_recipes(quantize, formats)
     if report is not None:
         check_writable([report], force)
+    from .converters.options import parse_input_shapes
     from .converters.pipeline import ConvertOptions, convert as run_convert
+
+    if factory is not None:
+        model = Path(factory.rpartition(":")[2] or "model")  # names the artifacts: build_net_int8.tflite
 
     opts = ConvertOptions(
         model=model, formats=tuple(formats), recipes=tuple(recipes), out_dir=out_dir, calibration=calibration,
@@ -180,7 +196,8 @@ def convert(model, to, quantize, calibration, calibration_samples, validate, lab
         mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"), io=io, io_out=io_out, ios=int(ios),
         keep_float=tuple(k.strip() for k in keep_float.split(",") if k.strip()), explain_errors=explain, force=force,
         name=model_name, description=description, model_version=model_version, author=author, license=license_,
-        gate=gate, min_cosine=min_cosine, min_top1=min_top1)
+        gate=gate, min_cosine=min_cosine, min_top1=min_top1, factory=factory,
+        input_shapes=parse_input_shapes(input_shape), channels_last=channels_last)
     start = time.perf_counter()
     result = run_convert(opts, progress=_progress)
     click.echo(format_convert_summary(result))

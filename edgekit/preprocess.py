@@ -19,6 +19,9 @@ from .errors import InputError
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
+LAYOUTS = ("NHWC", "NCHW")
+
+
 @dataclass(frozen=True)
 class ImageSpec:
     height: int
@@ -26,7 +29,7 @@ class ImageSpec:
     channels: int  # 1 (grayscale) or 3 (RGB)
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
-    layout: str = "NHWC"
+    layout: str = "NHWC"   # of the model's input: NCHW for PyTorch/ONNX vision models
     color_order: str = "RGB"
 
     def __post_init__(self) -> None:
@@ -39,15 +42,18 @@ class ImageSpec:
                                  f"model, got {len(values)} ({','.join(map(str, values))})")
         if any(s == 0 for s in self.std):
             raise InputError("--std must be non-zero, got 0; use --std 1 for no scaling")
+        if self.layout not in LAYOUTS:
+            raise InputError(f"image layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
 
     @classmethod
-    def for_input_shape(cls, shape: tuple, mean=(0.0,), std=(1.0,)) -> "ImageSpec":
-        """Derive the spec from an NHWC input shape like (None, 224, 224, 3)."""
-        if len(shape) != 4 or shape[1] is None or shape[2] is None:
-            raise InputError(f"image preprocessing needs a fixed NHWC input shape, the model input is {shape}; "
+    def for_input_shape(cls, shape: tuple, mean=(0.0,), std=(1.0,), layout: str = "NHWC") -> "ImageSpec":
+        """Derive the spec from an input shape like (None, 224, 224, 3), or (1, 3, 224, 224) for NCHW."""
+        h, w, c = (shape[2], shape[3], shape[1]) if layout == "NCHW" else (shape[1], shape[2], shape[-1])
+        if len(shape) != 4 or h is None or w is None:
+            raise InputError(f"image preprocessing needs a fixed {layout} input shape, the model input is {shape}; "
                              "give calibration/validation data as .npy/.npz arrays instead")
-        return cls(height=int(shape[1]), width=int(shape[2]), channels=int(shape[3]),
-                   mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std))
+        return cls(height=int(h), width=int(w), channels=int(c), mean=tuple(float(m) for m in mean),
+                   std=tuple(float(s) for s in std), layout=layout)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -75,7 +81,11 @@ class ImageSpec:
         except (UnidentifiedImageError, OSError, ValueError) as e:
             raise InputError(f"expected an image Pillow can read, got {_describe(source)}: {e}") from e
         pixels = np.asarray(img, dtype=np.float32).reshape(self.height, self.width, self.channels)
-        return self.normalize(pixels)
+        return self.to_layout(self.normalize(pixels))
+
+    def to_layout(self, hwc: np.ndarray) -> np.ndarray:
+        """(H, W, C) -> the model's layout for one image: (C, H, W) for NCHW models."""
+        return np.ascontiguousarray(hwc.transpose(2, 0, 1)) if self.layout == "NCHW" else hwc
 
     def normalize(self, pixels: np.ndarray) -> np.ndarray:
         mean = np.asarray(self.mean, dtype=np.float32)

@@ -13,7 +13,7 @@ set -euo pipefail
 ROOT="${EDGEKIT_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}"
 WORK="${EDGEKIT_TEST_WORK:-$(mktemp -d -t edgekit-tests.XXXXXX)}"
 PYTHON="${PYTHON:-python3}"
-TIERS="${TIERS:-pi packaging device exec serve convert batch charts slow}"
+TIERS="${TIERS:-pi packaging device exec serve convert torch batch charts slow}"
 PIP_FLAGS=(-q --disable-pip-version-check)
 mkdir -p "$WORK"
 TIMES="$WORK/tier_times.tsv"
@@ -110,6 +110,12 @@ if wanted convert; then
     say "convert install: edgekit[convert] (what README command 1 installs)"
     venv="$(fresh_venv convert "$WHEEL[convert]")"
     run_tier "$venv" convert "convert and not slow" || failed=1
+fi
+if wanted torch; then
+    # PyTorch/ONNX sources: [onnx] brings [torch] and [convert]; [torch-test] torchvision + the ONNX exporter
+    say "torch install: edgekit[onnx,torch-test]"
+    venv="$(fresh_venv torch "$WHEEL[onnx,torch-test]")"
+    run_tier "$venv" torch "torch" || failed=1
 fi
 if wanted batch; then
     # Ray and psycopg are extras (not on a Pi); the PostgreSQL server is the system's (.ci/run installs it)

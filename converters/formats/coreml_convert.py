@@ -24,7 +24,7 @@ from edgekit._deps import require
 from edgekit.errors import ConversionError, InputError
 from edgekit.preprocess import ImageSpec
 
-from ..sources.base import SourceModel
+from ..sources.base import TORCH, SourceModel
 
 IOS_TARGETS = (16, 17, 18)
 
@@ -36,15 +36,18 @@ def convert(source: SourceModel, recipe: str, spec: ImageSpec | None, labels: li
         raise InputError(f"--ios expects one of {', '.join(map(str, IOS_TARGETS))}, got {ios}")
     if recipe == "int4-weights" and ios < 18:
         raise InputError(f"recipe 'int4-weights' needs Core ML's iOS 18 ops; pass --ios 18 (got --ios {ios})")
-    model, inputs = _model_and_inputs(ct, source, spec)
+    torch_source = source.family == TORCH
+    model, inputs = (_torch_model_and_inputs if torch_source else _model_and_inputs)(ct, source, spec)
     precision = ct.precision.FLOAT32 if recipe == "fp32" else ct.precision.FLOAT16
     classifier = ct.ClassifierConfig(list(labels)) if labels and len(source.output_names) == 1 else None
+    # PyTorch outputs are unnamed: name them as the source does so parity and apps match them
+    outputs = [ct.TensorType(name=n) for n in source.output_names] if torch_source and classifier is None else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "TensorFlow 2.21 has not been tested" and friends
         try:
-            mlmodel = ct.convert(model, source="tensorflow", convert_to="mlprogram", inputs=inputs,
-                                 classifier_config=classifier, compute_precision=precision,
-                                 minimum_deployment_target=getattr(ct.target, f"iOS{ios}"))
+            mlmodel = ct.convert(model, source="pytorch" if torch_source else "tensorflow", convert_to="mlprogram",
+                                 inputs=inputs, outputs=outputs, classifier_config=classifier,
+                                 compute_precision=precision, minimum_deployment_target=getattr(ct.target, f"iOS{ios}"))
         except Exception as e:
             first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
             raise ConversionError(f"coremltools rejected the model for recipe {recipe}: {first}; "
@@ -72,6 +75,33 @@ def _model_and_inputs(ct, source: SourceModel, spec: ImageSpec | None):
     return _fold_normalization(source, spec), [
         ct.ImageType(name=first.name, shape=(1, spec.height, spec.width, spec.channels), scale=1.0, bias=0.0,
                      color_layout=layout)]
+
+
+def _torch_model_and_inputs(ct, source: SourceModel, spec: ImageSpec | None):
+    """A traced module (coremltools' PyTorch frontend reads TorchScript) and NCHW inputs."""
+    import numpy as np
+
+    torch = require("torch", "Core ML conversion of PyTorch models")
+    from ..sources.torch import example_array
+
+    examples = tuple(torch.from_numpy(example_array(t)) for t in source.inputs)
+    module = source.torch_module
+    if not isinstance(module, torch.jit.ScriptModule):
+        with torch.no_grad():
+            module = torch.jit.trace(module, examples, check_trace=False)
+    dtypes = {"float32": np.float32, "int32": np.int32, "int64": np.int32}  # Core ML has no int64 inputs
+    if spec is None or len(set(spec.std)) != 1:
+        if spec is not None:
+            raise ConversionError("per-channel --std differs across channels, which Core ML's single image scale "
+                                  "cannot express for a PyTorch model; fold the normalization into the module or "
+                                  "use one --std value")
+        return module, [ct.TensorType(name=t.name, shape=tuple(d or 1 for d in t.shape), dtype=dtypes[t.dtype])
+                        for t in source.inputs]
+    std = spec.std[0]
+    bias = [-m / std for m in spec.mean] * (spec.channels if len(spec.mean) == 1 else 1)
+    layout = ct.colorlayout.GRAYSCALE if spec.channels == 1 else ct.colorlayout.RGB
+    return module, [ct.ImageType(name=source.inputs[0].name, shape=(1, spec.channels, spec.height, spec.width),
+                                 scale=1.0 / std, bias=bias[0] if spec.channels == 1 else bias, color_layout=layout)]
 
 
 def _fold_normalization(source: SourceModel, spec: ImageSpec):

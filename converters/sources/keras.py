@@ -51,7 +51,7 @@ def _load_keras(path: Path, kind: str) -> SourceModel:
             outs = list(out.values())
         return [np.asarray(o) for o in outs]
 
-    return SourceModel(path, kind, TENSORFLOW, inputs, output_names, predict_batch, layout=image_layout(inputs[0].shape),
+    return SourceModel(path, kind, TENSORFLOW, inputs, output_names, predict_batch, layout=_nhwc(inputs),
                        saved_model_dir=saved, keras_model=model, _tmp=tmp)
 
 
@@ -91,7 +91,12 @@ def _load_saved_model(path: Path) -> SourceModel:
         return [out[n].numpy() for n in output_names]
 
     return SourceModel(path, "saved_model", TENSORFLOW, inputs, output_names, predict_batch,
-                       layout=image_layout(inputs[0].shape), saved_model_dir=path)
+                       layout=_nhwc(inputs), saved_model_dir=path)
+
+
+def _nhwc(inputs: list[TensorInfo]) -> str | None:
+    """TensorFlow models take images channels-last; a (N, 3, H, W) input is a tensor, not an image."""
+    return "NHWC" if image_layout(inputs[0].shape) == "NHWC" else None
 
 
 def _dtype_name(dtype) -> str:

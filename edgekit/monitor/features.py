@@ -64,6 +64,8 @@ class FeatureExtractor:
         """(subsampled values as (n, pixels, channels) in reporting units, the same in input units)."""
         x = np.asarray(x)
         n = x.shape[0]
+        if self.image and x.ndim == 4 and x.shape[1] == self.channels != x.shape[-1]:
+            x = x.transpose(0, 2, 3, 1)  # NCHW (PyTorch/ONNX models): channels last for per-channel stats
         flat = x.reshape(n, -1, self.channels) if self.image else x.reshape(n, -1, 1)
         stride = max(1, math.ceil(flat.shape[1] / MAX_PIXELS))
         raw = np.ascontiguousarray(flat[:, ::stride], dtype=np.float32)

@@ -1,0 +1,86 @@
+"""ONNX sources (.onnx). The reference outputs come from onnxruntime, the runtime the model
+was published for; conversion goes through onnx2torch into the PyTorch path, so an ONNX
+model gets every recipe and both formats the PyTorch route has (why this route and not
+onnx2tf: see README, "ONNX models").
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgekit._deps import require
+from edgekit.errors import InputError, first_line
+from edgekit.manifest import TensorInfo
+
+from .base import TORCH, SourceModel, image_layout
+
+# onnx TensorProto element types edgekit feeds
+_ELEM_TYPES = {1: "float32", 6: "int32", 7: "int64"}
+
+
+def load(path: Path, kind: str, options=None) -> SourceModel:
+    onnx = require("onnx", "converting ONNX models")
+    ort = require("onnxruntime", "ONNX reference outputs")
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as e:
+        raise InputError(f"expected a valid ONNX model in {path.name!r}, onnx could not read it "
+                         f"({type(e).__name__}: {first_line(str(e), 200)}); re-export it with torch.onnx.export") from e
+    inputs = _inputs(model, getattr(options, "input_shapes", None), path)
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise InputError(f"onnxruntime cannot run {path.name!r} ({type(e).__name__}: {first_line(str(e), 200)})") from e
+    output_names = [o.name for o in session.get_outputs()]
+    feed_names = [i.name for i in session.get_inputs()]
+    one_sample = all(t.shape[0] == 1 for t in inputs)
+
+    def run(arrays: list[np.ndarray]) -> list[np.ndarray]:
+        return [np.asarray(o, np.float32) for o in session.run(output_names, dict(zip(feed_names, arrays)))]
+
+    def predict_batch(arrays: list[np.ndarray]) -> list[np.ndarray]:
+        if not one_sample:
+            return run(arrays)
+        per_sample = [run([a[i:i + 1] for a in arrays]) for i in range(arrays[0].shape[0])]
+        return [np.concatenate([s[k] for s in per_sample]) for k in range(len(output_names))]
+
+    module = _to_torch(model, path)
+    safe_outputs = [n if n.isidentifier() else f"output_{i}" for i, n in enumerate(output_names)]
+    return SourceModel(path, kind, TORCH, inputs, safe_outputs, predict_batch, layout=image_layout(inputs[0].shape),
+                       torch_module=module)
+
+
+def _inputs(model, declared, path: Path) -> list[TensorInfo]:
+    initializers = {i.name for i in model.graph.initializer}
+    graph_inputs = [i for i in model.graph.input if i.name not in initializers]
+    if declared and len(declared) != len(graph_inputs):
+        raise InputError(f"--input-shape gives {len(declared)} inputs, {path.name!r} has {len(graph_inputs)} "
+                         f"({', '.join(i.name for i in graph_inputs)})")
+    inputs = []
+    for k, value in enumerate(graph_inputs):
+        tensor = value.type.tensor_type
+        dtype = _ELEM_TYPES.get(tensor.elem_type)
+        if dtype is None:
+            raise InputError(f"ONNX input {value.name!r} has element type {tensor.elem_type}, edgekit feeds float32, "
+                             "int32 or int64 inputs")
+        dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor.shape.dim)
+        if declared:
+            dims, dtype = declared[k]
+        elif None in dims[1:]:
+            raise InputError(f"ONNX input {value.name!r} has dynamic dimensions {dims}; pass --input-shape with fixed "
+                             "sizes, e.g. --input-shape 1,3,224,224")
+        dims = (1, *dims[1:]) if dims and dims[0] is None else dims  # converters need a fixed batch: 1
+        inputs.append(TensorInfo(value.name, tuple(dims), dtype))
+    return inputs
+
+
+def _to_torch(model, path: Path):
+    onnx2torch = require("onnx2torch", "converting ONNX models")
+    try:
+        return onnx2torch.convert(model).eval()
+    except Exception as e:
+        raise InputError(f"{path.name!r}: onnx2torch cannot rebuild this ONNX graph as a PyTorch module "
+                         f"({type(e).__name__}: {first_line(str(e), 200)}); convert the original PyTorch model "
+                         "instead, or export with a lower opset") from e

@@ -1,0 +1,86 @@
+"""Build the PyTorch sample, reproducibly, on the same digits and the same split as build.py.
+
+    python sample_models/build_torch.py      # needs edgekit[torch]; writes into sample_models/
+
+A small NCHW CNN (conv-BN-ReLU, depthwise-separable block, global pooling, linear head)
+trained on the 32x32 upscaled scikit-learn digits, so the int8 top-1 agreement of its
+converted artifacts means something. The calibration/ and validation/ images written by
+build.py are its data too (validation: held out from training).
+
+Outputs:
+  digits_torch.pt2              torch.export.save of the trained network, input (1, 1, 32, 32)
+  digits_torch.pt               the same network as TorchScript (torch.jit.trace)
+  digits_torch.onnx             the same network exported to ONNX (opset 18)
+  torch_training_summary.json   held-out accuracy and the seed
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from build import IMAGE_SIZE, N_VALIDATION, SEED, load_digits_32
+
+HERE = Path(__file__).resolve().parent
+EPOCHS = 40
+
+
+def build_network():
+    import torch
+    from torch import nn
+
+    class DigitsNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+                                      nn.MaxPool2d(2))
+            self.block = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.Conv2d(16, 32, 1),
+                                       nn.BatchNorm2d(32), nn.ReLU6(), nn.MaxPool2d(2))
+            self.conv3 = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.ReLU())
+            self.head = nn.Linear(32, 10)
+
+        def forward(self, image):
+            x = self.conv3(self.block(self.stem(image)))
+            return torch.softmax(self.head(x.mean(dim=(2, 3))), dim=1)
+
+    return DigitsNet()
+
+
+def main() -> None:
+    import torch
+
+    torch.manual_seed(SEED)
+    images, labels = load_digits_32()
+    order = np.random.default_rng(SEED).permutation(len(images))
+    val_idx, train_idx = order[:N_VALIDATION], order[N_VALIDATION:]
+    x = torch.from_numpy(images[:, None].astype(np.float32) / 255.0)
+    y = torch.from_numpy(labels)
+    model = build_network()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(SEED)
+    for _ in range(EPOCHS):
+        model.train()
+        for batch in torch.randperm(len(train_idx), generator=generator).split(64):
+            idx = torch.from_numpy(train_idx)[batch]
+            loss = torch.nn.functional.nll_loss(torch.log(model(x[idx]) + 1e-9), y[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        accuracy = float((model(x[val_idx]).argmax(1) == y[val_idx]).float().mean())
+    print(f"held-out accuracy: {accuracy:.4f}")
+
+    example = (torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE),)
+    torch.export.save(torch.export.export(model, example), HERE / "digits_torch.pt2")
+    torch.jit.save(torch.jit.trace(model, example), HERE / "digits_torch.pt")
+    torch.onnx.export(model, example, HERE / "digits_torch.onnx", input_names=["image"], output_names=["probs"],
+                      opset_version=18, dynamo=False)
+    summary = {"seed": SEED, "held_out_accuracy": round(accuracy, 4), "epochs": EPOCHS, "layout": "NCHW",
+               "input": [1, 1, IMAGE_SIZE, IMAGE_SIZE], "normalization": {"mean": [0.0], "std": [255.0]}}
+    (HERE / "torch_training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
