@@ -31,7 +31,13 @@ from ..fileio import sha256_path
 from ..predict_job import PredictSummary
 from .sources import Source, key_prefix
 
-BATCH_SIZE = 256  # rows per actor call and per block: amortises Ray's per-block cost (~ms) over ~0.2 ms predictions
+# Rows per block (one actor call, one store transaction, one progress step) are sized by time: the
+# driver times the first input (read, decode, predict) and aims at BLOCK_SECONDS of work, so Ray's
+# fixed cost per block (~5-10 ms here: a task, an object put, metadata) stays a few per cent whatever
+# the model, while every actor still gets several blocks (they finish together; progress moves).
+BLOCK_SECONDS = 0.25
+MAX_BLOCK_ROWS = 2048
+BATCH_SIZE = 256  # when the first input cannot be timed (it fails to read or decode: the actors will report it)
 
 
 @functools.cache
@@ -145,7 +151,7 @@ def _quiet_ray_data(ray) -> None:
 
 
 def run_ray_predictions(artifact: Path, source: Source, store=None, top_k: int = 5, actors: int | None = None,
-                        threads_per_actor: int = 1, address: str | None = None, batch_size: int = BATCH_SIZE,
+                        threads_per_actor: int = 1, address: str | None = None, batch_size: int | None = None,
                         on_total: Callable[[int], None] = lambda n: None,
                         on_progress: Callable[[int], None] = lambda n: None) -> PredictSummary:
     ray = connect(address)
@@ -160,8 +166,8 @@ def run_ray_predictions(artifact: Path, source: Source, store=None, top_k: int =
     on_progress(summary.skipped_done)
     if not total:  # everything was already predicted: no actor need start
         return summary
-    # a short job still gives every actor work: at least two batches per actor
-    batch_size = max(1, min(batch_size, -(-total // (2 * actors))))
+    if batch_size is None:
+        batch_size = _rows_per_block(artifact, inputs, threads_per_actor, total, actors)
     # the bytes travel as an object reference the actor resolves: an actor restarted after a crash
     # gets them again from the driver's object store
     kwargs = dict(artifact=[ray.put(artifact.read_bytes())] if artifact.is_file() else None,
@@ -194,6 +200,40 @@ def run_ray_predictions(artifact: Path, source: Source, store=None, top_k: int =
                            "every worker needs edgekit and the same ray version installed; re-run to resume") from e
     summary.wall_s = time.perf_counter() - start
     return summary
+
+
+def _rows_per_block(artifact: Path, inputs, threads: int, total: int, actors: int) -> int:
+    seconds = _seconds_per_input(artifact, inputs, threads)
+    rows = BATCH_SIZE if seconds is None else int(BLOCK_SECONDS / max(seconds, 1e-6))
+    return max(1, min(rows, MAX_BLOCK_ROWS, -(-total // (4 * actors))))  # >= 4 blocks per actor
+
+
+def _seconds_per_input(artifact: Path, inputs, threads: int) -> float | None:
+    """What one input costs an actor, measured on the driver (which loaded the model anyway): the
+    first input's decode, prediction and row (drift statistics included), best of a few runs, at the
+    actors' thread count."""
+    import edgekit
+    import numpy as np
+
+    from ..monitor.model import watch
+    from ..native_output import quiet_native
+    from ..predict_job import prediction_row
+
+    try:
+        raw = inputs.column("bytes")[0].as_py() if "bytes" in inputs.column_names else _read(inputs.column("path")[0].as_py())
+        x = np.load(io.BytesIO(raw), allow_pickle=False) if raw[:6] == b"\x93NUMPY" else raw
+        with quiet_native():
+            model = watch(edgekit.load(artifact, threads=threads), every=0)
+        prediction_row(model, artifact.name, "", "", x, 5)  # the first call allocates: not timed
+        best, spent = float("inf"), 0.0
+        while spent < 0.05 or best == float("inf"):  # a few runs of a fast model, one more of a slow one
+            t0 = time.perf_counter()
+            prediction_row(model, artifact.name, "", "", x, 5)
+            took = time.perf_counter() - t0
+            best, spent = min(best, took), spent + took
+        return best
+    except (EdgekitError, OSError, ValueError):
+        return None
 
 
 def _predicted_blocks(inputs, batch_size: int, actors: int, threads_per_actor: int, actor_kwargs: dict):
