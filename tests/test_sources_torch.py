@@ -35,7 +35,7 @@ def predict_images(artifact, files):
     import edgekit
 
     model = edgekit.load(artifact)
-    return np.array([int(model.classify(f)[0][0]) for f in files])
+    return np.array([int(model.classify(f)[0][0][0]) for f in files])
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit.artifact import TFLITE_MANIFEST_BUFFER
 from edgekit.errors import ArtifactError, InputError
+from edgekit.tflite.metadata import METADATA_BUFFER_NAME, strip_metadata
 from edgekit.tflite.model import TFLiteModel
 
 from .base import TFLITE_FLOAT, SourceModel, image_layout
@@ -31,5 +33,9 @@ def load(path: Path, kind: str, options=None) -> SourceModel:
         chunks = [model.run([a[i:i + batch] for a in arrays]) for i in range(0, n, batch)]
         return [np.concatenate([c[k] for c in chunks]) for k in range(len(output_names))]
 
+    # A model edgekit (or Android Studio) wrote carries metadata and a zip of label files after the
+    # flatbuffer; the quantizer rewrites the flatbuffer and would keep metadata pointing at files it
+    # drops. Each artifact gets fresh metadata anyway.
+    graph_only = strip_metadata(data, (METADATA_BUFFER_NAME, TFLITE_MANIFEST_BUFFER))
     return SourceModel(path, kind, TFLITE_FLOAT, inputs, output_names, predict_batch,
-                       layout=image_layout(inputs[0].shape), tflite_bytes=data)
+                       layout=image_layout(inputs[0].shape), tflite_bytes=graph_only)

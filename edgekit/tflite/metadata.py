@@ -201,6 +201,44 @@ def embed_metadata(data: bytes, entries: dict[str, bytes]) -> bytes:
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
+def strip_metadata(data: bytes, names: tuple[str, ...]) -> bytes:
+    """The model without the named metadata entries (their buffers emptied) and without appended
+    associated files, and with a `serving_default` signature if it had none: what a tool that
+    rewrites the flatbuffer (a quantizer) should start from. It would keep metadata that points at
+    files it drops, and ai-edge-quantizer calibrates through a signature (older converters and
+    MediaPipe's models have none)."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
+    if not model.signatureDefs:
+        model.signatureDefs = [_default_signature(model)]
+    dropped = [m for m in (model.metadata or []) if _decode(m.name) in names]
+    model.metadata = [m for m in (model.metadata or []) if _decode(m.name) not in names]
+    for meta in dropped:
+        model.buffers[meta.buffer].data = None
+    generated = schema()
+    for buffer in model.buffers:
+        buffer.__class__ = _aligned_buffer_class(generated)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _default_signature(model):
+    """A signature over the main subgraph's inputs and outputs, keyed by tensor name."""
+    generated = schema()
+    graph = model.subgraphs[0]
+
+    def tensor_map(index: int):
+        entry = generated.TensorMapT()
+        entry.name, entry.tensorIndex = _decode(graph.tensors[index].name), int(index)
+        return entry
+
+    signature = generated.SignatureDefT()
+    signature.signatureKey, signature.subgraphIndex = "serving_default", 0
+    signature.inputs = [tensor_map(i) for i in graph.inputs]
+    signature.outputs = [tensor_map(i) for i in graph.outputs]
+    return signature
+
+
 BUFFER_ALIGNMENT = 16  # the schema's `data:[ubyte] (force_align: 16)`
 
 
