@@ -279,7 +279,10 @@ def ray_client_head():
     auth token (token auth is Ray 2.60's default). Yields (ray:// address, environment for clients);
     stopped by its pid: SIGTERM makes `--block` take the processes it started down with it."""
     pytest.importorskip("ray")
-    pytest.importorskip("grpc", reason="Ray Client needs ray[client] (grpcio)")
+    try:
+        import grpc  # noqa: F401
+    except ImportError:
+        _missing("Ray Client needs grpcio: edgekit[ray] declares ray[data,client]")
     root = Path(tempfile.mkdtemp(prefix="ekrc-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
            # the client proxy forks a server per client from its multithreaded gRPC process; with gRPC's
