@@ -276,8 +276,8 @@ def test_local_engine_imports_no_ray(tmp_path):
 def ray_client_head():
     """A Ray head of our own joined through Ray Client: `ray start --head --block` on loopback with
     free ports, its own temp dir (no other `ray.init()` on this machine finds it there) and its own
-    auth token (token auth is Ray 2.60's default). Yields (ray:// address, environment for clients);
-    stopped by its pid: SIGTERM makes `--block` take the processes it started down with it."""
+    auth token (token auth is Ray 2.60's default). Yields (ray:// address, GCS address, environment for
+    clients, its session logs); stopped by its pid: SIGTERM makes `--block` take its processes down."""
     pytest.importorskip("ray")
     try:
         import grpc  # noqa: F401
@@ -303,7 +303,7 @@ def ray_client_head():
                     break
             assert time.monotonic() < deadline, f"no Ray Client server: {(root / 'head.log').read_text()[-2000:]}"
             time.sleep(0.5)
-        yield f"ray://127.0.0.1:{client_port}", env
+        yield f"ray://127.0.0.1:{client_port}", f"127.0.0.1:{gcs_port}", env, root / "session_latest" / "logs"
     finally:
         head.send_signal(signal.SIGTERM)
         try:
@@ -323,7 +323,7 @@ def _cli(env: dict, *args) -> subprocess.CompletedProcess:
 def test_ray_client_address_with_url_inputs_and_resume(ray_client_head, tmp_path):
     """`--address ray://...` (Ray Client, a separate process joining our head): a file:// glob URL,
     then a Parquet table of file:// paths given by URL; same labels as the local engine, resumed."""
-    address, env = ray_client_head
+    address, _, env, _ = ray_client_head
     folder = tmp_path / "imgs"
     folder.mkdir()
     for image in IMAGES[:40]:
@@ -346,6 +346,19 @@ def test_ray_client_address_with_url_inputs_and_resume(ray_client_head, tmp_path
         "SELECT input, label FROM predictions")}
     got = {Path(k).name: v for k, v in sqlite3.connect(out).execute("SELECT input, label FROM predictions")}
     assert got == want and len(got) == 40
+
+
+def test_without_address_a_running_ray_is_joined_not_started(ray_client_head, tmp_path):
+    """RAY_ADDRESS (or the last `ray start` on this machine) and no --address: the CLI joins the running
+    Ray as a driver, paying no start of its own; its driver log lands in that Ray's session."""
+    _, gcs, env, logs = ray_client_head
+    env = {**env, "RAY_ADDRESS": gcs, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    proc = subprocess.Popen([sys.executable, "-m", "edgekit.cli", "predict", str(INT8), *map(str, IMAGES[:20]),
+                             "--engine", "ray", "--out", str(tmp_path / "joined.sqlite")],
+                            cwd=OUTSIDE, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and "predicted 20, already done 0, failed 0" in out, out + err
+    assert any(name.endswith(f"_{proc.pid}.log") for name in os.listdir(logs) if name.startswith("python-core-driver"))
 
 
 def test_process_local_url_inputs_are_refused_for_ray():
