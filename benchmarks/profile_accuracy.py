@@ -95,19 +95,23 @@ def main() -> None:
                "load_avg_after": [round(v, 1) for v in load_after], "wall_seconds": round(wall, 1),
                "profile_seconds": round(probe_seconds, 1),
                "median_block_spread_pct": round(float(np.median([o["block_spread"] for o in out])) * 100, 1)}
+    def scores(cases: list[dict], statistic: str) -> dict:
+        errors = np.array([abs(o[statistic]["error"]) for o in cases])
+        return {"cases": len(cases), "within_10pct": round(float((errors <= 0.10).mean()), 3),
+                "median_abs_error_pct": round(float(np.median(errors)) * 100, 1),
+                "worst_abs_error_pct": round(float(errors.max()) * 100, 1),
+                "band_coverage": round(float(np.mean([o[statistic]["in_band"] for o in cases])), 3)}
+
     for statistic in STATISTICS:
-        errors = np.array([abs(o[statistic]["error"]) for o in out])
-        summary[statistic] = {"within_10pct": round(float((errors <= 0.10).mean()), 3),
-                              "median_abs_error_pct": round(float(np.median(errors)) * 100, 1),
-                              "worst_abs_error_pct": round(float(errors.max()) * 100, 1),
-                              "band_coverage": round(float(np.mean([o[statistic]["in_band"] for o in out])), 3),
-                              "probe_fit": {n: {k: v for k, v in e.items() if k != "coefficients"}
+        summary[statistic] = {**scores(out, statistic),
+                              "by_threads": {n: scores([o for o in out if o["threads"] == n], statistic) for n in threads},
+                              "probe_fit": {n: {k: v for k, v in e.items() if k not in ("coefficients", "residuals")}
                                             for n, e in devices[statistic].threads.items()}}
     print()
     for statistic in STATISTICS:
-        s = summary[statistic]
-        print(f"{statistic:>10}: {summary['cases']} cases, {100 * s['within_10pct']:.0f}% within +-10%, median |error| "
-              f"{s['median_abs_error_pct']}%, worst {s['worst_abs_error_pct']}%, band holds {100 * s['band_coverage']:.0f}%")
+        for label, s in [("all", summary[statistic])] + [(f"{n} thr", summary[statistic]["by_threads"][n]) for n in threads]:
+            print(f"{statistic:>10} {label:>5}: {s['cases']} cases, {100 * s['within_10pct']:.0f}% within +-10%, median "
+                  f"|error| {s['median_abs_error_pct']}%, worst {s['worst_abs_error_pct']}%, band holds {100 * s['band_coverage']:.0f}%")
     print(f"host load average (1/5/15 min) {summary['load_avg_before']} before, {summary['load_avg_after']} after; "
           f"median block spread (max/min block median - 1) {summary['median_block_spread_pct']}%; probe timing "
           f"{summary['profile_seconds']} s of {summary['wall_seconds']} s wall ({args.rounds} rounds)")
