@@ -128,3 +128,43 @@ def test_fp16_weights_are_costed_like_fp32(artifacts):
     device = load_device("rpi4")
     a, b = estimate(fp32, device, 4).estimate_ms, estimate(fp16, device, 4).estimate_ms
     assert b == pytest.approx(a, rel=0.1)
+
+
+def test_legacy_runtime_int8_takes_the_no_sdot_gain(artifacts):
+    """Rows measured on the pre-XNNPACK runtime: its int8 kernels had no sdot paths, so on a
+    dot-product core (Pixel 3's A75) a legacy estimate equals the same core without sdot; the
+    XNNPACK-era estimate does use sdot and is faster."""
+    from dataclasses import replace
+
+    from edgekit.emulator import calibration, latency_ms
+
+    int8 = read_graph((artifacts / "digits_cnn_int8.tflite").read_bytes())
+    pixel3 = load_device("pixel3")
+    assert all(c.core.dotprod for c in pixel3.clusters)
+    no_sdot = replace(pixel3, clusters=tuple(replace(c, core=replace(c.core, dotprod=False)) for c in pixel3.clusters))
+    p = calibration()["params"]
+    assert p["int8_gain_dot"] > p["int8_gain_nodot"]
+    assert latency_ms(int8, pixel3, 1, True, p) == pytest.approx(latency_ms(int8, no_sdot, 1, True, p))
+    assert latency_ms(int8, pixel3, 1, False, p) < latency_ms(int8, no_sdot, 1, False, p)
+    assert estimate(int8, pixel3, 1, legacy_runtime=True).estimate_ms == pytest.approx(latency_ms(int8, pixel3, 1, True, p))
+
+
+def test_a72_peak_is_one_128_bit_fmla_per_cycle():
+    """A Cortex-A72's two 64-bit NEON pipes take one 128-bit FMLA per cycle between them (4 fp32 MACs),
+    where A73/A75/A76 issue two; with 8 its fitted efficiency came out at half the others'."""
+    from edgekit.emulator import core_types
+
+    types = core_types()
+    assert types["cortex-a72"].fp32_macs_per_cycle == 4 and types["cortex-a76"].fp32_macs_per_cycle == 8
+    fitted = {name: t.efficiency for name, t in types.items() if t.calibrated}
+    assert max(fitted.values()) / min(fitted.values()) < 2, fitted
+
+
+def test_extra_published_rows_cite_their_source():
+    import csv
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "published_latency_extra.csv"
+    rows = list(csv.DictReader(path.open()))
+    assert rows and all(r["source"].strip() and float(r["latency_ms"]) > 0 for r in rows)
+    assert {r["device"] for r in rows} <= set(device_names())
