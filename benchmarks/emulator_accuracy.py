@@ -99,7 +99,10 @@ def published_rows() -> tuple[list[dict], list[dict]]:
 
 # -- parameters <-> vector -------------------------------------------------------------------
 GLOBALS = [  # name, initial, low, high
-    ("dwconv", 0.3, 0.02, 2.0), ("fc", 0.5, 0.02, 2.0), ("elementwise_values_per_mac", 1.0, 0.05, 20.0),
+    # fully connected at batch 1 is a GEMV whose weight reads the memory term already costs; its compute
+    # efficiency is floored at 0.3 of the GEMM's: unbounded, the fit parked other networks' error in the one
+    # classifier layer some of them end with (0.035: 5 ms for MobileNetV2's 1.3 M-MAC classifier on a Pi 4)
+    ("dwconv", 0.3, 0.02, 2.0), ("fc", 0.5, 0.3, 2.0), ("elementwise_values_per_mac", 1.0, 0.05, 20.0),
     # int8 GEMM gain over fp32 on a core without sdot (16-bit widening multiplies); the sdot gain is
     # DOT_OVER_NODOT times it, not fitted (see there)
     ("int8_gain_nodot", 2.0, 1.0, 3.0), ("int8_gain_dw", 1.2, 0.5, 3.0),
