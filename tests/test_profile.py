@@ -196,3 +196,15 @@ def test_io_probe_separates_input_handling_from_op_time():
     assert list(terms) == ["_global"]
     glob = dict(zip(costmodel.GLOBAL_FEATURES, terms["_global"]))
     assert glob["input_values_quantized"] == glob["output_values_quantized"] == 56 * 56 * 32
+
+
+def test_streaming_probes_fit_the_device_memory():
+    """Every probe stays loaded while the suite is timed: the weight-streaming probes are taken
+    smallest first while they add up to 1/32 of the RAM."""
+    from edgekit.profile.probes import is_stream, weight_bytes
+
+    def streamed(ram_gb):
+        return [weight_bytes(p) for p in suite(ram_bytes=ram_gb * 2**30) if is_stream(p)]
+    assert len(streamed(24)) == 4
+    assert len(streamed(4)) == 3 and sum(streamed(4)) <= 4 * 2**30 / 32
+    assert len(streamed(1)) == 1 and streamed(0.25) == []
