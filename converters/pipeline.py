@@ -15,7 +15,7 @@ from edgekit._deps import import_failure
 from edgekit.errors import ArtifactError, ConversionError, InputError, first_line
 from edgekit.fileio import check_writable
 from edgekit.native_output import captured_native_output
-from edgekit.recipes import COREML, check_capabilities, unsupported
+from edgekit.recipes import COREML, TORCH, check_capabilities, unsupported
 
 from . import formats
 from .data import check_labels, dataset_info, datasets, image_spec, read_labels
@@ -51,7 +51,7 @@ def convert(opts: ConvertOptions, progress: Callable[[str], None] = lambda msg: 
     with captured_native_output():
         source = load(opts.model, kind, opts)
     try:
-        if opts.channels_last and source.layout != "NCHW":
+        if opts.channels_last and (source.family != TORCH or source.layout != "NCHW"):
             raise InputError(f"--channels-last turns NCHW (PyTorch/ONNX) image inputs into NHWC; this model's input "
                              f"{source.inputs[0].name!r} has shape {source.inputs[0].shape}: drop --channels-last")
         spec = image_spec(source, opts)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import warnings
 
 from edgekit._deps import require
-from edgekit.errors import ConversionError, InputError
+from edgekit.errors import ConversionError, InputError, first_line
 from edgekit.preprocess import ImageSpec
 
 from ..sources.base import TORCH, SourceModel
@@ -37,22 +37,26 @@ def convert(source: SourceModel, recipe: str, spec: ImageSpec | None, labels: li
     if recipe == "int4-weights" and ios < 18:
         raise InputError(f"recipe 'int4-weights' needs Core ML's iOS 18 ops; pass --ios 18 (got --ios {ios})")
     torch_source = source.family == TORCH
-    model, inputs = (_torch_model_and_inputs if torch_source else _model_and_inputs)(ct, source, spec)
     precision = ct.precision.FLOAT32 if recipe == "fp32" else ct.precision.FLOAT16
     classifier = ct.ClassifierConfig(list(labels)) if labels and len(source.output_names) == 1 else None
     # PyTorch outputs are unnamed: name them as the source does so parity and apps match them
     outputs = [ct.TensorType(name=n) for n in source.output_names] if torch_source and classifier is None else None
+    candidates = (_torch_candidates(ct, source, spec) if torch_source
+                  else [("tensorflow", *_model_and_inputs(ct, source, spec))])
+    failures = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "TensorFlow 2.21 has not been tested" and friends
-        try:
-            mlmodel = ct.convert(model, source="pytorch" if torch_source else "tensorflow", convert_to="mlprogram",
-                                 inputs=inputs, outputs=outputs, classifier_config=classifier,
-                                 compute_precision=precision, minimum_deployment_target=getattr(ct.target, f"iOS{ios}"))
-        except Exception as e:
-            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-            raise ConversionError(f"coremltools rejected the model for recipe {recipe}: {first}; "
-                                  "set EDGEKIT_DEBUG=1 for the full message") from e
-        return compress(ct, mlmodel, recipe)
+        for frontend, model, inputs in candidates:
+            try:
+                mlmodel = ct.convert(model, source="tensorflow" if frontend == "tensorflow" else "pytorch",
+                                     convert_to="mlprogram", inputs=inputs, outputs=outputs,
+                                     classifier_config=classifier, compute_precision=precision,
+                                     minimum_deployment_target=getattr(ct.target, f"iOS{ios}"))
+                return compress(ct, mlmodel, recipe)
+            except Exception as e:
+                failures.append(f"{frontend}: {first_line(str(e), 200) if str(e).strip() else type(e).__name__}")
+    raise ConversionError(f"coremltools rejected the model for recipe {recipe} ({'; '.join(failures)}); "
+                          "set EDGEKIT_DEBUG=1 for the full message")
 
 
 def _model_and_inputs(ct, source: SourceModel, spec: ImageSpec | None):
@@ -77,31 +81,49 @@ def _model_and_inputs(ct, source: SourceModel, spec: ImageSpec | None):
                      color_layout=layout)]
 
 
-def _torch_model_and_inputs(ct, source: SourceModel, spec: ImageSpec | None):
-    """A traced module (coremltools' PyTorch frontend reads TorchScript) and NCHW inputs."""
-    import numpy as np
-
+def _torch_candidates(ct, source: SourceModel, spec: ImageSpec | None):
+    """coremltools' PyTorch frontend reads TorchScript and exported programs, and neither covers
+    every model: LSTM/GRU convert only traced (`Unsupported fx node lstm` when exported), a
+    Transformer encoder only exported (tracing fails its checks). Try the trace, then the export."""
     torch = require("torch", "Core ML conversion of PyTorch models")
     from ..sources.torch import example_array
 
+    inputs = _torch_inputs(ct, source, spec)
     examples = tuple(torch.from_numpy(example_array(t)) for t in source.inputs)
     module = source.torch_module
-    if not isinstance(module, torch.jit.ScriptModule):
+    if isinstance(module, torch.jit.ScriptModule):
+        yield "torchscript", module, inputs
+        return
+    try:
         with torch.no_grad():
-            module = torch.jit.trace(module, examples, check_trace=False)
+            yield "traced", torch.jit.trace(module, examples, check_trace=False), inputs
+    except Exception:  # a module that cannot be traced may still export
+        pass
+    try:
+        exported = torch.export.export(module, examples).run_decompositions({})
+    except Exception as e:
+        raise ConversionError(f"coremltools could not read the model traced, and torch.export cannot capture it "
+                              f"({type(e).__name__}: {first_line(str(e), 200)})") from e
+    yield "exported", exported, inputs
+
+
+def _torch_inputs(ct, source: SourceModel, spec: ImageSpec | None):
+    """NCHW inputs: an ImageType for image models, tensors otherwise."""
+    import numpy as np
+
     dtypes = {"float32": np.float32, "int32": np.int32, "int64": np.int32}  # Core ML has no int64 inputs
     if spec is None or len(set(spec.std)) != 1:
         if spec is not None:
             raise ConversionError("per-channel --std differs across channels, which Core ML's single image scale "
                                   "cannot express for a PyTorch model; fold the normalization into the module or "
                                   "use one --std value")
-        return module, [ct.TensorType(name=t.name, shape=tuple(d or 1 for d in t.shape), dtype=dtypes[t.dtype])
-                        for t in source.inputs]
+        return [ct.TensorType(name=t.name, shape=tuple(d or 1 for d in t.shape), dtype=dtypes[t.dtype])
+                for t in source.inputs]
     std = spec.std[0]
     bias = [-m / std for m in spec.mean] * (spec.channels if len(spec.mean) == 1 else 1)
     layout = ct.colorlayout.GRAYSCALE if spec.channels == 1 else ct.colorlayout.RGB
-    return module, [ct.ImageType(name=source.inputs[0].name, shape=(1, spec.channels, spec.height, spec.width),
-                                 scale=1.0 / std, bias=bias[0] if spec.channels == 1 else bias, color_layout=layout)]
+    return [ct.ImageType(name=source.inputs[0].name, shape=(1, spec.channels, spec.height, spec.width),
+                         scale=1.0 / std, bias=bias[0] if spec.channels == 1 else bias, color_layout=layout)]
 
 
 def _fold_normalization(source: SourceModel, spec: ImageSpec):

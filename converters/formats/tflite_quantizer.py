@@ -1,10 +1,9 @@
 """Recipes on a float `.tflite` with ai-edge-quantizer, the maintained LiteRT quantizer: used
-for an existing float .tflite given as the source, and for PyTorch models after litert-torch.
+for an existing float .tflite given as the source, and for PyTorch/ONNX models after litert-torch.
 
   fp16          weight-only float16 (FLOAT_CASTING, 16 bits), dequantized at load on CPU
   int8-weights  dynamic range: int8 per-channel weights, activations quantized at run time
-  int8          static: int8 weights and activations, calibrated; float I/O (the quantizer
-                inserts QUANTIZE/DEQUANTIZE at the edges)
+  int8          static: int8 weights and activations, calibrated; int8 input and output
   int16x8       static: int8 weights, int16 activations, calibrated
 """
 from __future__ import annotations
@@ -64,7 +63,7 @@ def _calibration_data(float_model: bytes, job) -> dict[str, list[dict[str, np.nd
 
     samples = []
     for sample in job.calibration.samples():
-        if job.source.family == "torch" and nhwc_io(job):
+        if nhwc_io(job):
             sample = [sample[0].transpose(0, 2, 3, 1), *sample[1:]]
         samples.append(dict(zip(names, (np.ascontiguousarray(s) for s in sample))))
     return {key: samples}

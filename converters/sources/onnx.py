@@ -1,7 +1,10 @@
 """ONNX sources (.onnx). The reference outputs come from onnxruntime, the runtime the model
 was published for; conversion goes through onnx2torch into the PyTorch path, so an ONNX
-model gets every recipe and both formats the PyTorch route has (why this route and not
-onnx2tf: see README, "ONNX models").
+model gets every recipe and both formats the PyTorch route has.
+
+Why not onnx2tf: it pins tensorflow 2.19, numpy 1.26, protobuf 4 and ai-edge-litert 2.1, none of
+which can share an environment with edgekit[convert]. onnx2torch needs three preparations,
+each for a reason measured on real files (see `_prepare`).
 """
 from __future__ import annotations
 
@@ -46,7 +49,7 @@ def load(path: Path, kind: str, options=None) -> SourceModel:
         per_sample = [run([a[i:i + 1] for a in arrays]) for i in range(arrays[0].shape[0])]
         return [np.concatenate([s[k] for s in per_sample]) for k in range(len(output_names))]
 
-    module = _to_torch(model, path)
+    module = _to_torch(_prepare(model, inputs), inputs, path)
     safe_outputs = [n if n.isidentifier() else f"output_{i}" for i, n in enumerate(output_names)]
     return SourceModel(path, kind, TORCH, inputs, safe_outputs, predict_batch, layout=image_layout(inputs[0].shape),
                        torch_module=module)
@@ -76,11 +79,78 @@ def _inputs(model, declared, path: Path) -> list[TensorInfo]:
     return inputs
 
 
-def _to_torch(model, path: Path):
+def _prepare(model, inputs: list[TensorInfo]):
+    """The graph as onnx2torch can rebuild it and torch.export can trace it:
+    1. weights stored as Constant nodes (Paddle2ONNX) or as Identity(initializer) (PyTorch's
+       TorchScript exporter) become initializers: onnx2torch looks weights up there only;
+    2. onnxslim folds Shape/Gather/Concat sub-graphs at the fixed input shape: traced, they call
+       .numpy() on tensors, which torch.export refuses."""
+    from onnx import TensorProto
+
+    graph = model.graph
+    initializers = {i.name: i for i in graph.initializer}
+    kept = []
+    for node in graph.node:
+        if node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value":
+            value = node.attribute[0].t
+        elif node.op_type == "Identity" and node.input[0] in initializers:
+            value = initializers[node.input[0]]
+        else:
+            kept.append(node)
+            continue
+        tensor = TensorProto()
+        tensor.CopyFrom(value)
+        tensor.name = node.output[0]
+        graph.initializer.append(tensor)
+        initializers[tensor.name] = tensor
+    del graph.node[:]
+    graph.node.extend(kept)
+    onnxslim = require("onnxslim", "converting ONNX models")
+    shapes = [f"{t.name}:{','.join(str(d) for d in t.shape)}" for t in inputs]
+    return onnxslim.slim(model, input_shapes=shapes)
+
+
+def _to_torch(model, inputs: list[TensorInfo], path: Path):
+    from .torch import example_array, import_torch
+
+    torch = import_torch()
     onnx2torch = require("onnx2torch", "converting ONNX models")
     try:
-        return onnx2torch.convert(model).eval()
+        module = onnx2torch.convert(model).eval()
     except Exception as e:
         raise InputError(f"{path.name!r}: onnx2torch cannot rebuild this ONNX graph as a PyTorch module "
                          f"({type(e).__name__}: {first_line(str(e), 200)}); convert the original PyTorch model "
-                         "instead, or export with a lower opset") from e
+                         "instead, or export with opset <= 17") from e
+    return _static_reshapes(torch, module, [torch.from_numpy(example_array(t)) for t in inputs])
+
+
+def _static_reshapes(torch, module, examples):
+    """onnx2torch's Reshape checks `shape == 0` on a tensor at run time, a data-dependent branch
+    torch.export refuses; where the target shape is a constant, resolve it now (0 = keep that
+    input dimension, as ONNX defines) and call torch.reshape with plain ints."""
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    ShapeProp(module).propagate(*examples)
+    graph = module.graph
+    for node in list(graph.nodes):
+        if node.op != "call_module" or type(module.get_submodule(node.target)).__name__ != "OnnxReshape":
+            continue
+        source, shape_node = node.args[0], node.args[1]
+        if getattr(shape_node, "op", None) != "get_attr":
+            continue
+        target = _attribute(module, shape_node.target).tolist()
+        in_shape = source.meta["tensor_meta"].shape
+        static = tuple(int(in_shape[i]) if d == 0 else int(d) for i, d in enumerate(target))
+        with graph.inserting_after(node):
+            replacement = graph.call_function(torch.reshape, (source, static))
+        node.replace_all_uses_with(replacement)
+        graph.erase_node(node)
+    graph.eliminate_dead_code()
+    module.recompile()
+    return module
+
+
+def _attribute(module, dotted: str):
+    for part in dotted.split("."):
+        module = getattr(module, part)
+    return module

@@ -21,8 +21,22 @@ from edgekit.manifest import TensorInfo
 from .base import TORCH, SourceModel, image_layout
 
 
-def load(path: Path, kind: str, options=None) -> SourceModel:
+def import_torch():
+    """torch, imported so that TensorFlow can load after it.
+
+    torch's CUDA wheels bring triton, which torch imports lazily; when triton's native module loads
+    after TensorFlow's (coremltools imports TensorFlow when it is installed), the process segfaults
+    (torch 2.14.1 + tensorflow-cpu 2.21.0, here). Loaded before TensorFlow, both work."""
     torch = require("torch", "converting PyTorch models")
+    try:
+        import triton  # noqa: F401
+    except Exception:  # CPU wheels have no triton; a broken one is torch's concern, not ours
+        pass
+    return torch
+
+
+def load(path: Path, kind: str, options=None) -> SourceModel:
+    torch = import_torch()
     declared = getattr(options, "input_shapes", None)
     if kind == "torch_export":
         module, inputs = _load_exported(torch, path)

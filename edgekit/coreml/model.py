@@ -78,14 +78,18 @@ class CoreMLModel(Predictor):
         return ImageSpec(int(image.height), int(image.width), channels)
 
     @property
+    def _nchw(self) -> bool:
+        return self.preprocessing is not None and self.preprocessing.layout == "NCHW"
+
+    @property
     def inputs(self) -> list[TensorInfo]:
         if self.manifest:
             return self.manifest.inputs
         out = []
         for name in self._executor.input_names:
             shape = self._executor.input_shapes[name]
-            if name in self._image_inputs:  # program takes NCHW; callers use NHWC like everywhere else
-                shape = (shape[0], shape[2], shape[3], shape[1])
+            if name in self._image_inputs and not self._nchw:  # program takes NCHW; callers of a model
+                shape = (shape[0], shape[2], shape[3], shape[1])  # converted from TensorFlow use NHWC
             out.append(TensorInfo(name, (None,) + tuple(shape[1:]), "float32"))
         return out
 
@@ -119,6 +123,10 @@ class CoreMLModel(Predictor):
                                  f"got {x.shape}")
             if name in self._image_inputs:
                 spec = self.preprocessing
+                if self._nchw:  # a PyTorch/ONNX source: the caller's arrays are NCHW already
+                    channel = (slice(None), None, None)
+                    feeds[name] = x * np.asarray(spec.std, np.float32)[channel] + np.asarray(spec.mean, np.float32)[channel]
+                    continue
                 pixels = x * np.asarray(spec.std, np.float32) + np.asarray(spec.mean, np.float32) if spec else x
                 feeds[name] = np.transpose(pixels, (0, 3, 1, 2))  # NHWC -> NCHW, as ImageType delivers
             else:

@@ -101,6 +101,13 @@ def leaky_relu(x, alpha=0.01):
     return np.where(x >= 0, x, x * np.float32(alpha))
 
 
+@op("thresholded_relu")
+def thresholded_relu(x, alpha=1.0):
+    """x where x > alpha, else 0 (PyTorch's hardswish/hardsigmoid decompositions produce it)."""
+    x = f32(x)
+    return np.where(x > np.float32(alpha), x, np.float32(0))
+
+
 @op("sigmoid")
 def sigmoid(x):
     x = f32(x)
