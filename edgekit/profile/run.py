@@ -18,7 +18,6 @@ from typing import Callable
 
 import numpy as np
 
-from ..bench import run_bench
 from ..tflite.graph import read_graph
 from . import costmodel, timing
 from .probes import Probe, build, is_stream, suite, weight_bytes
