@@ -34,7 +34,7 @@ from .sources import Source, key_prefix
 # Rows per block (one actor call, one store transaction, one progress step) are sized by time: the
 # driver times the first input (read, decode, predict) and aims at BLOCK_SECONDS of work, so Ray's
 # fixed cost per block (~5-10 ms here: a task, an object put, metadata) stays a few per cent whatever
-# the model, while every actor still gets several blocks (they finish together; progress moves).
+# the model, while every actor still gets at least 8 blocks (they finish together; progress moves).
 BLOCK_SECONDS = 0.25
 MAX_BLOCK_ROWS = 2048
 BATCH_SIZE = 256  # when the first input cannot be timed (it fails to read or decode: the actors will report it)
@@ -205,7 +205,9 @@ def run_ray_predictions(artifact: Path, source: Source, store=None, top_k: int =
 def _rows_per_block(artifact: Path, inputs, threads: int, total: int, actors: int) -> int:
     seconds = _seconds_per_input(artifact, inputs, threads)
     rows = BATCH_SIZE if seconds is None else int(BLOCK_SECONDS / max(seconds, 1e-6))
-    return max(1, min(rows, MAX_BLOCK_ROWS, -(-total // (4 * actors))))  # >= 4 blocks per actor
+    # >= 8 blocks per actor: with two blocks in flight per actor, the last ones can leave one actor
+    # idle while another still has one queued; small blocks keep that tail short
+    return max(1, min(rows, MAX_BLOCK_ROWS, -(-total // (8 * actors))))
 
 
 def _seconds_per_input(artifact: Path, inputs, threads: int) -> float | None:
