@@ -209,13 +209,13 @@ def test_distill_improves_the_pruned_students_agreement_with_the_teacher(keras_m
     calibration = np.stack([np.asarray(Image.open(f), np.float32)[..., None] / 255.0 for f in files])
     x_val, _ = validation_set
     teacher = keras_model.predict(x_val, verbose=0).argmax(-1)
-    pruned, _ = compress(keras_model, "prune-channels-60", [calibration])
-    distilled, provenance = compress(keras_model, "prune-channels-60+distill-6", [calibration], seed=0)
+    pruned, _ = compress(keras_model, "prune-channels-40", [calibration])
+    distilled, provenance = compress(keras_model, "prune-channels-40+distill-10", [calibration], seed=0)
     before = np.mean(pruned.predict(x_val, verbose=0).argmax(-1) == teacher)
     after = np.mean(distilled.predict(x_val, verbose=0).argmax(-1) == teacher)
     assert provenance[1]["details"]["loss_last"] < provenance[1]["details"]["loss_first"]
-    assert after > before + 0.05, (before, after)
-    again, _ = compress(keras_model, "prune-channels-60+distill-6", [calibration], seed=0)
+    assert after > before + 0.2, (before, after)  # measured: 0.17 -> 0.71 with seed 0
+    again, _ = compress(keras_model, "prune-channels-40+distill-10", [calibration], seed=0)
     np.testing.assert_allclose(again.predict(x_val, verbose=0), distilled.predict(x_val, verbose=0), atol=1e-5)
 
 

@@ -32,6 +32,10 @@ def compress(keras_model, steps: list[Step] | str, calibration_arrays: list[np.n
     from .lowrank import factorize
 
     steps = parse_steps(steps) if isinstance(steps, str) else list(steps)
+    import keras
+
+    # before any model is rebuilt: layers draw their dropout seed generators when they are built
+    keras.utils.set_random_seed(seed)
     teacher = as_functional(keras_model)
     model, provenance = teacher, []
     for step in steps:
