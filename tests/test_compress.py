@@ -284,3 +284,27 @@ def test_sweep_refuses_unlabelled_validation_in_one_line(tmp_path, samples):
     errors = [line for line in result.stderr.splitlines() if not line.startswith("  ")]  # progress is indented
     assert result.exit_code == 2 and len(errors) == 1 and errors[0].startswith("Error: --validate")
     assert "has no labels" in errors[0] and "reading calibration" not in result.stderr  # refused before slow work
+
+
+def test_task_labels_come_from_class_folders_or_a_labels_csv(tmp_path, labelled_digits, samples):
+    from edgekit.converters.accuracy import dataset_labels
+    from edgekit.dataset import load_dataset
+    from edgekit.errors import InputError
+    from edgekit.manifest import TensorInfo
+    from edgekit.preprocess import ImageSpec
+
+    inputs = [TensorInfo("image", (None, 32, 32, 1), "float32")]
+    spec = ImageSpec.for_input_shape((None, 32, 32, 1), (0.0,), (255.0,))
+    folders = load_dataset(labelled_digits, inputs, spec)
+    labels, classes = dataset_labels(folders, None)
+    assert classes == [str(d) for d in range(10)]
+    assert [int(i.split("label")[1][0]) for i in folders.items] == labels.tolist()  # names carry the truth
+    flat = tmp_path / "flat"
+    shutil.copytree(samples / "validation", flat)
+    assert dataset_labels(load_dataset(flat, inputs, spec), None) is None   # nothing says the class
+    files = sorted(p.name for p in flat.glob("*.png"))
+    (flat / "labels.csv").write_text("file,label\n" + "".join(f"{f},{f.split('label')[1][0]}\n" for f in files))
+    from_csv, _ = dataset_labels(load_dataset(flat, inputs, spec), classes)
+    assert from_csv.tolist() == [int(f.split("label")[1][0]) for f in files]
+    with pytest.raises(InputError, match="not in the labels"):
+        dataset_labels(folders, ["zero", "one"])
