@@ -52,7 +52,11 @@ def _module(job, torch, litert_torch):
     module = job.source.torch_module
     if isinstance(module, torch.jit.ScriptModule):
         module = _script_to_exported(job, torch, module)
-    return litert_torch.to_channel_last_io(module, args=[0]).eval() if nhwc_io(job) else module
+    if not nhwc_io(job):
+        return module
+    wrapper = litert_torch.to_channel_last_io(module, args=[0])
+    wrapper.training = False  # not .eval(): it recurses into an exported program's module, which refuses it
+    return wrapper
 
 
 def _script_to_exported(job, torch, script):

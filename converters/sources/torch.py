@@ -56,7 +56,10 @@ def load(path: Path, kind: str, options=None) -> SourceModel:
 
 def from_module(torch, module, path: Path, kind: str, inputs: list[TensorInfo]) -> SourceModel:
     """A SourceModel around an eval-mode module whose inputs are known (also used for ONNX)."""
-    module = module.eval() if hasattr(module, "eval") else module
+    try:
+        module = module.eval()
+    except NotImplementedError:  # an exported program's module: its mode was fixed when it was exported
+        pass
     one_sample = all(t.shape[0] == 1 for t in inputs)  # exported programs guard their batch size
 
     def run(arrays: list[np.ndarray]) -> list[np.ndarray]:
