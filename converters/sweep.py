@@ -92,6 +92,9 @@ def check_options(opts: SweepOptions) -> list:
     from edgekit.emulator import load_device
     from edgekit.recipes import RECIPES, TFLITE
 
+    if not opts.model.exists():
+        raise InputError(f"sweep expects a Keras model file (.keras or .h5), got {str(opts.model)!r}, which does not "
+                         "exist")
     if not opts.model.is_file() or opts.model.suffix.lower() not in KERAS_SUFFIXES:
         raise InputError(f"sweep expects a Keras model file (.keras or .h5), got {str(opts.model)!r}; compression "
                          "rebuilds the Keras model, so a SavedModel folder cannot be swept")
