@@ -114,6 +114,9 @@ def check_options(opts: SweepOptions) -> list:
         raise InputError(f"--budget-minutes expects a positive number, got {opts.budget_minutes}")
     if not opts.targets:
         raise InputError("--target expects at least one device name (see edgekit targets)")
+    from edgekit.charts import require_matplotlib
+
+    require_matplotlib("edgekit sweep's frontier chart")  # before the minutes of work, not after
     return [load_device(t) for t in opts.targets]
 
 
