@@ -308,3 +308,23 @@ def test_task_labels_come_from_class_folders_or_a_labels_csv(tmp_path, labelled_
     assert from_csv.tolist() == [int(f.split("label")[1][0]) for f in files]
     with pytest.raises(InputError, match="not in the labels"):
         dataset_labels(folders, ["zero", "one"])
+
+
+def test_compressed_source_is_a_keras_source_the_pipeline_can_build_from(samples, validation_set):
+    from edgekit.converters.compress.source import compressed_source
+    from edgekit.converters.sources.keras import load as load_keras
+
+    source = load_keras(samples / "digits_cnn.keras", "keras")
+    x_val, _ = validation_set
+    try:
+        with compressed_source(source, "prune-channels-30+int8", None) as (small, provenance, rest):
+            assert rest == "int8" and provenance[0]["step"] == "prune-channels-30"
+            assert small.keras_model.count_params() < source.keras_model.count_params()
+            assert small.output_names == source.output_names and small.saved_model_dir.is_dir()
+            assert small.predict([x_val])[0].shape == (len(x_val), 10)
+            folder = small.path.parent
+        assert not folder.exists()  # the compressed model's temporary folder goes with the block
+        with compressed_source(source, "fp16", None) as (same, provenance, rest):
+            assert same is source and provenance == [] and rest == "fp16"
+    finally:
+        source.close()
