@@ -328,3 +328,15 @@ def test_compressed_source_is_a_keras_source_the_pipeline_can_build_from(samples
             assert same is source and provenance == [] and rest == "fp16"
     finally:
         source.close()
+
+
+def test_sweep_out_of_minutes_starts_nothing_more_and_says_how_to_continue(tmp_path, samples, labelled_digits):
+    out = tmp_path / "sweep"
+    result = run_cli("sweep", samples / "digits_cnn.keras", "--calibration", samples / "calibration",
+                     "--validate", labelled_digits, "--mean", "0", "--std", "255", "--recipes", "fp32",
+                     "--compress", "none", "--budget-minutes", "0.0001", "-o", out)
+    assert result.exit_code == 0, result.output + result.stderr
+    report = json.loads((out / "sweep.json").read_text())
+    assert report["complete"] is False and [r["status"] for r in report["variants"]] == ["not run"]
+    assert report["best"] == {"rpi4": None} and "re-run the same command to continue" in result.stdout
+    assert not list((out / "variants").glob("*.json"))  # nothing half-done is recorded as finished
