@@ -78,7 +78,12 @@ def rebuild(model, edit_config, weights_for):
     config = edit_config(model.get_config())
     for entry in config["layers"]:
         entry.pop("build_config", None)  # recorded input shapes are the old ones; calling the layer builds it
-    new = keras.Model.from_config(config)
+    try:
+        new = keras.Model.from_config(config)
+    except Exception as e:  # custom layers without registration, or a layer that cannot take the new sizes
+        raise InputError(f"cannot rebuild {model.name} with the compressed sizes ({type(e).__name__}: "
+                         f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}); custom layers must be "
+                         "registered (keras.saving.register_keras_serializable) to be rebuilt") from e
     old_layers = {layer.name: layer for layer in model.layers}
     for layer in new.layers:
         weights = weights_for(layer)
