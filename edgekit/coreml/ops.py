@@ -245,6 +245,17 @@ def split(x, num_splits=None, split_sizes=None, axis=0):
     return tuple(np.split(x, int(num_splits), axis=int(axis)))
 
 
+@op("gather")
+def gather(x, indices, axis=0, batch_dims=0, validate_indices=False):
+    """Embedding lookups and index selection: np.take along `axis` (batch_dims 0 is what converters emit)."""
+    if int(batch_dims) != 0:
+        raise NotImplementedError("gather with batch_dims > 0")
+    x, idx = np.asarray(x), np.asarray(indices).astype(np.int64)
+    if bool(validate_indices) and (idx.min(initial=0) < -x.shape[int(axis)] or idx.max(initial=0) >= x.shape[int(axis)]):
+        raise ValueError("gather index out of range")
+    return np.take(x, idx, axis=int(axis))
+
+
 # -- linear algebra ----------------------------------------------------------------------------------
 @op("matmul")
 def matmul(x, y, transpose_x=False, transpose_y=False):
@@ -260,6 +271,50 @@ def matmul(x, y, transpose_x=False, transpose_y=False):
 def linear(x, weight, bias=None):
     out = np.matmul(f32(x), f32(weight).T)
     return out if bias is None else out + f32(bias)
+
+
+@op("layer_norm")
+def layer_norm(x, axes=None, gamma=None, beta=None, epsilon=1e-5):
+    x = f32(x)
+    axes = _axes(axes, x.ndim) if axes is not None else tuple(range(x.ndim))
+    mean = x.mean(axis=axes, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+    y = (x - mean) / np.sqrt(var + np.float32(epsilon))
+    if gamma is not None:
+        y = y * f32(gamma)
+    if beta is not None:
+        y = y + f32(beta)
+    return y
+
+
+_ACTIVATIONS = {"sigmoid": lambda v: 1.0 / (1.0 + np.exp(-v)), "tanh": np.tanh, "relu": lambda v: np.maximum(v, 0),
+                "linear": lambda v: v}
+
+
+@op("lstm")
+def lstm(x, initial_h, initial_c, weight_ih, weight_hh, bias=None, peephole=None, direction="forward",
+         output_sequence=False, recurrent_activation="sigmoid", cell_activation="tanh", activation="tanh",
+         clip=None, **backward):
+    """One-direction LSTM over x (seq, batch, input); gates stacked in MIL's order [input, forget,
+    output, cell]. Returns (outputs, last h, last c)."""
+    if direction != "forward" or peephole is not None or any(v is not None for v in backward.values()):
+        raise NotImplementedError(f"lstm direction={direction} / peepholes")
+    x, h, c = f32(x), f32(initial_h).reshape(x.shape[1], -1), f32(initial_c).reshape(x.shape[1], -1)
+    w_ih, w_hh = f32(weight_ih), f32(weight_hh)
+    b = f32(bias) if bias is not None else np.zeros(w_ih.shape[0], np.float32)
+    gate, cell, out = (_ACTIVATIONS[recurrent_activation], _ACTIVATIONS[cell_activation], _ACTIVATIONS[activation])
+    hidden = h.shape[1]
+    steps = []
+    for t in range(x.shape[0]):
+        z = x[t] @ w_ih.T + h @ w_hh.T + b
+        if clip is not None:
+            z = np.clip(z, -float(clip), float(clip))
+        i, f, o, g = (z[:, k * hidden:(k + 1) * hidden] for k in range(4))
+        c = gate(f) * c + gate(i) * cell(g)
+        h = gate(o) * out(c)
+        steps.append(h)
+    sequence = np.stack(steps) if bool(output_sequence) else h[None]
+    return sequence, h, c
 
 
 @op("batch_norm")
