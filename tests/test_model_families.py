@@ -166,3 +166,36 @@ def test_lstm_over_unknown_length_fails_in_one_line_with_the_remedy(tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert "needs tf.TensorListReserve" in last and "give the model a fixed sequence length" in last
     assert "loc(" not in last and len(last) < 450
+
+
+def _sequence_model(kind: str):
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    ids = keras.Input((32,), dtype="int32", name="tokens")
+    x = layers.Embedding(1000, 32)(ids)
+    if kind == "lstm":
+        x = layers.LSTM(64)(x)
+    elif kind == "gru":
+        x = layers.GRU(64)(x)
+    else:  # a Transformer encoder block
+        x = layers.LayerNormalization()(x + layers.MultiHeadAttention(4, 8)(x, x))
+        x = layers.LayerNormalization()(x + layers.Dense(32)(layers.Dense(64, activation="relu")(x)))
+        x = layers.GlobalAveragePooling1D()(x)
+    return keras.Model(ids, layers.Dense(4, activation="softmax")(x))
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "transformer"])
+def test_keras_sequence_models_at_a_fixed_length_convert_in_both_formats(tmp_path, kind):
+    """Embedding -> LSTM / GRU / attention over 32 token ids: every recipe used to fail in both formats
+    (TFLite: TensorListReserve; Core ML: `list index out of range`). Recurrent layers are now unrolled
+    for conversion (same weights), and the artifacts are checked against the original model."""
+    _sequence_model(kind).save(tmp_path / f"{kind}.keras")
+    np.savez(tmp_path / "tokens.npz", np.random.default_rng(0).integers(0, 1000, (40, 32)).astype(np.int32))
+    result = run_cli("convert", tmp_path / f"{kind}.keras", "--to", "tflite,coreml", "-q", "fp32,int8,fp16",
+                     "--calibration", tmp_path / "tokens.npz", "-o", tmp_path / "out", "--report", tmp_path / "r.json")
+    assert result.exit_code == 0, result.output + result.stderr
+    report = {(a["format"], a["quantize"]): a["parity"] for a in json.loads((tmp_path / "r.json").read_text())["artifacts"]}
+    assert report[("tflite", "fp32")]["cosine"] >= 0.9999 and report[("coreml", "fp32")]["cosine"] >= 0.9999
+    assert report[("tflite", "int8")]["cosine"] >= 0.99 and report[("coreml", "fp16")]["cosine"] >= 0.999

@@ -42,7 +42,8 @@ def _load_keras(path: Path, kind: str) -> SourceModel:
 
     tmp = tempfile.TemporaryDirectory(prefix="edgekit-savedmodel-")
     saved = Path(tmp.name) / "saved_model"
-    _export_keras(keras, model, inputs, output_names, saved)
+    converted = _unrolled(keras, model)
+    _export_keras(keras, converted, inputs, output_names, saved)
 
     def predict_batch(arrays: list[np.ndarray]) -> list[np.ndarray]:
         out = model(arrays[0] if len(arrays) == 1 else arrays, training=False)
@@ -52,7 +53,45 @@ def _load_keras(path: Path, kind: str) -> SourceModel:
         return [np.asarray(o) for o in outs]
 
     return SourceModel(path, kind, TENSORFLOW, inputs, output_names, predict_batch, layout=_nhwc(inputs),
-                       saved_model_dir=saved, keras_model=model, _tmp=tmp)
+                       saved_model_dir=saved, keras_model=converted, _tmp=tmp)
+
+
+RECURRENT = ("LSTM", "GRU", "SimpleRNN")
+
+
+def _unrolled(keras, model):
+    """The model with its LSTM/GRU/SimpleRNN layers unrolled, when every one runs over a fixed
+    number of steps; else the model itself. Keras 3 exports a recurrent layer as a while loop over
+    TensorLists even at a fixed length, which neither LiteRT's builtin ops nor coremltools' TF
+    frontend take (TFLite: tf.TensorListReserve; Core ML: `list index out of range`); unrolled, it
+    is plain matmuls and activations. Same weights; the parity check compares the artifact with
+    the original model, so the rewrite itself is verified on every run."""
+    layers = [layer for layer in model._flatten_layers() if type(layer).__name__ in RECURRENT]
+    if not layers or any(getattr(layer, "unroll", True) for layer in layers):
+        return model
+    if any(_steps(layer) is None for layer in layers):
+        return model  # variable length: the converter's error says to fix the length
+
+    def clone(layer):
+        config = layer.get_config()
+        if type(layer).__name__ in RECURRENT:
+            config["unroll"] = True
+        return type(layer).from_config(config)
+
+    try:
+        unrolled = keras.models.clone_model(model, clone_function=clone)
+        unrolled.set_weights(model.get_weights())
+    except Exception:  # a model clone_model cannot rebuild (subclassed): convert it as it is
+        return model
+    return unrolled
+
+
+def _steps(layer):
+    try:
+        shape = layer.input.shape if not isinstance(layer.input, (list, tuple)) else layer.input[0].shape
+    except (AttributeError, ValueError):
+        return None
+    return shape[1] if len(shape) >= 2 else None
 
 
 def _export_keras(keras, model, inputs: list[TensorInfo], output_names: list[str], target: Path) -> None:

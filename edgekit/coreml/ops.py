@@ -65,6 +65,37 @@ def power(x, y):
     return np.power(f32(x), f32(y))
 
 
+@op("square")
+def square(x):
+    x = f32(x)
+    return x * x
+
+
+@op("less")
+def less(x, y):
+    return np.asarray(x) < np.asarray(y)
+
+
+@op("less_equal")
+def less_equal(x, y):
+    return np.asarray(x) <= np.asarray(y)
+
+
+@op("greater")
+def greater(x, y):
+    return np.asarray(x) > np.asarray(y)
+
+
+@op("equal")
+def equal(x, y):
+    return np.asarray(x) == np.asarray(y)
+
+
+@op("select")
+def select(cond, a, b):
+    return np.where(np.asarray(cond, dtype=bool), a, b)
+
+
 @op("sqrt")
 def sqrt(x):
     return np.sqrt(f32(x))
