@@ -4,6 +4,7 @@ parity inputs in the source's tensor order, compare, assemble the manifest, hold
 result to its recipe's gate."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import platform
 from dataclasses import dataclass, field
@@ -41,11 +42,26 @@ class Job:
     notes: str
     progress: Callable[[str], None]
     memo: dict = field(default_factory=dict)  # work several recipes share (a PyTorch model's float .tflite)
+    task_labels: np.ndarray | None = None     # true class per validation input, when --validate has labels
+    # A composed recipe (prune-channels-30+distill+int8) converts a compressed copy of the source:
+    original: SourceModel | None = None       # then the user's model, which the manifest names
+    steps: str = ""                           # "prune-channels-30+distill+"
+    compression: list[dict] | None = None     # one provenance row per step
 
     def parity(self, outputs: list[np.ndarray]) -> dict:
+        """Against the user's original model, also for a compressed variant (its reference outputs are
+        the original's); with labelled validation data, the artifact's task top-1 too."""
         names = self.source.output_names
-        return parity_report(names, self.reference, outputs, len(self.validation), self.notes,
-                             classifier_outputs(names, self.reference, self.labels))
+        report = parity_report(names, self.reference, outputs, len(self.validation), self.notes,
+                               classifier_outputs(names, self.reference, self.labels))
+        if self.task_labels is not None:
+            report["task_top1"] = float(np.mean(np.argmax(outputs[0], axis=-1) == self.task_labels))
+        return report
+
+    def compressed(self, source: SourceModel, steps: str, provenance: list[dict]) -> "Job":
+        """This job for a compressed copy of the source: same data and reference outputs."""
+        return dataclasses.replace(self, source=source, original=self.source, steps=steps, compression=provenance,
+                                   memo={})
 
     def reference_stats(self, input_info: TensorInfo, outputs: list[np.ndarray]) -> dict | None:
         """What drift monitoring compares against (edgekit.monitor.reference). From the validation inputs
@@ -70,10 +86,12 @@ class Job:
                 "license": opts.license}
 
     def manifest(self, fmt: str, recipe: str, inputs, outputs, parity: dict) -> Manifest:
+        user_model = self.original or self.source
         manifest = Manifest(
-            format=fmt, recipe=recipe, inputs=inputs, outputs=outputs, model=self.model_info(recipe),
+            format=fmt, recipe=self.steps + recipe, inputs=inputs, outputs=outputs,
+            model=self.model_info(self.steps + recipe),
             preprocessing=self.spec.to_dict() if self.spec else None, labels=self.labels, parity=parity,
-            source={"file": self.opts.model.name, "kind": self.source.kind, "sha256": self.source.sha256()},
+            source={"file": self.opts.model.name, "kind": user_model.kind, "sha256": user_model.sha256()},
             calibration=(dataset_info(self.calibration)
                          if self.calibration is not None and recipe in ("int8", "int16x8") else None),
             versions=versions(), created_utc=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat())
@@ -81,6 +99,8 @@ class Job:
             manifest.source["keep_float"] = list(self.opts.keep_float)
         if fmt == COREML:
             manifest.source["ios"] = self.opts.ios
+        if self.compression:
+            manifest.source["compression"] = self.compression  # provenance: each step, MACs and params
         return manifest
 
 

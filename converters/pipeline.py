@@ -8,14 +8,17 @@ recipe) to its format module (converters.formats), which owns the artifact end t
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Callable
+
+import numpy as np
 
 from edgekit._deps import import_failure
 from edgekit.errors import ArtifactError, ConversionError, InputError, first_line
 from edgekit.fileio import check_writable
 from edgekit.native_output import captured_native_output
-from edgekit.recipes import COREML, TORCH, check_capabilities, unsupported
+from edgekit.recipes import COREML, TORCH, base_recipe, check_capabilities, unsupported
 
 from . import formats
 from .data import check_labels, dataset_info, datasets, image_spec, read_labels
@@ -40,6 +43,11 @@ def convert(opts: ConvertOptions, progress: Callable[[str], None] = lambda msg: 
     kind = "torch_module" if opts.factory else detect(opts.model)
     family = SOURCES[kind].family
     check_capabilities(list(opts.recipes), list(opts.formats), family, SOURCES[kind].describes)
+    for recipe in opts.recipes:
+        if _steps_of(recipe.name):
+            from .compress.steps import split_recipe
+
+            split_recipe(recipe.name)  # step parameters checked before any work (prune-channels-99: refused)
     targets = [(fmt, r.name, artifact_path(opts, fmt, r.name)) for fmt in opts.formats for r in opts.recipes
                if unsupported(r.name, fmt, family) is None]
     check_writable([p for _, _, p in targets] + [manifest_path_for(p) for _, _, p in targets]
@@ -60,24 +68,74 @@ def convert(opts: ConvertOptions, progress: Callable[[str], None] = lambda msg: 
         with captured_native_output():
             reference = source.predict(validation.arrays)
         check_labels(labels, reference)
-        job = Job(source, opts, spec, labels, calibration, validation, reference, notes, progress)
+        job = Job(source, opts, spec, labels, calibration, validation, reference, notes, progress,
+                  task_labels=task_labels(validation, labels))
         results = []
-        for i, (fmt, recipe, path) in enumerate(targets, 1):
-            progress(f"[{i}/{len(targets)}] {fmt} {recipe}: converting")
-            try:
-                results.append(gated(job, formats.build(job, fmt, recipe, path)))
-            except (ConversionError, ArtifactError, ImportError) as e:
-                # One recipe failing must not cost the user the others: record it, carry on,
-                # and let the caller turn it into a non-zero exit. A missing package (palettize-N
-                # needs scikit-learn) is its own kind of failure, with the pip command.
-                failure = import_failure(e) if isinstance(e, ImportError) else e
-                progress(f"    failed: {first_line(str(failure))}")
-                results.append(ArtifactResult(path, fmt, recipe, 0, 0.0, {}, None, error=str(failure),
-                                              error_kind=error_kind(failure)))
+        with contextlib.ExitStack() as compressed_sources:  # temporary .keras copies, removed at the end
+            variants: dict[str, Job] = {}
+            for i, (fmt, recipe, path) in enumerate(targets, 1):
+                progress(f"[{i}/{len(targets)}] {fmt} {recipe}: converting")
+                results.append(_one_artifact(job, fmt, recipe, path, variants, compressed_sources))
+        source_top1 = (float(np.mean(np.argmax(reference[0], axis=-1) == job.task_labels))
+                       if job.task_labels is not None else None)
         cal_info = dataset_info(calibration) if calibration is not None else None
-        return ConvertResult(str(opts.model), results, cal_info, {**dataset_info(validation), "note": notes},
+        return ConvertResult(str(opts.model), results, cal_info,
+                             {**dataset_info(validation), "note": notes, "source_task_top1": source_top1},
                              (calibration.skipped if calibration is not None else []) + validation.skipped)
     finally:
         source.close()
+
+
+def _one_artifact(job: Job, fmt: str, recipe: str, path, variants: dict, stack) -> ArtifactResult:
+    """Build, verify and gate one artifact; a failure is recorded, not raised, so the other recipes
+    still run. A composed recipe converts the compressed copy of the source (made once per steps)."""
+    try:
+        base, steps = base_recipe(recipe), _steps_of(recipe)
+        target_job = job
+        if steps:
+            if steps not in variants:
+                variants[steps] = _compress(job, recipe, steps, stack)
+            target_job = variants[steps]
+        result = formats.build(target_job, fmt, base, path)
+        result.recipe = recipe
+        return gated(job, result)
+    except (ConversionError, ArtifactError, ImportError) as e:
+        # One recipe failing must not cost the user the others: record it, carry on,
+        # and let the caller turn it into a non-zero exit. A missing package (palettize-N
+        # needs scikit-learn) is its own kind of failure, with the pip command.
+        failure = import_failure(e) if isinstance(e, ImportError) else e
+        job.progress(f"    failed: {first_line(str(failure))}")
+        return ArtifactResult(path, fmt, recipe, 0, 0.0, {}, None, error=str(failure),
+                              error_kind=error_kind(failure))
+
+
+def _steps_of(recipe: str) -> str:
+    """'prune-channels-30+distill+int8' -> 'prune-channels-30+distill+'; a plain recipe -> ''."""
+    base = base_recipe(recipe)
+    if base == recipe:
+        return ""
+    return recipe[:len(recipe) - len(base)] if recipe.endswith("+" + base) else recipe + "+"
+
+
+def _compress(job: Job, recipe: str, steps: str, stack) -> Job:
+    """The job for the compressed copy of the source that `recipe`'s steps make (Keras sources)."""
+    from .accuracy import dataset_labels
+    from .compress.source import compressed_source
+
+    calibration = job.calibration
+    labelled = dataset_labels(calibration, job.labels, role="calibration") if calibration is not None else None
+    with captured_native_output():
+        source, provenance, _ = stack.enter_context(compressed_source(
+            job.source, recipe, calibration.arrays if calibration is not None else None,
+            labels=labelled[0] if labelled else None, progress=job.progress))
+    return job.compressed(source, steps, provenance)
+
+
+def task_labels(validation, labels: list[str] | None):
+    """The true class of each validation input when the data says (class sub-folders or labels.csv)."""
+    from .accuracy import dataset_labels
+
+    labelled = dataset_labels(validation, labels) if validation.source != "synthetic" else None
+    return labelled[0] if labelled else None
 
 

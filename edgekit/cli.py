@@ -225,20 +225,24 @@ def _pct(value: float | None) -> str:
 
 def format_convert_summary(result) -> str:
     fp32 = {a.format: a.size_bytes for a in result.artifacts if a.recipe == "fp32" and not a.error}
+    task = any("task_top1" in a.parity for a in result.artifacts)  # --validate data with true labels
     rows = []
     for a in result.artifacts:
         p = a.parity
         if not p:  # failed before it could be measured
-            rows.append([a.format, a.recipe, "FAILED", "-", "-", "-", "-", "-", "-", "-"])
+            rows.append([a.format, a.recipe, "FAILED"] + ["-"] * (8 if task else 7))
             continue
         gate = "-" if a.gate is None else ("REJECTED" if a.error_kind == "parity" else "pass")
         rows.append([a.format, a.recipe, human_size(a.size_bytes),
                      f"{a.size_bytes / fp32[a.format]:.2f}x" if a.format in fp32 else "-", f"{p['cosine']:.6f}",
-                     f"{p['snr_db']:.1f}", f"{p['max_abs_err']:.3g}", _pct(p["top1_agreement"]), gate,
-                     f"{a.seconds:.1f}"])
-    table = render(["format", "recipe", "size", "vs fp32", "cosine", "snr dB", "max abs err", "top-1 agree", "gate",
-                    "sec"], rows, align="llrrrrrrlr")
+                     f"{p['snr_db']:.1f}", f"{p['max_abs_err']:.3g}", _pct(p["top1_agreement"])]
+                    + ([_pct(p.get("task_top1"))] if task else []) + [gate, f"{a.seconds:.1f}"])
+    headers = ["format", "recipe", "size", "vs fp32", "cosine", "snr dB", "max abs err", "top-1 agree"]
+    headers += (["task top-1"] if task else []) + ["gate", "sec"]
+    table = render(headers, rows, align="llrrrrrr" + ("r" if task else "") + "lr")
     lines = [table, "", f"parity inputs: {result.validation['samples']} ({result.validation['note']})"]
+    if result.validation.get("source_task_top1") is not None:
+        lines.append(f"task top-1 of the source model on them: {_pct(result.validation['source_task_top1'])}")
     if result.skipped_files:
         lines.append(f"skipped {len(result.skipped_files)} unreadable files, e.g. {result.skipped_files[0][0]}: "
                      f"{result.skipped_files[0][1]}")

@@ -9,6 +9,7 @@ in the device install.
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 
 from .errors import InputError
@@ -99,6 +100,10 @@ TFLITE_ROUTE = {
 
 def unsupported(recipe: str, fmt: str, family: str = TENSORFLOW) -> str | None:
     """Why `recipe` cannot be made in `fmt` from a `family` source, or None when it can."""
+    if "+" in recipe or COMPRESSION_STEP.match(recipe):
+        if family != TENSORFLOW:
+            return "compression steps (prune-channels, lowrank, distill) rebuild Keras models only"
+        recipe = base_recipe(recipe)
     if not RECIPES[recipe].supports(fmt):
         return f"{fmt} has no {recipe} recipe"
     return _NOT_FROM_FAMILY.get((family, fmt, recipe)) or _NOT_FROM_FAMILY.get((family, fmt, "*"))
@@ -123,19 +128,46 @@ def check_capabilities(recipes: list["Recipe"], formats: list[str], family: str,
                              f"it can make {can}")
 
 
+COMPRESSION_STEP = re.compile(r"^(prune-channels-\d+(-(l1|l2|act))?|lowrank-e?\d+|distill(-\d+)?)$")
+
+
+def composed(name: str) -> Recipe | None:
+    """A recipe with compression steps in front, `prune-channels-30+distill+int8`: the steps transform
+    the source model first (edgekit.converters.compress checks their parameters), then the last part
+    quantizes. It keeps the base recipe's formats; its gate is the lossy one, because the artifact is
+    compared with the *original* source and pruning changes what the network computes."""
+    parts = name.split("+")
+    base = parts[-1] if parts[-1] in RECIPES else None
+    steps = parts[:-1] if base else parts
+    if not steps or not all(COMPRESSION_STEP.match(p) for p in steps):
+        return None
+    recipe = RECIPES[base or "fp32"]
+    return Recipe(name, f"{' + '.join(steps)}, then {recipe.name}", recipe.realisations,
+                  recipe.needs_calibration or any(p.startswith("distill") or p.endswith("-act") for p in steps),
+                  gate=LOSSY)
+
+
+def base_recipe(name: str) -> str:
+    """The quantization recipe at the end of a (possibly composed) recipe name."""
+    last = name.split("+")[-1]
+    return last if last in RECIPES else "fp32"
+
+
 def parse_recipes(text: str, formats: list[str]) -> list[Recipe]:
-    """Parse a comma list like "fp32,int8" and check each recipe is available in a requested format."""
+    """Parse a comma list like "fp32,int8" (or composed ones, "prune-channels-30+distill+int8") and check
+    each recipe is available in a requested format."""
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
         raise InputError(f"--quantize expects a comma-separated list of recipes, got {text!r}; "
                          f"valid: {', '.join(RECIPES)}")
     recipes = []
     for name in names:
-        if name not in RECIPES:
-            close = difflib.get_close_matches(name, list(RECIPES), n=1)
+        recipe = RECIPES.get(name) or (composed(name) if "+" in name or COMPRESSION_STEP.match(name) else None)
+        if recipe is None:
+            close = difflib.get_close_matches(name.split("+")[-1], list(RECIPES), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise InputError(f"unknown recipe {name!r}.{hint} Valid recipes: {', '.join(RECIPES)}")
-        recipe = RECIPES[name]
+            raise InputError(f"unknown recipe {name!r}.{hint} Valid recipes: {', '.join(RECIPES)}, optionally after "
+                             "compression steps: prune-channels-N, lowrank-N, distill (e.g. prune-channels-30+distill+int8)")
         # With several formats, a recipe runs for those that support it (int8 -> tflite only);
         # one that none of them supports is an error.
         if not any(recipe.supports(fmt) for fmt in formats):
