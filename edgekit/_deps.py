@@ -3,6 +3,7 @@ clear line with the install command instead of an ImportError deep in a stack.""
 from __future__ import annotations
 
 import importlib
+import sys
 from types import ModuleType
 
 from .errors import IncompleteInstallError, MissingDependencyError
@@ -31,8 +32,24 @@ _INSTALL_HINTS = {
 }
 
 
+# Frameworks that load TensorFlow's or torch's native libraries (coremltools imports both when present).
+_NATIVE_FRAMEWORKS = {"tensorflow", "keras", "coremltools", "torch", "litert_torch", "onnx2torch", "ai_edge_quantizer"}
+
+
+def keep_triton_out() -> None:
+    """torch's CUDA wheels bring triton, which torch imports lazily; triton's native module loading
+    after TensorFlow's segfaults the process (torch 2.14.1 + tensorflow-cpu 2.21.0 here; even
+    `import tensorflow, coremltools` does, as coremltools imports torch). Conversion runs on the CPU
+    and never needs triton: a None entry makes `import triton` fail cleanly and torch treat it as
+    absent. Done before edgekit imports any of these frameworks."""
+    if "triton" not in sys.modules:
+        sys.modules["triton"] = None
+
+
 def require(module: str, purpose: str) -> ModuleType:
     """Import `module` or raise MissingDependencyError saying why it is needed."""
+    if module.split(".")[0] in _NATIVE_FRAMEWORKS:
+        keep_triton_out()
     try:
         return importlib.import_module(module)
     except ImportError as e:

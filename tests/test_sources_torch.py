@@ -5,6 +5,7 @@ and compared with the source run eagerly (onnxruntime for ONNX)."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -180,3 +181,27 @@ def test_sequence_models_with_token_ids(tmp_path, monkeypatch, name, coreml):
         assert report[("coreml", "fp16")]["parity"]["cosine"] >= 0.999
     else:
         assert result.exit_code != 0 and "while_loop" in report[("coreml", "fp32")]["error"]
+
+
+def test_tensorflow_and_torch_share_one_process(tmp_path):
+    """torch's CUDA wheel brings triton; loaded after TensorFlow (coremltools imports both) it killed the
+    process with SIGSEGV. A Keras and a PyTorch conversion in one process, Core ML included, in a
+    subprocess so a crash is a failed assertion, not a dead test run."""
+    import subprocess
+
+    from conftest import OUTSIDE
+
+    script = (
+        "import sys, tensorflow\n"
+        "from pathlib import Path\n"
+        "from edgekit.converters.pipeline import ConvertOptions, convert\n"
+        "from edgekit.recipes import RECIPES\n"
+        f"samples, out = Path({str(SAMPLES)!r}), Path({str(tmp_path)!r})\n"
+        "for model in ('digits_cnn.keras', 'digits_torch.pt2'):\n"
+        "    r = convert(ConvertOptions(model=samples / model, formats=('tflite', 'coreml'),\n"
+        "                recipes=(RECIPES['fp32'],), out_dir=out / model.split('.')[0]))\n"
+        "    assert not r.failed, [a.error for a in r.failed]\n"
+        "    print(model, [round(a.parity['cosine'], 6) for a in r.artifacts])\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=OUTSIDE, timeout=900)
+    assert done.returncode == 0, (done.returncode, done.stderr[-800:])
+    assert done.stdout.count("[1.0, 1.0]") == 2, done.stdout

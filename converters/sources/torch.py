@@ -22,17 +22,8 @@ from .base import TORCH, SourceModel, image_layout
 
 
 def import_torch():
-    """torch, imported so that TensorFlow can load after it.
-
-    torch's CUDA wheels bring triton, which torch imports lazily; when triton's native module loads
-    after TensorFlow's (coremltools imports TensorFlow when it is installed), the process segfaults
-    (torch 2.14.1 + tensorflow-cpu 2.21.0, here). Loaded before TensorFlow, both work."""
-    torch = require("torch", "converting PyTorch models")
-    try:
-        import triton  # noqa: F401
-    except Exception:  # CPU wheels have no triton; a broken one is torch's concern, not ours
-        pass
-    return torch
+    """torch, with triton kept out (why: edgekit._deps.keep_triton_out)."""
+    return require("torch", "converting PyTorch models")
 
 
 def load(path: Path, kind: str, options=None) -> SourceModel:
