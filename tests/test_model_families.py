@@ -199,3 +199,37 @@ def test_keras_sequence_models_at_a_fixed_length_convert_in_both_formats(tmp_pat
     report = {(a["format"], a["quantize"]): a["parity"] for a in json.loads((tmp_path / "r.json").read_text())["artifacts"]}
     assert report[("tflite", "fp32")]["cosine"] >= 0.9999 and report[("coreml", "fp32")]["cosine"] >= 0.9999
     assert report[("tflite", "int8")]["cosine"] >= 0.99 and report[("coreml", "fp16")]["cosine"] >= 0.999
+
+
+def _keras_gap_model(kind: str, folder):
+    """Three Keras models that failed Core ML before: 1-D convolutions (the executor refused rank-3
+    convs), exact GELU (coremltools lacks TF's Erfc), and a SavedModel from model.export() (several
+    concrete functions: "Only a single concrete function is supported")."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    if kind == "conv1d":
+        i = keras.Input((64, 3))
+        x = layers.Conv1D(8, 3, strides=2)(layers.Conv1D(8, 5, padding="same", activation="relu")(i))
+        keras.Model(i, layers.Dense(4, activation="softmax")(layers.GlobalAveragePooling1D()(x))).save(folder / "m.keras")
+        return folder / "m.keras", (64, 3)
+    i = keras.Input((16,))
+    model = keras.Model(i, layers.Dense(4)(layers.Dense(32, activation="gelu")(i)))
+    if kind == "gelu":
+        model.save(folder / "m.keras")
+        return folder / "m.keras", (16,)
+    model.export(str(folder / "exported"), verbose=False)
+    return folder / "exported", (16,)
+
+
+@pytest.mark.parametrize("kind", ["conv1d", "gelu", "exported_savedmodel"])
+def test_keras_models_core_ml_used_to_refuse(tmp_path, kind):
+    model, shape = _keras_gap_model(kind, tmp_path)
+    np.savez(tmp_path / "x.npz", np.random.default_rng(0).normal(size=(20, *shape)).astype(np.float32))
+    result = run_cli("convert", model, "--to", "coreml,tflite", "-q", "fp32,fp16", "--validate", tmp_path / "x.npz",
+                     "-o", tmp_path / "out", "--report", tmp_path / "r.json")
+    assert result.exit_code == 0, result.output + result.stderr
+    report = {(a["format"], a["quantize"]): a["parity"] for a in json.loads((tmp_path / "r.json").read_text())["artifacts"]}
+    assert report[("coreml", "fp32")]["cosine"] >= 0.9999 and report[("coreml", "fp16")]["cosine"] >= 0.999
+    assert report[("tflite", "fp32")]["cosine"] >= 0.9999

@@ -59,8 +59,36 @@ def convert(source: SourceModel, recipe: str, spec: ImageSpec | None, labels: li
                           "set EDGEKIT_DEBUG=1 for the full message")
 
 
+def _register_missing_tf_ops() -> None:
+    """TF ops coremltools 9.0's TensorFlow frontend lacks, written from MIL ops it has. Erfc: Keras 3's
+    exact GELU computes 0.5 * x * erfc(-x / sqrt(2))."""
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.frontend.tensorflow.tf_op_registry import _TF_OPS_REGISTRY, register_tf_op
+
+    if "Erfc" not in _TF_OPS_REGISTRY:
+        @register_tf_op
+        def Erfc(context, node):  # noqa: N802  (named after the TF op it converts)
+            x = context[node.inputs[0]]
+            context.add(node.name, mb.sub(x=1.0, y=mb.erf(x=x), name=node.name))
+
+
+_LOADED_SAVED_MODELS: dict[str, object] = {}
+
+
+def _saved_model_function(source: SourceModel):
+    """The serving signature as one concrete function: coremltools refuses a SavedModel folder with
+    several (`model.export()` writes a folder with more than one: "Only a single concrete function")."""
+    tf = require("tensorflow", "Core ML conversion of SavedModels")
+    loaded = _LOADED_SAVED_MODELS.setdefault(str(source.saved_model_dir),  # kept: its functions use its variables
+                                             tf.saved_model.load(str(source.saved_model_dir)))
+    signatures = dict(loaded.signatures)
+    key = "serving_default" if "serving_default" in signatures else min(signatures)
+    return [signatures[key]]
+
+
 def _model_and_inputs(ct, source: SourceModel, spec: ImageSpec | None):
-    model = source.keras_model if source.keras_model is not None else str(source.saved_model_dir)
+    _register_missing_tf_ops()
+    model = source.keras_model if source.keras_model is not None else _saved_model_function(source)
     first = source.inputs[0]
     if spec is None:
         return model, [ct.TensorType(name=t.name, shape=(1, *t.shape[1:])) for t in source.inputs]

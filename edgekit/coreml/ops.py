@@ -161,6 +161,13 @@ def tanh(x):
     return np.tanh(f32(x))
 
 
+@op("erf")
+def erf(x):
+    from math import erf as scalar_erf
+
+    return np.vectorize(scalar_erf, otypes=[np.float32])(f32(x))
+
+
 @op("gelu")
 def gelu(x, mode="EXACT"):
     x = f32(x)
@@ -388,6 +395,11 @@ def _windows(x, kernel, strides, dilations, pads, fill):
 @op("conv")
 def conv(x, weight, bias=None, strides=(1, 1), pad_type="valid", pad=(0, 0, 0, 0), dilations=(1, 1), groups=1):
     x, w = f32(x), f32(weight)
+    if x.ndim == 3:  # 1-D convolution (N, C, L): a 2-D one over a height of 1
+        pad = (0, 0, *[int(v) for v in np.atleast_1d(pad)][:2]) if pad is not None else (0, 0, 0, 0)
+        out = conv(x[:, :, None, :], w[:, :, None, :], bias, (1, *np.atleast_1d(strides)), pad_type, pad,
+                   (1, *np.atleast_1d(dilations)), groups)
+        return np.ascontiguousarray(out[:, :, 0, :])
     groups = int(groups)
     cout, cin_g, kh, kw = w.shape
     strides, dilations = [int(s) for s in strides], [int(d) for d in dilations]
