@@ -12,7 +12,6 @@ from conftest import SAMPLES, run_cli
 
 pytestmark = pytest.mark.convert
 
-pytest.importorskip("ai_edge_quantizer", reason="float .tflite sources need edgekit[convert] (ai-edge-quantizer)")
 
 DIGITS = ["--calibration", SAMPLES / "calibration", "--validate", SAMPLES / "validation", "--labels",
           SAMPLES / "labels.txt", "--mean", "0", "--std", "255"]
