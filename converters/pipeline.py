@@ -18,7 +18,7 @@ from edgekit._deps import import_failure
 from edgekit.errors import ArtifactError, ConversionError, InputError, first_line
 from edgekit.fileio import check_writable
 from edgekit.native_output import captured_native_output
-from edgekit.recipes import COREML, TORCH, base_recipe, check_capabilities, unsupported
+from edgekit.recipes import COREML, TENSORFLOW, TORCH, base_recipe, check_capabilities, unsupported
 
 from . import formats
 from .data import check_labels, dataset_info, datasets, image_spec, read_labels
@@ -43,6 +43,10 @@ def convert(opts: ConvertOptions, progress: Callable[[str], None] = lambda msg: 
     kind = "torch_module" if opts.factory else detect(opts.model)
     family = SOURCES[kind].family
     check_capabilities(list(opts.recipes), list(opts.formats), family, SOURCES[kind].describes)
+    if family != TENSORFLOW and (opts.io != "int8" or opts.io_out or opts.keep_float):
+        raise InputError("--io, --io-out and --keep-float steer TensorFlow's converter; for a "
+                         f"{SOURCES[kind].describes} ai-edge-quantizer makes int8 artifacts with int8 input and "
+                         "output: drop those options")
     for recipe in opts.recipes:
         if _steps_of(recipe.name):
             from .compress.steps import split_recipe

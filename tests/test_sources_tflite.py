@@ -70,3 +70,11 @@ def test_core_ml_from_a_tflite_is_refused_before_any_work(tmp_path):
 def test_an_already_quantized_tflite_is_refused(tmp_path):
     result = run_cli("convert", SAMPLES / "artifacts" / "digits_cnn_int8.tflite", "-q", "fp32", "-o", tmp_path / "o")
     assert result.exit_code == 2 and "already quantized" in result.stderr
+
+
+def test_options_of_the_tensorflow_route_are_refused_not_ignored(tmp_path):
+    """--io/--io-out/--keep-float steer TFLiteConverter; the quantizer route cannot honour them."""
+    result = run_cli("convert", FLOAT_DIGITS, "-q", "int8", "--io", "float", "--calibration", SAMPLES / "calibration",
+                     "-o", tmp_path / "out")
+    assert result.exit_code == 2 and "--io, --io-out and --keep-float" in result.stderr
+    assert not (tmp_path / "out").exists()
