@@ -55,6 +55,12 @@ def convert(source: SourceModel, recipe: str, spec: ImageSpec | None, labels: li
                 return compress(ct, mlmodel, recipe)
             except Exception as e:
                 failures.append(f"{frontend}: {first_line(str(e), 200) if str(e).strip() else type(e).__name__}")
+    if any("'StatefulPartitionedCall' not implemented" in f for f in failures):
+        # Keras 3's ConvNeXt: nested functions survive into the graph; freezing with inlining (tried)
+        # keeps them too. Nothing edgekit can rewrite; the user can still ship TFLite.
+        raise ConversionError(f"coremltools 9.0 cannot read this Keras graph for recipe {recipe}: it keeps nested "
+                              "TensorFlow functions (StatefulPartitionedCall; Keras 3's ConvNeXt does); convert it "
+                              "--to tflite, or give the PyTorch/ONNX version of the network for Core ML")
     raise ConversionError(f"coremltools rejected the model for recipe {recipe} ({'; '.join(failures)}); "
                           "set EDGEKIT_DEBUG=1 for the full message")
 
