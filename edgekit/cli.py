@@ -167,9 +167,9 @@ def _taking_back_outputs(command):
 @click.option("--gate/--no-gate", default=True, show_default=True,
               help="Reject (rename to *.rejected, exit 5) artifacts that fail their parity gate.")
 @_taking_back_outputs
-def convert(model, factory, input_shape, channels_last, to, quantize, calibration, calibration_samples, validate, labels, mean, std, io, io_out, ios,
-            model_name, description, model_version, author, license_, keep_float, explain, out_dir, report, force,
-            min_cosine, min_top1, gate):
+def convert(model, factory, input_shape, channels_last, to, quantize, calibration, calibration_samples, validate,
+            labels, mean, std, io, io_out, ios, model_name, description, model_version, author, license_, keep_float,
+            explain, out_dir, report, force, min_cosine, min_top1, gate):
     """Convert MODEL into verified edge artifacts.
 
     MODEL: a Keras .keras/.h5 file or SavedModel folder, a PyTorch .pt2 (torch.export.save) or TorchScript .pt,

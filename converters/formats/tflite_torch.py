@@ -94,5 +94,5 @@ def explain_litert_torch_error(error: Exception) -> ConversionError:
     if "data-dependent" in text or "GuardOnDataDependent" in text or "Dynamic" in text:
         return ConversionError(f"torch.export cannot capture this model with fixed shapes ({first_line(text, 200)}); "
                                "give a fixed --input-shape and avoid data-dependent control flow in forward()")
-    return ConversionError(f"litert-torch could not convert the model ({type(error).__name__}: {first_line(text, 250)}); "
-                           "set EDGEKIT_DEBUG=1 for the full message")
+    return ConversionError(f"litert-torch could not convert the model ({type(error).__name__}: "
+                           f"{first_line(text, 250)}); set EDGEKIT_DEBUG=1 for the full message")

@@ -26,7 +26,7 @@ from edgekit.recipes import FAMILIES, TENSORFLOW, TFLITE_FLOAT, TORCH  # noqa: F
 @dataclass
 class SourceModel:
     path: Path
-    kind: str                              # keras, h5, saved_model, torch_export, torchscript, torch_module, onnx, tflite
+    kind: str                              # a key of converters.sources.SOURCES (keras, onnx, tflite...)
     family: str                            # which converters can read it: one of FAMILIES
     inputs: list[TensorInfo]
     output_names: list[str]
