@@ -107,8 +107,9 @@ if wanted serve; then
     run_tier "$venv" serve "serve" || failed=1
 fi
 if wanted convert; then
-    say "convert install: edgekit[convert] (what README command 1 installs)"
-    venv="$(fresh_venv convert "$WHEEL[convert]")"
+    # [charts]: `edgekit sweep` draws its frontier chart with matplotlib (README: sweep needs both)
+    say "convert install: edgekit[convert,charts] (README command 1 installs [convert]; sweep needs [charts])"
+    venv="$(fresh_venv convert "$WHEEL[convert,charts]")"
     run_tier "$venv" convert "convert and not slow" || failed=1
 fi
 if wanted torch; then
@@ -116,6 +117,7 @@ if wanted torch; then
     say "torch install: edgekit[onnx,torch-test]"
     venv="$(fresh_venv torch "$WHEEL[onnx,torch-test]")"
     run_tier "$venv" torch "torch" || failed=1
+    rm -rf "$venv"  # ~8 GB (torch's CUDA build): free it for the tiers after this one
 fi
 if wanted batch; then
     # Ray and psycopg are extras (not on a Pi); the PostgreSQL server is the system's (.ci/run installs it)

@@ -52,9 +52,11 @@ def convert(source: SourceModel, recipe: str, spec: ImageSpec | None, labels: li
                                      convert_to="mlprogram", inputs=inputs, outputs=outputs,
                                      classifier_config=classifier, compute_precision=precision,
                                      minimum_deployment_target=getattr(ct.target, f"iOS{ios}"))
-                return compress(ct, mlmodel, recipe)
             except Exception as e:
                 failures.append(f"{frontend}: {first_line(str(e), 200) if str(e).strip() else type(e).__name__}")
+                continue
+            # outside the try: a missing package here (palettize-N needs scikit-learn) is its own error
+            return compress(ct, mlmodel, recipe)
     if any("'StatefulPartitionedCall' not implemented" in f for f in failures):
         # Keras 3's ConvNeXt: nested functions survive into the graph; freezing with inlining (tried)
         # keeps them too. Nothing edgekit can rewrite; the user can still ship TFLite.
