@@ -22,6 +22,7 @@ from edgekit.parity import gate_failure, looks_like_probabilities, parity_report
 from edgekit.preprocess import ImageSpec
 from edgekit.recipes import COREML
 
+from .accuracy import top1
 from .data import dataset_info
 from .options import ArtifactResult, ConvertOptions, rejected_path
 from .sources.base import SourceModel
@@ -55,8 +56,18 @@ class Job:
         report = parity_report(names, self.reference, outputs, len(self.validation), self.notes,
                                classifier_outputs(names, self.reference, self.labels))
         if self.task_labels is not None:
-            report["task_top1"] = float(np.mean(np.argmax(outputs[0], axis=-1) == self.task_labels))
+            report["task_top1"] = top1(outputs[0], self.task_labels)
         return report
+
+    @property
+    def nhwc_tflite(self) -> bool:
+        """--channels-last on an NCHW (PyTorch/ONNX) source: the TFLite artifacts take NHWC images.
+        (The pipeline refuses --channels-last for any other source.)"""
+        return self.opts.channels_last and self.source.layout == "NCHW"
+
+    def tflite_layout(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """Input arrays in the source's layout, as this run's TFLite artifacts take them."""
+        return [arrays[0].transpose(0, 2, 3, 1), *arrays[1:]] if self.nhwc_tflite else arrays
 
     def compressed(self, source: SourceModel, steps: str, provenance: list[dict]) -> "Job":
         """This job for a compressed copy of the source: same data and reference outputs."""

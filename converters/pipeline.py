@@ -12,8 +12,6 @@ import contextlib
 import os
 from typing import Callable
 
-import numpy as np
-
 from edgekit._deps import import_failure
 from edgekit.errors import ArtifactError, ConversionError, InputError, first_line
 from edgekit.fileio import check_writable
@@ -21,6 +19,7 @@ from edgekit.native_output import captured_native_output
 from edgekit.recipes import COREML, TENSORFLOW, TORCH, base_recipe, check_capabilities, unsupported
 
 from . import formats
+from .accuracy import dataset_labels, top1
 from .data import check_labels, dataset_info, datasets, image_spec, read_labels
 from .job import Job, gated
 from .options import (  # noqa: F401
@@ -80,8 +79,7 @@ def convert(opts: ConvertOptions, progress: Callable[[str], None] = lambda msg: 
             for i, (fmt, recipe, path) in enumerate(targets, 1):
                 progress(f"[{i}/{len(targets)}] {fmt} {recipe}: converting")
                 results.append(_one_artifact(job, fmt, recipe, path, variants, compressed_sources))
-        source_top1 = (float(np.mean(np.argmax(reference[0], axis=-1) == job.task_labels))
-                       if job.task_labels is not None else None)
+        source_top1 = top1(reference[0], job.task_labels) if job.task_labels is not None else None
         cal_info = dataset_info(calibration) if calibration is not None else None
         return ConvertResult(str(opts.model), results, cal_info,
                              {**dataset_info(validation), "note": notes, "source_task_top1": source_top1},
@@ -123,7 +121,6 @@ def _steps_of(recipe: str) -> str:
 
 def _compress(job: Job, recipe: str, steps: str, stack) -> Job:
     """The job for the compressed copy of the source that `recipe`'s steps make (Keras sources)."""
-    from .accuracy import dataset_labels
     from .compress.source import compressed_source
 
     calibration = job.calibration
@@ -137,8 +134,6 @@ def _compress(job: Job, recipe: str, steps: str, stack) -> Job:
 
 def task_labels(validation, labels: list[str] | None):
     """The true class of each validation input when the data says (class sub-folders or labels.csv)."""
-    from .accuracy import dataset_labels
-
     labelled = dataset_labels(validation, labels) if validation.source != "synthetic" else None
     return labelled[0] if labelled else None
 

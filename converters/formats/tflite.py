@@ -52,15 +52,6 @@ def _convert(job: Job, recipe: str) -> bytes:
     raise ConversionError(f"no TFLite route for a {source.family} source")
 
 
-def _nhwc_io(job: Job) -> bool:
-    return job.source.family == TORCH and job.opts.channels_last and job.source.layout == "NCHW"
-
-
-def _artifact_layout(job: Job, arrays: list[np.ndarray]) -> list[np.ndarray]:
-    """The parity inputs as this run's TFLite artifacts take them: NHWC under --channels-last."""
-    return [arrays[0].transpose(0, 2, 3, 1), *arrays[1:]] if _nhwc_io(job) else arrays
-
-
 def build(job: Job, recipe: str, path: Path) -> ArtifactResult:
     opts = job.opts
     start = time.perf_counter()
@@ -74,7 +65,7 @@ def build(job: Job, recipe: str, path: Path) -> ArtifactResult:
     except ArtifactError as e:
         raise ConversionError(f"the {recipe} artifact was produced but LiteRT refuses to run it ({e}); "
                               "try another recipe (int8 or int8-weights)") from e
-    outputs = run_batched(artifact, _artifact_layout(job, job.validation.arrays), job.source)
+    outputs = run_batched(artifact, job.tflite_layout(job.validation.arrays), job.source)
     parity = job.parity(outputs)
     diagnosis = _output_diagnosis(artifact, outputs, job)  # output name -> what it shows
     error_layers = []
@@ -86,7 +77,7 @@ def build(job: Job, recipe: str, path: Path) -> ArtifactResult:
         if error_layers:
             error_layers = _with_output_quantization(error_layers, artifact, outputs, job, saturated=set(diagnosis))
     manifest = job.manifest(TFLITE, recipe, artifact.inputs, artifact.outputs, parity)
-    if job.spec is not None and _nhwc_io(job):
+    if job.spec is not None and job.nhwc_tflite:
         manifest.preprocessing = dataclasses.replace(job.spec, layout="NHWC").to_dict()
     manifest.reference_stats = job.reference_stats(artifact.inputs[0], outputs)
     manifest.weights_sha256 = tflite_weights_sha256(model_bytes)  # embedding metadata leaves tensor buffers as they are

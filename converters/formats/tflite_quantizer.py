@@ -59,11 +59,6 @@ def _calibration_data(float_model: bytes, job) -> dict[str, list[dict[str, np.nd
     signatures = interpreter.get_signature_list()
     key = "serving_default" if "serving_default" in signatures else next(iter(signatures))
     names = list(signatures[key]["inputs"])
-    from .tflite_torch import nhwc_io
-
-    samples = []
-    for sample in job.calibration.samples():
-        if nhwc_io(job):
-            sample = [sample[0].transpose(0, 2, 3, 1), *sample[1:]]
-        samples.append(dict(zip(names, (np.ascontiguousarray(s) for s in sample))))
+    samples = [dict(zip(names, (np.ascontiguousarray(s) for s in job.tflite_layout(sample))))
+               for sample in job.calibration.samples()]
     return {key: samples}

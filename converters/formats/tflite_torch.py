@@ -23,11 +23,6 @@ from edgekit._deps import require
 from edgekit.errors import ConversionError, first_line
 
 
-def nhwc_io(job) -> bool:
-    """Whether this run's TFLite artifacts take NHWC images from an NCHW source."""
-    return job.opts.channels_last and job.source.layout == "NCHW"
-
-
 def convert(job, recipe: str) -> bytes:
     from .tflite_quantizer import quantize
 
@@ -42,9 +37,7 @@ def float_tflite(job) -> bytes:
 
 def sample_args(job) -> tuple:
     torch = require("torch", "PyTorch conversion")
-    arrays = [a[:1] for a in job.validation.arrays]
-    if nhwc_io(job):
-        arrays = [arrays[0].transpose(0, 2, 3, 1), *arrays[1:]]
+    arrays = job.tflite_layout([a[:1] for a in job.validation.arrays])
     return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
 
 
@@ -52,7 +45,7 @@ def _module(job, torch, litert_torch):
     module = job.source.torch_module
     if isinstance(module, torch.jit.ScriptModule):
         module = _script_to_exported(job, torch, module)
-    if not nhwc_io(job):
+    if not job.nhwc_tflite:
         return module
     wrapper = litert_torch.to_channel_last_io(module, args=[0])
     wrapper.training = False  # not .eval(): it recurses into an exported program's module, which refuses it
