@@ -34,14 +34,16 @@ class SourceModel:
     layout: str | None = None              # "NHWC" or "NCHW" for a single image input, else None
     saved_model_dir: Path | None = None    # TensorFlow: what TFLiteConverter reads
     keras_model: object = None             # TensorFlow: layer names, Core ML, compression
+    saved_model: object = None             # a SavedModel folder given as the source, loaded (Core ML)
     torch_module: object = None            # PyTorch/ONNX: what litert-torch and coremltools trace
     tflite_bytes: bytes | None = None      # float .tflite: what the quantizer rewrites
+    max_batch: int = PREDICT_BATCH         # 1 for a source fixed to batch 1 (exported programs guard it)
     _tmp: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
 
     def predict(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """Reference outputs, one float32 array per output, in `output_names` order."""
-        n = arrays[0].shape[0]
-        chunks = [self._predict_batch([a[i:i + PREDICT_BATCH] for a in arrays]) for i in range(0, n, PREDICT_BATCH)]
+        n, step = arrays[0].shape[0], self.max_batch
+        chunks = [self._predict_batch([a[i:i + step] for a in arrays]) for i in range(0, n, step)]
         return [np.concatenate([c[k] for c in chunks]).astype(np.float32) for k in range(len(self.output_names))]
 
     def sha256(self) -> str:
@@ -56,6 +58,12 @@ class SourceModel:
 def clean_name(name: str) -> str:
     """Framework tensor names may carry ':0' or '/..' suffixes; signatures want plain identifiers."""
     return name.split(":")[0].replace("/", "_")
+
+
+def fixed_batch(inputs: list[TensorInfo]) -> int:
+    """1 when every input is declared with batch 1 (exported programs guard their batch size), else
+    the usual chunk size."""
+    return 1 if all(t.shape[0] == 1 for t in inputs) else PREDICT_BATCH
 
 
 def image_layout(shape: tuple) -> str | None:

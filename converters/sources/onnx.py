@@ -16,7 +16,7 @@ from edgekit._deps import require
 from edgekit.errors import InputError, first_line
 from edgekit.manifest import TensorInfo
 
-from .base import TORCH, SourceModel, image_layout
+from .base import TORCH, SourceModel, fixed_batch, image_layout
 
 # onnx TensorProto element types edgekit feeds
 _ELEM_TYPES = {1: "float32", 6: "int32", 7: "int64"}
@@ -38,21 +38,13 @@ def load(path: Path, kind: str, options=None) -> SourceModel:
         raise InputError(f"onnxruntime cannot run {path.name!r} ({type(e).__name__}: {first_line(str(e), 200)})") from e
     output_names = [o.name for o in session.get_outputs()]
     feed_names = [i.name for i in session.get_inputs()]
-    one_sample = all(t.shape[0] == 1 for t in inputs)
-
     def run(arrays: list[np.ndarray]) -> list[np.ndarray]:
         return [np.asarray(o, np.float32) for o in session.run(output_names, dict(zip(feed_names, arrays)))]
 
-    def predict_batch(arrays: list[np.ndarray]) -> list[np.ndarray]:
-        if not one_sample:
-            return run(arrays)
-        per_sample = [run([a[i:i + 1] for a in arrays]) for i in range(arrays[0].shape[0])]
-        return [np.concatenate([s[k] for s in per_sample]) for k in range(len(output_names))]
-
     module = _to_torch(_prepare(model, inputs), inputs, path)
     safe_outputs = [n if n.isidentifier() else f"output_{i}" for i, n in enumerate(output_names)]
-    return SourceModel(path, kind, TORCH, inputs, safe_outputs, predict_batch, layout=image_layout(inputs[0].shape),
-                       torch_module=module)
+    return SourceModel(path, kind, TORCH, inputs, safe_outputs, run, layout=image_layout(inputs[0].shape),
+                       torch_module=module, max_batch=fixed_batch(inputs))
 
 
 def _inputs(model, declared, path: Path) -> list[TensorInfo]:

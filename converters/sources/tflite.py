@@ -5,14 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from edgekit.artifact import TFLITE_MANIFEST_BUFFER
 from edgekit.errors import ArtifactError, InputError
 from edgekit.tflite.metadata import METADATA_BUFFER_NAME, strip_metadata
 from edgekit.tflite.model import TFLiteModel
 
-from .base import TFLITE_FLOAT, SourceModel, image_layout
+from .base import PREDICT_BATCH, TFLITE_FLOAT, SourceModel, image_layout
 
 
 def load(path: Path, kind: str, options=None) -> SourceModel:
@@ -26,16 +24,11 @@ def load(path: Path, kind: str, options=None) -> SourceModel:
         raise InputError(f"{path.name!r} is already quantized (integer tensors: {', '.join(quantized[:3])}); "
                          "edgekit quantizes float models: pass the float .tflite or the original model")
     inputs, output_names = list(model.inputs), [t.name for t in model.outputs]
-    batch = 32 if model.resizable_batch else 1
-
-    def predict_batch(arrays: list[np.ndarray]) -> list[np.ndarray]:
-        n = arrays[0].shape[0]
-        chunks = [model.run([a[i:i + batch] for a in arrays]) for i in range(0, n, batch)]
-        return [np.concatenate([c[k] for c in chunks]) for k in range(len(output_names))]
 
     # A model edgekit (or Android Studio) wrote carries metadata and a zip of label files after the
     # flatbuffer; the quantizer rewrites the flatbuffer and would keep metadata pointing at files it
     # drops. Each artifact gets fresh metadata anyway.
     graph_only = strip_metadata(data, (METADATA_BUFFER_NAME, TFLITE_MANIFEST_BUFFER))
-    return SourceModel(path, kind, TFLITE_FLOAT, inputs, output_names, predict_batch,
-                       layout=image_layout(inputs[0].shape), tflite_bytes=graph_only)
+    return SourceModel(path, kind, TFLITE_FLOAT, inputs, output_names, model.run,
+                       layout=image_layout(inputs[0].shape), tflite_bytes=graph_only,
+                       max_batch=PREDICT_BATCH if model.resizable_batch else 1)

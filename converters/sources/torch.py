@@ -18,7 +18,7 @@ from edgekit._deps import require
 from edgekit.errors import InputError, first_line
 from edgekit.manifest import TensorInfo
 
-from .base import TORCH, SourceModel, image_layout
+from .base import TORCH, SourceModel, fixed_batch, image_layout
 
 
 def import_torch():
@@ -51,18 +51,10 @@ def from_module(torch, module, path: Path, kind: str, inputs: list[TensorInfo]) 
         module = module.eval()
     except NotImplementedError:  # an exported program's module: its mode was fixed when it was exported
         pass
-    one_sample = all(t.shape[0] == 1 for t in inputs)  # exported programs guard their batch size
-
     def run(arrays: list[np.ndarray]) -> list[np.ndarray]:
         with torch.no_grad():
             out = module(*[torch.from_numpy(np.ascontiguousarray(a)) for a in arrays])
         return [o.detach().float().numpy() for o in flatten_outputs(out)]
-
-    def predict_batch(arrays: list[np.ndarray]) -> list[np.ndarray]:
-        if not one_sample:
-            return run(arrays)
-        per_sample = [run([a[i:i + 1] for a in arrays]) for i in range(arrays[0].shape[0])]
-        return [np.concatenate([s[k] for s in per_sample]) for k in range(len(per_sample[0]))]
 
     try:
         probe = run([example_array(t) for t in inputs])
@@ -70,13 +62,12 @@ def from_module(torch, module, path: Path, kind: str, inputs: list[TensorInfo]) 
         raise InputError(f"the PyTorch model does not run on inputs {[t.shape for t in inputs]} "
                          f"({type(e).__name__}: {first_line(str(e), 200)}); check --input-shape") from e
     output_names = ["output"] if len(probe) == 1 else [f"output_{i}" for i in range(len(probe))]
-    return SourceModel(path, kind, TORCH, inputs, output_names, predict_batch, layout=image_layout(inputs[0].shape),
-                       torch_module=module)
+    return SourceModel(path, kind, TORCH, inputs, output_names, run, layout=image_layout(inputs[0].shape),
+                       torch_module=module, max_batch=fixed_batch(inputs))
 
 
 def example_array(t: TensorInfo) -> np.ndarray:
-    shape = tuple(d or 1 for d in t.shape)
-    return np.zeros(shape, np.dtype(t.dtype)) if t.dtype != "float32" else np.zeros(shape, np.float32)
+    return np.zeros(tuple(d or 1 for d in t.shape), np.dtype(t.dtype))
 
 
 def flatten_outputs(out) -> list:
