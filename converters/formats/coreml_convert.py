@@ -25,6 +25,7 @@ from edgekit.errors import ConversionError, InputError, first_line
 from edgekit.preprocess import ImageSpec
 
 from ..sources.base import TORCH, SourceModel
+from ..sources.keras import serving_signature
 
 IOS_TARGETS = (16, 17, 18)
 
@@ -80,23 +81,11 @@ def _register_missing_tf_ops() -> None:
             context.add(node.name, mb.sub(x=1.0, y=mb.erf(x=x), name=node.name))
 
 
-_LOADED_SAVED_MODELS: dict[str, object] = {}
-
-
-def _saved_model_function(source: SourceModel):
-    """The serving signature as one concrete function: coremltools refuses a SavedModel folder with
-    several (`model.export()` writes a folder with more than one: "Only a single concrete function")."""
-    tf = require("tensorflow", "Core ML conversion of SavedModels")
-    loaded = _LOADED_SAVED_MODELS.setdefault(str(source.saved_model_dir),  # kept: its functions use its variables
-                                             tf.saved_model.load(str(source.saved_model_dir)))
-    signatures = dict(loaded.signatures)
-    key = "serving_default" if "serving_default" in signatures else min(signatures)
-    return [signatures[key]]
-
-
 def _model_and_inputs(ct, source: SourceModel, spec: ImageSpec | None):
     _register_missing_tf_ops()
-    model = source.keras_model if source.keras_model is not None else _saved_model_function(source)
+    # A SavedModel folder goes as its serving signature alone: coremltools refuses a folder with several
+    # concrete functions (`model.export()` writes one: "Only a single concrete function is supported").
+    model = source.keras_model if source.keras_model is not None else [serving_signature(source.saved_model)]
     first = source.inputs[0]
     if spec is None:
         return model, [ct.TensorType(name=t.name, shape=(1, *t.shape[1:])) for t in source.inputs]

@@ -115,12 +115,10 @@ def _load_saved_model(path: Path) -> SourceModel:
     except Exception as e:
         raise InputError(f"expected a loadable SavedModel in {str(path)!r}, TensorFlow could not read it "
                          f"({type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''})")
-    signatures = dict(loaded.signatures)
-    if not signatures:
+    if not loaded.signatures:
         raise InputError(f"expected a SavedModel with a serving signature, {str(path)!r} has none; "
                          "save it with tf.saved_model.save(obj, dir, signatures=fn) or model.export(dir)")
-    key = "serving_default" if "serving_default" in signatures else sorted(signatures)[0]
-    fn = signatures[key]
+    fn = serving_signature(loaded)
     specs = fn.structured_input_signature[1]
     inputs = [TensorInfo(name, tuple(spec.shape.as_list()), spec.dtype.name) for name, spec in sorted(specs.items())]
     output_names = sorted(fn.structured_outputs)
@@ -130,7 +128,13 @@ def _load_saved_model(path: Path) -> SourceModel:
         return [out[n].numpy() for n in output_names]
 
     return SourceModel(path, "saved_model", TENSORFLOW, inputs, output_names, predict_batch,
-                       layout=_nhwc(inputs), saved_model_dir=path)
+                       layout=_nhwc(inputs), saved_model_dir=path, saved_model=loaded)
+
+
+def serving_signature(loaded):
+    """The signature a SavedModel serves with: serving_default, else the first by name."""
+    signatures = dict(loaded.signatures)
+    return signatures["serving_default" if "serving_default" in signatures else min(signatures)]
 
 
 def _nhwc(inputs: list[TensorInfo]) -> str | None:
