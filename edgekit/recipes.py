@@ -117,9 +117,8 @@ def check_capabilities(recipes: list["Recipe"], formats: list[str], family: str,
     """Refuse, before any work, a request this source cannot satisfy at all: a format it cannot
     reach, or a recipe none of the requested formats can make from it."""
     for fmt in formats:
-        reason = unsupported("fp32", fmt, family) if not names_for(fmt, family) else None
-        if not names_for(fmt, family):
-            raise InputError(f"{described} cannot be converted to {fmt}: {reason or 'no recipe applies'}")
+        if not names_for(fmt, family):  # fp32 is every format's baseline: its reason is the format's
+            raise InputError(f"{described} cannot be converted to {fmt}: {unsupported('fp32', fmt, family)}")
     for recipe in recipes:
         if all(unsupported(recipe.name, fmt, family) for fmt in formats):
             can = "; ".join(f"{fmt}: {', '.join(names_for(fmt, family))}" for fmt in formats)
