@@ -13,7 +13,7 @@ import pytest
 from conftest import OUTSIDE, run_cli
 from edgekit.tflite.graph import read_graph
 from edgekit.profile import costmodel
-from edgekit.profile.probes import SUITE, build, suite
+from edgekit.profile.probes import SUITE, Probe, build, suite
 from edgekit.runtime import Model
 
 pytestmark = pytest.mark.device
@@ -208,3 +208,79 @@ def test_streaming_probes_fit_the_device_memory():
     assert len(streamed(24)) == 4
     assert len(streamed(4)) == 3 and sum(streamed(4)) <= 4 * 2**30 / 32
     assert len(streamed(1)) == 1 and streamed(0.25) == []
+
+
+def test_local_corrections_are_fitted_at_one_thread_only(quick_profile):
+    """With more threads a single-op probe also pays the pool's wake-up and barriers, which ops inside
+    a network do not: the same measured probes give corrections at 1 thread and none at 2."""
+    from edgekit.profile.run import fit_threads
+
+    data = json.loads(quick_profile.read_text())
+    probes = {p.name: p for p in SUITE}
+    samples = [{**m, "graph": read_graph(build(probes[m["probe"]])), "cache_bytes": data["cache_bytes"],
+                "stream_bytes": None} for m in data["measurements"]]
+    one = fit_threads(samples, band=False)
+    two = fit_threads([{**s, "threads": 2} for s in samples], band=False)
+    assert one["residuals"] and two["residuals"] == []
+    assert one["coefficients"] == two["coefficients"]  # the same numbers: only the corrections differ
+
+
+def test_pool_cost_counts_its_window_per_output_value():
+    """A 3x3 stride-1 pool reads 9 inputs per output, a stride-2 one 9 per 4 inputs: the costed values
+    follow the window read from the op's options (Inception's stride-1 pools were ~4x too cheap)."""
+    def pool_values(stride):
+        p = Probe("pool", "AVERAGE_POOL_2D", "int8", (1, 28, 28, 32), kernel=3, stride=stride)
+        graph = read_graph(build(p))
+        [op] = graph.ops
+        [values] = costmodel.op_features(graph, op, ("values",))
+        return op.window, values
+    assert pool_values(1) == (9, 28 * 28 * 32 * 9)
+    assert pool_values(2) == (9, 14 * 14 * 32 * 9)
+    add = read_graph(build(Probe("add", "ADD", "fp32", (1, 28, 28, 32))))
+    assert add.ops[0].window == 1
+
+
+def test_partitions_count_runs_of_delegated_ops():
+    """int8 HARD_SWISH runs on the reference kernels: in the hard-swish probe network each one ends an
+    XNNPACK partition (19 of them); the fp32 network is one partition, a lone int8 HARD_SWISH none."""
+    nets = {p.name: read_graph(build(p)) for p in SUITE if p.name.startswith("net_160_w8_hswish")}
+    assert costmodel.partitions(nets["net_160_w8_hswish_fp32"]) == 1
+    int8 = nets["net_160_w8_hswish_int8"]
+    hswish = sum(op.type == "HARD_SWISH" for op in int8.ops)
+    assert costmodel.partitions(int8) == hswish + 1 == 19
+    alone = read_graph(build(Probe("hs", "HARD_SWISH", "int8", (1, 14, 14, 8), repeat=2)))
+    assert costmodel.partitions(alone) == 0
+
+
+@pytest.fixture(scope="module")
+def two_thread_profile(tmp_path_factory):
+    """`edgekit profile run --quick` at 1 and 2 threads."""
+    out = tmp_path_factory.mktemp("profile2") / "host2.json"
+    result = run_cli("profile", "run", "-o", out, "--threads", "1,2", "--quick", "--seconds-per-probe", "0.05")
+    assert result.exit_code == 0, result.stderr
+    return out
+
+
+def test_more_threads_scale_the_one_thread_op_costs(two_thread_profile, artifacts):
+    """At 2 threads the profile stores a scaling of the 1-thread op costs per thread family; emulate
+    sums it op by op (plus the refitted invoke, I/O and cache terms), and a profile whose scaling
+    names no base thread count is refused in one line."""
+    data = json.loads(two_thread_profile.read_text())
+    one, two = data["threads"]["1"], data["threads"]["2"]
+    assert "scaling" not in one and two["base_threads"] == 1 and two["residuals"] == []
+    assert set(two["scaling"]) == {"_global", *costmodel.THREAD_FAMILIES}
+    result = run_cli("emulate", artifacts / "digits_cnn_int8.tflite", "--target", two_thread_profile,
+                     "--threads", "2", "--json")
+    assert result.exit_code == 0, result.stderr
+    [est] = json.loads(result.stdout)
+    graph = read_graph((artifacts / "digits_cnn_int8.tflite").read_bytes())
+    rows = costmodel.scaled_rows(graph, one, data["cache_bytes"], two["stream_curve"])
+    assert est["estimate_ms"] == pytest.approx(costmodel.scaled_seconds(rows, two["scaling"]) * 1e3, abs=1e-3)
+    glob = costmodel.scaled_seconds((rows[0], []), two["scaling"]) * 1e3
+    assert sum(o["ms"] for o in est["ops"]) + glob == pytest.approx(est["estimate_ms"], abs=0.002)
+    del two["base_threads"]
+    bad = two_thread_profile.with_name("bad.json")
+    bad.write_text(json.dumps(data))
+    result = run_cli("emulate", artifacts / "digits_cnn_int8.tflite", "--target", bad, "--threads", "2")
+    assert result.exit_code == 2 and "'threads.2.base_threads'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -7,7 +7,8 @@ larger kernels (indirect GEMM, and the 3-channel stem kernels). Features are a c
 work (multiply-accumulates, or values for elementwise ops) and the bytes moved (activations, weights),
 so both compute-bound and memory-bound shapes are covered by the same line. The coefficients are
 non-negative (a bigger op is never cheaper) and are fitted by least squares on relative error, because
-a 20 us probe and a 2 ms probe should count alike. numpy only: this runs on the device.
+a 20 us probe and a 2 ms probe should count alike. That is the one-thread model; more threads scale
+its per-op times per thread family (fit_scaled, below). numpy only: this runs on the device.
 """
 from __future__ import annotations
 
@@ -29,9 +30,18 @@ ELEMENTWISE_FEATURES = ("ops", "values")
 # curve (stream_factor): 100 MB of weights outgrow a server's share of L3 where 30 MB did not
 # quantized_io: edgekit's runtime quantizes int8 inputs and dequantizes int8 outputs in numpy, a fixed
 # cost per call on top of the per-value one; left out, it inflated every int8 op's constant
+# partitions: the XNNPACK delegate takes runs of the ops it supports as one partition each; an op it
+# leaves to TFLite's reference kernels (NOT_DELEGATED) ends one. Every partition is a separate delegate
+# invoke, and with threads a separate wake-up of the thread pool: MobileNetV3 int8 (a HARD_SWISH after
+# most convolutions) runs slower at 2 threads than at 1 here (1.67 ms vs 1.52 ms)
 GLOBAL_FEATURES = ("invokes", "quantized_io", "input_values_float", "input_values_quantized",
                    "output_values_float", "output_values_quantized", "cold_weight_bytes", "swept_weight_bytes",
-                   "spilled_activation_bytes")
+                   "spilled_activation_bytes", "partitions")
+# features added after profiles were first written: a profile without them costs them at 0
+LATER_GLOBAL_FEATURES = {"partitions"}
+# int8 ops this runtime (ai-edge-litert 2.x) leaves to the reference kernels, as measured by the probes:
+# 6-60x the per-value cost of their fp32 form and no speed-up at 2 threads (the delegated ones gain)
+NOT_DELEGATED_INT8 = {"HARD_SWISH", "PRELU", "AVERAGE_POOL_2D"}
 # XNNPACK's GEMMs walk output rows in tiles of a few pixels (MR, 4-7 by kernel) as the outer loop and
 # read the whole packed filter for each tile: a layer whose filter overflows the cache streams it once
 # per tile. ResNet's late 3x3 convolutions (4x4 pixels, 9 MB of filter) are bound by exactly this.
@@ -65,8 +75,12 @@ def _pixels(graph: Graph, op: Op) -> float:
 
 
 def op_features(graph: Graph, op: Op, names: tuple[str, ...]) -> np.ndarray:
+    elements = op.elements or (op.bytes_in + op.bytes_out)
+    if op.window > 1:  # a pool reads its window per output value (edgekit.tflite.graph._pool_window)
+        out = graph.tensors[op.outputs[0]].shape if op.outputs else ()
+        elements = max(elements, float(np.prod(out)) * op.window if out else elements)
     values = {"ops": 1.0, "macs": op.macs, "pixels": _pixels(graph, op), "act_bytes": op.bytes_in + op.bytes_out,
-              "weight_bytes": op.bytes_weights, "values": op.elements or (op.bytes_in + op.bytes_out)}
+              "weight_bytes": op.bytes_weights, "values": elements}
     return np.array([values[n] for n in names], dtype=np.float64)
 
 
@@ -100,7 +114,25 @@ def global_features(graph: Graph, cache_bytes: int, curve: list | None = None) -
     spilled = sum(op.bytes_in + op.bytes_out for op in graph.ops
                   if op.costed and op.op_class != "view" and op.bytes_in + op.bytes_out > cache_bytes / 2)
     return np.array([1.0, 1.0 if q_in or q_out else 0.0, count(graph.inputs, False), q_in,
-                     count(graph.outputs, False), q_out, cold, swept, spilled])
+                     count(graph.outputs, False), q_out, cold, swept, spilled, partitions(graph)])
+
+
+def delegated(op: Op) -> bool:
+    return not (op.precision == "int8" and op.type in NOT_DELEGATED_INT8)
+
+
+def partitions(graph: Graph) -> float:
+    """Maximal runs of delegated ops (in execution order) between ops the delegate leaves out."""
+    count, inside = 0, False
+    for op in graph.ops:
+        if not op.costed or op.op_class == "view" or op.type in FREE:
+            continue  # views do not end a partition
+        if delegated(op):
+            count += not inside
+            inside = True
+        else:
+            inside = False
+    return float(count)
 
 
 def shape_key(graph: Graph, op: Op) -> list[float]:
@@ -258,3 +290,80 @@ def predict_seconds(graph: Graph, coefs: dict, cache_bytes: int = DEFAULT_CACHE_
 
 def predict_seconds_terms(terms: dict[str, np.ndarray], coefs: dict) -> float:
     return sum(seconds_by_term(terms, coefs).values())
+
+
+# More threads as a scaling of the one-thread costs. XNNPACK splits an op's output tiles over the
+# threads, so a big GEMM runs in about half the time at two threads while a small op cannot split and
+# pays a barrier; ops left to the reference kernels run on one thread whatever the count. A per-kind
+# linear fit at each thread count (as at one thread) had to learn this from isolated probes that are
+# mostly small, and carried their barrier cost into the big layers of networks (MobileNetV1/V2 at 224
+# estimated 20-40 % too slow at 2 threads). Here each op's one-thread time t (the one-thread fit,
+# shape corrections included) becomes  a * t + b * min(t, SMALL_OP_SECONDS) + c  per thread family,
+# and the invoke, I/O and cache terms are refitted: 3 numbers per family instead of ~5 per op kind.
+SMALL_OP_SECONDS = 1e-4
+THREAD_FAMILIES = ("gemm/fp32", "gemm/int8", "dw/fp32", "dw/int8", "elementwise/fp32", "elementwise/int8",
+                   "reference")
+THREAD_FEATURES = ("scaled", "small", "ops")
+
+
+def thread_family(graph: Graph, op: Op) -> str:
+    if not delegated(op):
+        return "reference"
+    base, precision = kind(graph, op).split("/")
+    if base.startswith("CONV_2D") or base in ("FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV"):
+        return f"gemm/{precision}"
+    return f"{'dw' if base == 'DEPTHWISE_CONV_2D' else 'elementwise'}/{precision}"
+
+
+def scaled_rows(graph: Graph, base: dict, cache_bytes: int, curve: list | None) -> tuple[np.ndarray, list]:
+    """The global features at this thread count and, per costed op, (family, [t, min(t, small), 1])
+    from the one-thread entry `base` (its coefficients and corrections)."""
+    ops = []
+    for op in graph.ops:
+        t = op_seconds(graph, op, base["coefficients"], base.get("residuals"))
+        if t > 0:
+            ops.append((thread_family(graph, op), np.array([t, min(t, SMALL_OP_SECONDS), 1.0])))
+    return global_features(graph, cache_bytes, curve), ops
+
+
+def scaled_design(rows: list) -> np.ndarray:
+    """One design row per graph: global features, then the summed op features of every family."""
+    out = []
+    for glob, ops in rows:
+        fam = {f: np.zeros(len(THREAD_FEATURES)) for f in THREAD_FAMILIES}
+        for f, feats in ops:
+            fam[f] += feats
+        out.append(np.concatenate([glob] + [fam[f] for f in THREAD_FAMILIES]))
+    return np.array(out)
+
+
+def fit_scaled(rows: list, seconds: list[float], weights: list[float] | None = None) -> dict:
+    """{"_global": {feature: s/unit}, family: {scaled, small, ops}} by non-negative least squares on
+    relative error, as fit() does per kind."""
+    a, y = scaled_design(rows), np.asarray(seconds)
+    w = np.ones(len(y)) if weights is None else np.sqrt(np.asarray(weights, dtype=np.float64))
+    a, b = a / y[:, None] * w[:, None], w
+    scale = np.linalg.norm(a, axis=0)
+    scale[scale == 0] = 1.0
+    x = nnls(a / scale, b) / scale
+    out = {"_global": dict(zip(GLOBAL_FEATURES, map(float, x[:len(GLOBAL_FEATURES)])))}
+    rest = x[len(GLOBAL_FEATURES):]
+    for i, f in enumerate(THREAD_FAMILIES):
+        out[f] = dict(zip(THREAD_FEATURES, map(float, rest[i * len(THREAD_FEATURES):(i + 1) * len(THREAD_FEATURES)])))
+    return out
+
+
+def scaled_seconds(rows, scaling: dict) -> float:
+    glob, ops = rows
+    total = sum(scaling["_global"].get(n, 0.0) * v for n, v in zip(GLOBAL_FEATURES, glob))
+    for f, feats in ops:
+        total += sum(scaling[f].get(n, 0.0) * v for n, v in zip(THREAD_FEATURES, feats))
+    return float(total)
+
+
+def scaled_op_seconds(graph: Graph, op: Op, base: dict, scaling: dict) -> float:
+    t = op_seconds(graph, op, base["coefficients"], base.get("residuals"))
+    if t <= 0:
+        return 0.0
+    c = scaling[thread_family(graph, op)]
+    return c["scaled"] * t + c["small"] * min(t, SMALL_OP_SECONDS) + c["ops"]

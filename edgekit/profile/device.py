@@ -79,7 +79,8 @@ def _validated(raw, where: str) -> MeasuredDevice:
             raise bad(f"'threads.{n}.coefficients'", "an object with '_global' and per-op-kind coefficients")
         for k, c in coefs.items():
             names = costmodel.GLOBAL_FEATURES if k == "_global" else costmodel.family(k)
-            if not isinstance(c, dict) or any(not _number(c.get(f)) or c[f] < 0 for f in names):
+            required = [f for f in names if not (k == "_global" and f in costmodel.LATER_GLOBAL_FEATURES and f not in c)]
+            if not isinstance(c, dict) or any(not _number(c.get(f)) or c[f] < 0 for f in required):
                 raise bad(f"'threads.{n}.coefficients.{k}'", f"non-negative numbers for {', '.join(names)}")
         curve = entry.get("stream_curve", [])
         if not isinstance(curve, list) or any(not isinstance(c, list) or len(c) != 2 or not all(map(_number, c))
@@ -90,6 +91,16 @@ def _validated(raw, where: str) -> MeasuredDevice:
                 not isinstance(r, list) or len(r) != 3 or not isinstance(r[0], str) or not isinstance(r[1], list)
                 or not all(map(_number, r[1])) or not _number(r[2]) or r[2] <= 0 for r in res):
             raise bad(f"'threads.{n}.residuals'", "a list of [op kind, shape key numbers, ratio > 0]")
+        scaling = entry.get("scaling")
+        if scaling is not None:
+            base = threads.get(str(entry.get("base_threads")))
+            if not isinstance(base, dict) or base is entry or "scaling" in base:
+                raise bad(f"'threads.{n}.base_threads'", "a measured thread count without its own scaling")
+            groups = [("_global", costmodel.GLOBAL_FEATURES)] + [(f, costmodel.THREAD_FEATURES) for f in costmodel.THREAD_FAMILIES]
+            if not isinstance(scaling, dict) or any(
+                    not isinstance(scaling.get(g), dict) or any(not _number(scaling[g].get(f)) or scaling[g][f] < 0 for f in names)
+                    for g, names in groups):
+                raise bad(f"'threads.{n}.scaling'", "non-negative numbers per thread family (edgekit.profile.costmodel)")
         band = entry.get("band_log")
         if not isinstance(band, dict) or not (_number(band.get("low")) and _number(band.get("high"))):
             raise bad(f"'threads.{n}.band_log'", "an object with numbers low and high")
@@ -109,10 +120,18 @@ def estimate_measured(graph, device: MeasuredDevice, threads: int):
     entry = device.threads[str(threads)]
     coefs = entry["coefficients"]
     residuals = entry.get("residuals")
-    terms = costmodel.graph_terms(graph, device.cache_bytes, entry.get("stream_curve"), residuals)
-    total = costmodel.predict_seconds_terms(terms, coefs) * 1e3
-    ops = [OpEstimate(op.index, op.type, op.precision, costmodel.op_seconds(graph, op, coefs, residuals) * 1e3, "measured")
-           for op in graph.ops]
+    if "scaling" in entry:  # this thread count as a scaling of the base count's op costs
+        base = device.threads[str(entry["base_threads"])]
+        rows = costmodel.scaled_rows(graph, base, device.cache_bytes, entry.get("stream_curve"))
+        total = costmodel.scaled_seconds(rows, entry["scaling"]) * 1e3
+        ops = [OpEstimate(op.index, op.type, op.precision,
+                          costmodel.scaled_op_seconds(graph, op, base, entry["scaling"]) * 1e3, "measured")
+               for op in graph.ops]
+    else:
+        terms = costmodel.graph_terms(graph, device.cache_bytes, entry.get("stream_curve"), residuals)
+        total = costmodel.predict_seconds_terms(terms, coefs) * 1e3
+        ops = [OpEstimate(op.index, op.type, op.precision, costmodel.op_seconds(graph, op, coefs, residuals) * 1e3,
+                          "measured") for op in graph.ops]
     band = entry["band_log"]
     memory = memory_mb(graph)
     return Estimate(device.name, threads, total, total * math.exp(band["low"]), total * math.exp(band["high"]),
