@@ -43,7 +43,8 @@ def compress(keras_model, steps: list[Step] | str, calibration_arrays: list[np.n
         macs_before, params_before = keras_macs(model), int(model.count_params())
         progress(f"  {step.name}")
         if step.kind == "prune-channels":
-            model, details = prune_channels(model, step.params["percent"], step.params["criterion"], calibration_arrays)
+            model, details = prune_channels(model, step.params["percent"], step.params["criterion"], calibration_arrays,
+                                            multiple=step.params.get("multiple", 1))
         elif step.kind == "lowrank":
             model, details = factorize(model, percent=step.params.get("percent"), energy=step.params.get("energy"))
         else:

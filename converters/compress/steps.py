@@ -4,9 +4,14 @@ A composed recipe is read left to right: compression steps transform the source 
 order), and what is left at the end is the quantization recipe the converter applies afterwards.
 Names are parsed here once, so nothing downstream compares strings.
 
-    prune-channels-N[-l1|-l2|-act]   remove N % of the prunable channels of every group (importance:
+    prune-channels-N[-l1|-l2|-act][-mM]
+                                     remove N % of the prunable channels of every group (importance:
                                      L1 norm of the filters by default, L2, or mean |activation|
-                                     on the calibration inputs)
+                                     on the calibration inputs); -mM rounds each group's kept
+                                     channels to a multiple of M, the output-channel tile of the
+                                     kernel that will run it (16 for XNNPACK's int8 AVX-512/NEON
+                                     dot-product kernels, 64 for its AMX kernels): a partly filled
+                                     tile costs as much as a full one
     lowrank-N                        factorize Dense / 1x1 Conv2D kernels so each one's MACs fall by N %
     lowrank-eNN                      ... at the smallest rank keeping NN % of the kernel's energy
                                      (sum of squared singular values); skipped where MACs would not fall
@@ -21,8 +26,8 @@ from edgekit.errors import InputError
 
 PRUNE_CRITERIA = ("l1", "l2", "act")
 DEFAULT_DISTILL_EPOCHS = 15
-SYNTAX = ("prune-channels-N[-l1|-l2|-act] (N in 1..95), lowrank-N (N in 1..95) or lowrank-eNN (energy %), "
-          "distill or distill-E (epochs)")
+SYNTAX = ("prune-channels-N[-l1|-l2|-act][-mM] (N in 1..95, M a channel multiple in 2..256), lowrank-N "
+          "(N in 1..95) or lowrank-eNN (energy %), distill or distill-E (epochs)")
 
 
 @dataclass(frozen=True)
@@ -34,13 +39,14 @@ class Step:
     def name(self) -> str:
         p = self.params
         if self.kind == "prune-channels":
-            return f"prune-channels-{p['percent']:g}" + ("" if p["criterion"] == "l1" else f"-{p['criterion']}")
+            return (f"prune-channels-{p['percent']:g}" + ("" if p["criterion"] == "l1" else f"-{p['criterion']}")
+                    + (f"-m{p['multiple']}" if p.get("multiple", 1) > 1 else ""))
         if self.kind == "lowrank":
             return f"lowrank-e{p['energy'] * 100:g}" if p.get("energy") else f"lowrank-{p['percent']:g}"
         return "distill" if p["epochs"] == DEFAULT_DISTILL_EPOCHS else f"distill-{p['epochs']}"
 
 
-_PRUNE = re.compile(r"prune-channels-(\d+(?:\.\d+)?)(?:-(l1|l2|act))?")
+_PRUNE = re.compile(r"prune-channels-(\d+(?:\.\d+)?)(?:-(l1|l2|act))?(?:-m(\d+))?")
 _LOWRANK = re.compile(r"lowrank-(e?)(\d+(?:\.\d+)?)")
 _DISTILL = re.compile(r"distill(?:-(\d+))?")
 
@@ -53,7 +59,12 @@ def parse_step(text: str) -> Step | None:
         if not 0 < percent <= 95:
             raise InputError(f"{text!r}: prune-channels-N expects N between 1 and 95 (percent of channels removed), "
                              f"got {percent:g}")
-        return Step("prune-channels", {"percent": percent, "criterion": m.group(2) or "l1"})
+        multiple = int(m.group(3) or 1)
+        if m.group(3) and not 2 <= multiple <= 256:
+            raise InputError(f"{text!r}: -mM expects M between 2 and 256 (kept channels rounded to a multiple of M, "
+                             f"e.g. -m16), got {multiple}")
+        params = {"percent": percent, "criterion": m.group(2) or "l1"}
+        return Step("prune-channels", params | ({"multiple": multiple} if multiple > 1 else {}))
     if m := _LOWRANK.fullmatch(t):
         value = float(m.group(2))
         if m.group(1):
