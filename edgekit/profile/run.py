@@ -136,39 +136,40 @@ def fit_threads(samples: list[dict], statistic: str = "min_median", band: bool =
     # corrections carried that into networks (held-out synthetic networks at 2 threads: median error
     # 18 % with them, 4 % without; development networks 17 % -> 14 %, benchmarks/profile_refit.py)
     corrected = all(s["threads"] == 1 for s in samples)
+    scaled = [costmodel.scaled_rows(s["graph"], base, s["cache_bytes"], curve) for s in samples] if base else None
 
-    def fitted_model(keep: list[int]) -> tuple[dict, list]:
+    def per_kind(keep: list[int]) -> dict:
+        """The per-kind linear fit and, at one thread, its local corrections."""
         coefs = costmodel.fit([plain[i] for i in keep], [secs[i] for i in keep], [weights[i] for i in keep])
-        if not corrected:
-            return coefs, []
-        return coefs, costmodel.probe_residuals([rows[i] for i in keep], [secs[i] for i in keep], coefs)
+        residuals = costmodel.probe_residuals([rows[i] for i in keep], [secs[i] for i in keep], coefs) if corrected else []
+        return {"coefficients": coefs, "residuals": residuals}
 
-    def predict(i: int, coefs: dict, residuals: list) -> float:
-        return costmodel.predict_seconds_terms(costmodel.terms_of(rows[i], residuals), coefs)
+    def fitted_model(keep: list[int]) -> dict:
+        if scaled is None:
+            return per_kind(keep)
+        return {"scaling": costmodel.fit_scaled([scaled[i] for i in keep], [secs[i] for i in keep],
+                                                [weights[i] for i in keep])}
+
+    def predict(i: int, model: dict, linear_only: bool = False) -> float:
+        if scaled is not None:
+            return costmodel.scaled_seconds(scaled[i], model["scaling"])
+        residuals = [] if linear_only else model["residuals"]
+        return costmodel.predict_seconds_terms(costmodel.terms_of(rows[i], residuals), model["coefficients"])
 
     everyone = list(range(len(rows)))
-    coefs, residuals = fitted_model(everyone)
-    entry = {"coefficients": coefs, "stream_curve": curve, "residuals": residuals}
-    if base is not None:
-        scaled = [costmodel.scaled_rows(s["graph"], base, s["cache_bytes"], curve) for s in samples]
-
-        def fitted_model(keep: list[int]) -> tuple[dict]:  # noqa: F811 (the scaled model replaces it)
-            return (costmodel.fit_scaled([scaled[i] for i in keep], [secs[i] for i in keep], [weights[i] for i in keep]),)
-
-        def predict(i: int, scaling: dict) -> float:  # noqa: F811
-            return costmodel.scaled_seconds(scaled[i], scaling)
-
-        entry["scaling"] = fitted_model(everyone)[0]
-        entry["base_threads"] = 1
+    # the per-kind fit is stored at every thread count (what profiles before "scaling" estimated with)
+    entry = {**per_kind(everyone), "stream_curve": curve}
+    if scaled is not None:
+        entry.update(fitted_model(everyone), base_threads=1)
     if not band:
         return {**entry, "band_log": {"low": -0.05, "high": 0.05}}
     # in-sample error of the linear part alone: with its local corrections every single-op probe is
     # reproduced exactly, which says nothing
-    fitted = np.array([predict(i, entry["scaling"]) if base is not None else predict(i, coefs, []) for i in everyone])
+    fitted = np.array([predict(i, entry, linear_only=True) for i in everyone])
     held_out = np.zeros(len(rows))
     for i in everyone:
         # refitting without probe i (coefficients and corrections): what an op shape the suite lacks would see
-        held_out[i] = predict(i, *fitted_model(everyone[:i] + everyone[i + 1:]))
+        held_out[i] = predict(i, fitted_model(everyone[:i] + everyone[i + 1:]))
     log_err = np.log(np.maximum(held_out, 1e-9) / np.array(secs))
     return {**entry,
             "fit_median_abs_error_pct": round(float(np.median(np.abs(fitted / secs - 1))) * 100, 1),
