@@ -1,6 +1,6 @@
 """Does a measured profile predict networks it never saw? This host plays the device.
 
-    python benchmarks/profile_accuracy.py [--threads 1,2] [--rounds 5] [--json out.json]
+    python benchmarks/profile_accuracy.py [--threads 1,2] [--rounds 5] [--json out.json] [--dev] [--raw raw.json]
 
 1. `edgekit profile run` (the library calls) times the probe suite at each thread count; the unseen
    networks are timed in the same interleaved rounds (edgekit.profile.timing: every model loaded once,
@@ -15,6 +15,11 @@
    statistics, the estimate, its error, whether the profile's band holds it; then per statistic the
    share within +-10 %, the median |error|; the spread of the block medians (how noisy the host was);
    the host load average before and after; the probe-timing wall time (what `profile run` costs).
+4. --dev also times the development networks (dev_networks(): other keras.applications at small
+   inputs, MobileNets at 224, InceptionV3, NASNetMobile, DenseNet121, small CNNs; fp32, fp16, int8)
+   and scores them apart: cost-model changes are chosen on them and on the probes, never on the
+   networks above, which stay the unseen test set. --raw stores every measurement so
+   benchmarks/profile_refit.py can re-fit and re-score a changed cost model in seconds.
 """
 from __future__ import annotations
 
