@@ -58,6 +58,7 @@ def dev_networks() -> dict[str, Path]:
     """The development set (never reported as unseen): profile_networks.DEV_NETWORKS, DEV_FILES that
     exist, the committed fp16 sample and the sparse test CNN."""
     import shutil
+
     from profile_networks import CACHE, DEV_NETWORKS, artifacts
 
     nets = artifacts(DEV_NETWORKS)

@@ -102,7 +102,7 @@ def main() -> None:
     parser.add_argument("--statistic", default="min_median", choices=("min_median", "p50", "p10"))
     parser.add_argument("--rows", action="store_true", help="print every network's error")
     args = parser.parse_args()
-    samples, networks, host = load_raw(args.raw)
+    samples, networks, _ = load_raw(args.raw)
     chosen = [n for n in networks if args.set == "all" or n["set"] == args.set]
     cases = evaluate(samples, chosen, args.statistic)
     if args.rows:
