@@ -6,9 +6,9 @@ Every artifact is cut into prefixes that end at stage boundaries (the last op be
 map's resolution changes, read from the artifact's graph): prefix k's time minus prefix k-1's is
 stage k's time, the invoke overhead falling in the first. Next to them a chain of five int8 3x3
 convolutions on a 32x32 map at widths 8..128 (edgekit.profile.probes builds it), which shows the
-kernel's channel tile directly. All of it twice, each in a fresh process: with XNNPACK's default
+kernel's channel tile directly. All of it in fresh processes, alternately with XNNPACK's default
 kernels on this CPU (AMX where the CPU has AMX-INT8) and with AMX forbidden (benchmarks/x86_amx.py),
-where XNNPACK falls back to its AVX-512 VNNI kernels. Timing: raw LiteRT interpreter, 1 thread,
+where XNNPACK falls back to its AVX-512 VNNI kernels; two rounds, the lowest kept. Timing: raw LiteRT interpreter, 1 thread,
 pinned to one core, input set once, models interleaved in blocks; the figure is the lowest block
 median (ms). The edgekit runtime's own cost per call (float in/out, quantize/dequantize in numpy)
 is measured on the first artifact: Model.run against the bare invoke.
@@ -141,22 +141,36 @@ def worker(paths: list[Path], forbid_amx: bool) -> dict:
     return result
 
 
-def anatomy(paths: list[Path]) -> dict:
-    """Both kernel families, each in a fresh process: {"default": ..., "no_amx": ...}."""
+def anatomy(paths: list[Path], rounds: int = 2) -> dict:
+    """Both kernel families, each in fresh processes, alternated `rounds` times (the two families
+    cannot share a process, so drift between processes is met by repetition): per family the round
+    with the lowest total of each artifact, the chain's lowest time per width. {"default", "no_amx"}."""
+    runs = {"default": [], "no_amx": []}
+    for _ in range(rounds):
+        for key, flag in (("default", []), ("no_amx", ["--forbid-amx"])):
+            proc = subprocess.run([sys.executable, __file__, "--worker", *flag, *(str(p.resolve()) for p in paths)],
+                                  capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                raise RuntimeError(f"anatomy worker ({key}) failed: {proc.stderr[-2000:]}")
+            runs[key].append(json.loads(proc.stdout.strip().splitlines()[-1]))
     out = {}
-    for key, flag in (("default", []), ("no_amx", ["--forbid-amx"])):
-        proc = subprocess.run([sys.executable, __file__, "--worker", *flag, *(str(p.resolve()) for p in paths)],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"anatomy worker ({key}) failed: {proc.stderr[-2000:]}")
-        out[key] = json.loads(proc.stdout.strip().splitlines()[-1])
+    for key, results in runs.items():
+        merged = dict(results[-1], rounds=len(results))
+        merged["chain_5x_conv3x3_32x32_ms"] = {w: min(r["chain_5x_conv3x3_32x32_ms"][w] for r in results)
+                                              for w in results[0]["chain_5x_conv3x3_32x32_ms"]}
+        merged["models"] = {name: min((r["models"][name] for r in results), key=lambda m: m["total_ms"])
+                            for name in results[0]["models"]}
+        if "edgekit_run_ms" in results[0]:
+            merged["edgekit_run_ms"] = {n: min(r["edgekit_run_ms"][n] for r in results) for n in results[0]["edgekit_run_ms"]}
+        merged["load"] = [r["load"] for r in results]
+        out[key] = merged
     return out
 
 
 def print_tables(result: dict, macs: dict | None = None) -> None:
     d, n = result["default"], result["no_amx"]
-    print(f"XNNPACK int8 kernels: default run used AMX tiles: {d['amx_tiles']}; second run AMX forbidden "
-          f"(tiles {n['amx_tiles']}), AVX-512 VNNI kernels")
+    print(f"XNNPACK int8 kernels: default processes used AMX tiles: {d['amx_tiles']}; AMX forbidden in the others "
+          f"(tiles {n['amx_tiles']}): AVX-512 VNNI kernels; {d['rounds']} alternating rounds, the lowest kept")
     print("five int8 3x3 convolutions, 32x32 map, C -> C channels (ms):")
     print("  C        " + " ".join(f"{w:>7}" for w in d["chain_5x_conv3x3_32x32_ms"]))
     for key, r in (("default", d), ("no AMX", n)):

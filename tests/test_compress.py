@@ -84,12 +84,29 @@ def test_steps_parse_and_split_off_the_quantization_recipe():
     assert [s.params for s in parse_steps("prune-channels-40-act+lowrank-e99+distill-3")] == [
         {"percent": 40.0, "criterion": "act"}, {"energy": 0.99}, {"epochs": 3}]
     assert split_recipe("fp16") == ([], "fp16")
+    (step,) = parse_steps("prune-channels-30-act-m16")
+    assert step.params == {"percent": 30.0, "criterion": "act", "multiple": 16} and step.name == "prune-channels-30-act-m16"
+    assert parse_steps("prune-channels-30-m16")[0].name == "prune-channels-30-m16"
+
+
+def test_kept_channels_fill_whole_tiles():
+    from edgekit.converters.compress.channels import kept_channels
+
+    # digits_resnet's 32/64/128 channels at 30 %: 22/45/90 as percent, 16/48/96 on 16-channel tiles
+    assert [kept_channels(n, 30) for n in (32, 64, 128)] == [22, 45, 90]
+    assert [kept_channels(n, 30, 16) for n in (32, 64, 128)] == [16, 48, 96]
+    assert [kept_channels(n, 40, 16) for n in (32, 64, 128)] == [16, 32, 80]
+    assert kept_channels(16, 50, 16) == 16     # one tile already: pruning it would save no time
+    assert kept_channels(90, 2, 16) == 90      # 88 rounds to 96, more than there are: all 90 stay
+    assert kept_channels(90, 30, 16) == 64     # 63 -> 64
+    assert kept_channels(128, 95, 64) == 64    # never below one tile
 
 
 @pytest.mark.parametrize("text, says", [
     ("prune-channels-0", "between 1 and 95"), ("prune-channels-30x", "compression step like"),
     ("lowrank-e101", "between 1 and 100"), ("distill+int8", "after prune-channels-N"),
     ("int8+prune-channels-30", "may only come last"), ("prune-channels-30++int8", "empty part"),
+    ("prune-channels-30-m1", "between 2 and 256"), ("prune-channels-30-m300", "between 2 and 256"),
 ])
 def test_bad_step_text_is_one_line_input_error(text, says):
     from edgekit.converters.compress import split_recipe
@@ -183,6 +200,28 @@ def test_pruning_respects_residual_groups_and_cuts_macs_as_stated_in_the_graph(t
     after = _graph_macs(_fp32_tflite(pruned, tmp_path, "residual_pruned"))
     assert (before, after) == (provenance[0]["macs_before"], provenance[0]["macs_after"])
     assert after < 0.3 * before  # channels halved on both sides of most convolutions: about a quarter
+
+
+def test_pruning_to_a_channel_multiple_leaves_whole_tiles_in_the_converted_graph(tmp_path):
+    """prune-channels-30-m8: every pruned group keeps a multiple of 8 channels, as the converted
+    graph's convolution and Dense outputs show, and the graph's MACs are what provenance states."""
+    from edgekit.converters.compress import compress
+    from edgekit.tflite.graph import read_graph
+
+    model = _residual_model()
+    plain, plain_provenance = compress(model, "prune-channels-30", None)
+    tiled, provenance = compress(model, "prune-channels-30-m8", None)
+    groups = {tuple(d["producers"]): d["channels_after"] for d in provenance[0]["details"]}
+    assert groups == {("b0c2", "b1c2", "stem"): 8, ("b0c1",): 16, ("b1c1",): 16, ("fc",): 48}
+    assert {tuple(d["producers"]): d["channels_after"] for d in plain_provenance[0]["details"]} == {
+        ("b0c2", "b1c2", "stem"): 11, ("b0c1",): 17, ("b1c1",): 17, ("fc",): 45}
+    graph = read_graph(_fp32_tflite(tiled, tmp_path, "tiled").read_bytes())
+    widths = [graph.tensors[op.outputs[0]].shape[-1] for op in graph.ops
+              if op.type in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
+    assert widths[-1] == 10 and all(w % 8 == 0 for w in widths[:-1]), widths
+    assert graph.total_macs == provenance[0]["macs_after"]
+    plain_macs = _graph_macs(_fp32_tflite(plain, tmp_path, "plain"))
+    assert plain_macs == plain_provenance[0]["macs_after"] and graph.total_macs < plain_macs  # 8/16 < 11/17
 
 
 def test_pruning_a_model_without_prunable_groups_says_so():
