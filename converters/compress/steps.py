@@ -9,9 +9,9 @@ Names are parsed here once, so nothing downstream compares strings.
                                      L1 norm of the filters by default, L2, or mean |activation|
                                      on the calibration inputs); -mM rounds each group's kept
                                      channels to a multiple of M, the output-channel tile of the
-                                     kernel that will run it (16 for XNNPACK's int8 AVX-512/NEON
-                                     dot-product kernels, 64 for its AMX kernels): a partly filled
-                                     tile costs as much as a full one
+                                     kernel that will run it (XNNPACK int8: 16 on AVX-512 VNNI and
+                                     NEON dot-product CPUs, 8-16 on NEON without dot products, 64 on
+                                     AMX): a partly filled tile costs as much as a full one
     lowrank-N                        factorize Dense / 1x1 Conv2D kernels so each one's MACs fall by N %
     lowrank-eNN                      ... at the smallest rank keeping NN % of the kernel's energy
                                      (sum of squared singular values); skipped where MACs would not fall
