@@ -403,3 +403,36 @@ def test_convert_takes_a_composed_recipe_and_reports_task_accuracy(tmp_path):
     steps = [row["step"] for row in manifest["source"]["compression"]]
     assert steps == ["prune-channels-30", "distill"]
     assert manifest["source"]["compression"][0]["macs_after"] < manifest["source"]["compression"][0]["macs_before"]
+
+
+def test_stage_prefixes_the_int8_anatomy_times_compute_the_full_models_intermediate_tensors():
+    """benchmarks/int8_anatomy.py attributes host time to stages by timing prefixes of the artifact;
+    each prefix must compute exactly the tensor the full model has at that point."""
+    import sys
+
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from edgekit.profile.probes import Probe, build
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from int8_anatomy import prefix_model, stage_cuts
+
+    data = build(Probe("net", "NETWORK", "int8", (1, 64, 64, 3), cout=16))
+    cuts = stage_cuts(data)
+    assert [label for _, label in cuts][:3] == ["32x32", "16x16", "8x8"] and cuts[-1][1] == "head"
+    x = np.random.default_rng(0).integers(-128, 127, (1, 64, 64, 3), dtype=np.int8)
+    full = Interpreter(model_content=data, experimental_preserve_all_tensors=True,
+                       experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    full.allocate_tensors()
+    full.set_tensor(full.get_input_details()[0]["index"], x)
+    full.invoke()
+    ops = full._get_ops_details()
+    for last, _ in cuts[:-1]:
+        part = Interpreter(model_content=prefix_model(data, last),
+                           experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        part.allocate_tensors()
+        assert len(part._get_ops_details()) == last + 1
+        part.set_tensor(part.get_input_details()[0]["index"], x)
+        part.invoke()
+        got = part.get_tensor(part.get_output_details()[0]["index"])
+        np.testing.assert_array_equal(got, full.get_tensor(ops[last]["outputs"][0]))
