@@ -127,7 +127,7 @@ def check_capabilities(recipes: list["Recipe"], formats: list[str], family: str,
                              f"it can make {can}")
 
 
-COMPRESSION_STEP = re.compile(r"^(prune-channels-\d+(-(l1|l2|act))?|lowrank-e?\d+|distill(-\d+)?)$")
+COMPRESSION_STEP = re.compile(r"^(prune-channels-\d+(-(l1|l2|act))?(-m\d+)?|lowrank-e?\d+|distill(-\d+)?)$")
 
 
 def composed(name: str) -> Recipe | None:
@@ -166,7 +166,8 @@ def parse_recipes(text: str, formats: list[str]) -> list[Recipe]:
             close = difflib.get_close_matches(name.split("+")[-1], list(RECIPES), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise InputError(f"unknown recipe {name!r}.{hint} Valid recipes: {', '.join(RECIPES)}, optionally after "
-                             "compression steps: prune-channels-N, lowrank-N, distill (e.g. prune-channels-30+distill+int8)")
+                             "compression steps: prune-channels-N[-mM], lowrank-N, distill "
+                             "(e.g. prune-channels-30+distill+int8)")
         # With several formats, a recipe runs for those that support it (int8 -> tflite only);
         # one that none of them supports is an error.
         if not any(recipe.supports(fmt) for fmt in formats):

@@ -89,6 +89,18 @@ def test_steps_parse_and_split_off_the_quantization_recipe():
     assert parse_steps("prune-channels-30-m16")[0].name == "prune-channels-30-m16"
 
 
+def test_convert_accepts_tile_rounded_pruning_and_refuses_a_bad_multiple_in_one_line(tmp_path):
+    from edgekit.recipes import parse_recipes
+
+    assert [r.name for r in parse_recipes("int8,prune-channels-30-m16+distill+int8", ["tflite"])] == [
+        "int8", "prune-channels-30-m16+distill+int8"]
+    result = run_cli("convert", SAMPLES / "digits_resnet.keras", "-q", "prune-channels-30-m1+int8", "-o", tmp_path)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
+    assert result.exit_code == 2 and len(errors) == 1 and "expects M between 2 and 256" in errors[0], result.stderr
+    assert "Traceback" not in result.stderr and not list(tmp_path.glob("*.tflite"))
+
+
+
 def test_kept_channels_fill_whole_tiles():
     from edgekit.converters.compress.channels import kept_channels
 
