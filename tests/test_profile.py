@@ -252,6 +252,60 @@ def test_partitions_count_runs_of_delegated_ops():
     assert costmodel.partitions(alone) == 0
 
 
+def _interpreter_partitions(data: bytes) -> tuple[int, set[int]]:
+    """The interpreter's own answer: DELEGATE nodes, and the original nodes XNNPACK took."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgekit.device_env.guest import delegated_nodes
+
+    interpreter = Interpreter(model_content=data, num_threads=1)
+    interpreter.allocate_tensors()
+    ops = interpreter._get_ops_details()
+    return sum(op["op_name"] == "DELEGATE" for op in ops), set(delegated_nodes(ops)[1])
+
+
+def _cell_model() -> bytes:
+    """A NASNet-like cell: six 1x1-convolution branches joined by one 6-way CONCATENATION, then a
+    1x1 AVERAGE_POOL_2D with stride 2 and, on a parallel branch, a 4-way concatenation."""
+    from edgekit.profile.probes import VALID, _Builder, _layer
+
+    b = _Builder("fp32", 0)
+    x = b.act([1, 8, 8, 8])
+    branches = [_layer(b, Probe("", "CONV_2D", "fp32", (), cout=8), x) for _ in range(6)]
+    cat6 = b.act([1, 8, 8, 48])
+    opt = b.s.ConcatenationOptionsT()
+    opt.axis = 3
+    b.op("CONCATENATION", branches, [cat6], "ConcatenationOptions", opt)
+    cat4 = b.act([1, 8, 8, 32])
+    b.op("CONCATENATION", branches[:4], [cat4], "ConcatenationOptions", opt)
+    pooled = b.act([1, 4, 4, 48])
+    pool = b.s.Pool2DOptionsT()
+    pool.padding, pool.strideH, pool.strideW, pool.filterHeight, pool.filterWidth = VALID, 2, 2, 1, 1
+    b.op("AVERAGE_POOL_2D", [cat6], [pooled], "Pool2DOptions", pool)
+    y = _layer(b, Probe("", "CONV_2D", "fp32", (), cout=8), pooled)
+    z = _layer(b, Probe("", "CONV_2D", "fp32", (), cout=8), cat4)
+    return b.finish([x], [y, z])
+
+
+def test_delegated_matches_the_interpreter():
+    """Which ops XNNPACK leaves out (6-way concatenation, a strided 1x1 pool) and how many partitions
+    that makes, as the interpreter's DELEGATE nodes say; the parallel branches join one partition."""
+    data = _cell_model()
+    graph = read_graph(data)
+    count, taken = _interpreter_partitions(data)
+    assert {op.index for op in graph.ops if costmodel.delegated(graph, op)} == taken
+    assert not costmodel.delegated(graph, next(op for op in graph.ops if len(op.inputs) == 6))
+    assert costmodel.partitions(graph) == count == 2
+
+
+def test_partitions_match_the_interpreter_on_the_probe_networks():
+    """The synthetic networks (int8 ones with a HARD_SWISH or SOFTMAX left out) and single-op probes."""
+    for p in SUITE:
+        if p.name.startswith("net_") or p.op in ("SOFTMAX", "HARD_SWISH", "CONCATENATION"):
+            data = build(p)
+            assert costmodel.partitions(read_graph(data)) == _interpreter_partitions(data)[0], p.name
+
+
 @pytest.fixture(scope="module")
 def two_thread_profile(tmp_path_factory):
     """`edgekit profile run --quick` at 1 and 2 threads."""

@@ -40,8 +40,13 @@ GLOBAL_FEATURES = ("invokes", "quantized_io", "input_values_float", "input_value
 # features added after profiles were first written: a profile without them costs them at 0
 LATER_GLOBAL_FEATURES = {"partitions"}
 # int8 ops this runtime (ai-edge-litert 2.x) leaves to the reference kernels, as measured by the probes:
-# 6-60x the per-value cost of their fp32 form and no speed-up at 2 threads (the delegated ones gain)
-NOT_DELEGATED_INT8 = {"HARD_SWISH", "PRELU", "AVERAGE_POOL_2D"}
+# 6-60x the per-value cost of their fp32 form and no speed-up at 2 threads (the delegated ones gain).
+# SOFTMAX and a RELU of its own (not fused into a convolution: NASNet's 48 ReLUs before its separable
+# convolutions, whose output scale differs from the input's) are left out too, as the interpreter's
+# DELEGATE nodes show for the converted networks (benchmarks/.cache/profile)
+NOT_DELEGATED_INT8 = {"HARD_SWISH", "PRELU", "AVERAGE_POOL_2D", "SOFTMAX", "RELU", "RELU6"}
+# XNNPACK's concatenation takes at most this many inputs: NASNet's 6-way cell outputs are left out
+MAX_DELEGATED_CONCAT_INPUTS = 5
 # XNNPACK's GEMMs walk output rows in tiles of a few pixels (MR, 4-7 by kernel) as the outer loop and
 # read the whole packed filter for each tile: a layer whose filter overflows the cache streams it once
 # per tile. ResNet's late 3x3 convolutions (4x4 pixels, 9 MB of filter) are bound by exactly this.
@@ -117,21 +122,60 @@ def global_features(graph: Graph, cache_bytes: int, curve: list | None = None) -
                      count(graph.outputs, False), q_out, cold, swept, spilled, partitions(graph)])
 
 
-def delegated(op: Op) -> bool:
-    return not (op.precision == "int8" and op.type in NOT_DELEGATED_INT8)
+def shape_math(graph: Graph, op: Op) -> bool:
+    """Integer ops on a tensor's shape (SHAPE -> STRIDED_SLICE -> PACK before a Keras reshape in every
+    squeeze-and-excitation block): a few scalars, costed as free, but outside the delegate."""
+    return bool(op.outputs) and all(graph.tensors[i].dtype in ("int32", "int64") for i in op.outputs)
+
+
+def free(graph: Graph, op: Op) -> bool:
+    """Ops the cost model charges nothing for: views, folded constants and shape arithmetic."""
+    return not op.costed or op.op_class == "view" or op.type in FREE or shape_math(graph, op)
+
+
+def delegated(graph: Graph, op: Op) -> bool:
+    """Whether the XNNPACK delegate takes the op (ai-edge-litert 2.x), as the interpreter's DELEGATE
+    nodes show for converted networks (edgekit.device_env.guest.delegated_nodes finds them):
+    NASNetMobile fp32 runs as 16 partitions, EfficientNet-B0 as 17, and each one costs a delegate
+    invoke (and at 2 threads a thread pool wake-up) that a one-partition count left out."""
+    if op.precision == "int8" and op.type in NOT_DELEGATED_INT8:
+        return False
+    if op.type == "CONCATENATION" and len(op.inputs) > MAX_DELEGATED_CONCAT_INPUTS:
+        return False
+    if op.type in ("AVERAGE_POOL_2D", "MAX_POOL_2D") and op.window == 1:
+        x, y = graph.tensors[op.inputs[0]].shape, graph.tensors[op.outputs[0]].shape
+        if len(x) == 4 and len(y) == 4 and x[1] > y[1]:
+            return False  # a 1x1 pool with a stride (NASNet's reduction-cell path): no XNNPACK operator
+    if shape_math(graph, op):
+        return False
+    # a reshape to a computed shape is left out too: XNNPACK needs the shape when it plans
+    return not (op.type == "RESHAPE" and len(op.inputs) > 1 and not graph.tensors[op.inputs[1]].constant)
 
 
 def partitions(graph: Graph) -> float:
-    """Maximal runs of delegated ops (in execution order) between ops the delegate leaves out."""
-    count, inside = 0, False
-    for op in graph.ops:
-        if not op.costed or op.op_class == "view" or op.type in FREE:
-            continue  # views do not end a partition
-        if delegated(op):
-            count += not inside
-            inside = True
-        else:
-            inside = False
+    """How many XNNPACK partitions the interpreter makes. TFLite groups nodes in waves: every node of
+    the current side (delegated or not) whose inputs are ready joins the wave, then the side flips, so
+    ops the delegate leaves out on parallel branches (NASNet's cells) end one partition together, not
+    one each: NASNet fp32 16 partitions where counting runs in file order says 21, int8 37 where it
+    says 87. Views go with the delegated side (a reshape to a constant shape is delegated)."""
+    ops = graph.ops
+    side = {op.index: op.costed and delegated(graph, op) for op in ops}
+    producer = {t: op.index for op in ops for t in op.outputs}
+    needs = {op.index: {producer[t] for t in op.inputs if t in producer} for op in ops}
+    done: set[int] = set()
+    remaining = [op.index for op in ops]
+    count, current = 0, side[remaining[0]] if remaining else True
+    while remaining:
+        wave = []
+        grew = True
+        while grew:
+            ready = [i for i in remaining if side[i] == current and needs[i] <= done]
+            grew = bool(ready)
+            done.update(ready)
+            wave += ready
+            remaining = [i for i in remaining if i not in done]
+        count += bool(wave) and current
+        current = not current
     return float(count)
 
 
@@ -171,7 +215,7 @@ def correction(kind_name: str, key: list[float], residuals: list | None) -> floa
 def op_rows(graph: Graph, cache_bytes: int = DEFAULT_CACHE_BYTES, curve: list | None = None):
     """The global features and, per costed op, (kind, features, shape key): what terms sum."""
     ops = [(kind(graph, op), op_features(graph, op, family(kind(graph, op))), shape_key(graph, op))
-           for op in graph.ops if op.costed and op.op_class != "view" and op.type not in FREE]
+           for op in graph.ops if not free(graph, op)]
     return global_features(graph, cache_bytes, curve), ops
 
 
@@ -276,7 +320,7 @@ def seconds_by_term(terms: dict[str, np.ndarray], coefs: dict) -> dict[str, floa
 
 
 def op_seconds(graph: Graph, op: Op, coefs: dict, residuals: list | None = None) -> float:
-    if not op.costed or op.op_class == "view" or op.type in FREE:
+    if free(graph, op):
         return 0.0
     k = kind(graph, op)
     c = coefs.get(k) or fallback(coefs, k.split("/")[-1])
@@ -307,7 +351,7 @@ THREAD_FEATURES = ("scaled", "small", "ops")
 
 
 def thread_family(graph: Graph, op: Op) -> str:
-    if not delegated(op):
+    if not delegated(graph, op):
         return "reference"
     base, precision = kind(graph, op).split("/")
     if base.startswith("CONV_2D") or base in ("FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV"):
