@@ -102,7 +102,7 @@ def unsupported(recipe: str, fmt: str, family: str = TENSORFLOW) -> str | None:
     """Why `recipe` cannot be made in `fmt` from a `family` source, or None when it can."""
     if "+" in recipe or COMPRESSION_STEP.match(recipe):
         if family != TENSORFLOW:
-            return "compression steps (prune-channels, lowrank, distill) rebuild Keras models only"
+            return "compression steps (prune-channels, prune-blocks, lowrank, distill) rebuild Keras models only"
         recipe = base_recipe(recipe)
     if not RECIPES[recipe].supports(fmt):
         return f"{fmt} has no {recipe} recipe"
@@ -127,7 +127,8 @@ def check_capabilities(recipes: list["Recipe"], formats: list[str], family: str,
                              f"it can make {can}")
 
 
-COMPRESSION_STEP = re.compile(r"^(prune-channels-\d+(-(l1|l2|act))?(-m\d+)?|lowrank-e?\d+|distill(-\d+)?)$")
+COMPRESSION_STEP = re.compile(r"^(prune-channels-\d+(-(l1|l2|act))?(-m\d+)?|prune-blocks-\d+|lowrank-e?\d+"
+                              r"|distill(-\d+)?)$")
 
 
 def composed(name: str) -> Recipe | None:
@@ -142,7 +143,8 @@ def composed(name: str) -> Recipe | None:
         return None
     recipe = RECIPES[base or "fp32"]
     return Recipe(name, f"{' + '.join(steps)}, then {recipe.name}", recipe.realisations,
-                  recipe.needs_calibration or any(p.startswith("distill") or p.endswith("-act") for p in steps),
+                  recipe.needs_calibration
+                  or any(p.startswith(("distill", "prune-blocks")) or p.endswith("-act") for p in steps),
                   gate=LOSSY)
 
 
@@ -166,7 +168,7 @@ def parse_recipes(text: str, formats: list[str]) -> list[Recipe]:
             close = difflib.get_close_matches(name.split("+")[-1], list(RECIPES), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise InputError(f"unknown recipe {name!r}.{hint} Valid recipes: {', '.join(RECIPES)}, optionally after "
-                             "compression steps: prune-channels-N[-mM], lowrank-N, distill "
+                             "compression steps: prune-channels-N[-mM], prune-blocks-N, lowrank-N, distill "
                              "(e.g. prune-channels-30+distill+int8)")
         # With several formats, a recipe runs for those that support it (int8 -> tflite only);
         # one that none of them supports is an error.

@@ -119,6 +119,8 @@ def test_kept_channels_fill_whole_tiles():
     ("lowrank-e101", "between 1 and 100"), ("distill+int8", "after prune-channels-N"),
     ("int8+prune-channels-30", "may only come last"), ("prune-channels-30++int8", "empty part"),
     ("prune-channels-30-m1", "between 2 and 256"), ("prune-channels-30-m300", "between 2 and 256"),
+    ("prune-blocks-0", "between 1 and 100"), ("prune-blocks-150", "between 1 and 100"),
+    ("prune-blocks-x", "compression step like"),
 ])
 def test_bad_step_text_is_one_line_input_error(text, says):
     from edgekit.converters.compress import split_recipe
@@ -247,6 +249,152 @@ def test_pruning_a_model_without_prunable_groups_says_so():
     model = keras.Model(inputs, layers.Dense(3, activation="softmax", name="probs")(inputs))
     with pytest.raises(InputError, match="no prunable channel group"):
         compress(model, "prune-channels-30", None)
+
+
+# ---- depth pruning (whole residual blocks) ---------------------------------------------------------
+
+def _identity_block_model(seed: int = 2):
+    """Stem, two identity residual blocks at 12x12 (3x3 conv, BN, ReLU, 3x3 conv, BN, Add, ReLU), a
+    strided block with a 1x1 projection shortcut (not removable), softmax head."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((12, 12, 3), name="image")
+    x = layers.ReLU(name="stem_relu")(layers.BatchNormalization(name="stem_bn")(
+        layers.Conv2D(8, 3, padding="same", name="stem")(inputs)))
+
+    def branch(x, name, stride=1):
+        y = layers.ReLU(name=f"{name}_r")(layers.BatchNormalization(name=f"{name}_bn1")(
+            layers.Conv2D(8 * stride, 3, strides=stride, padding="same", name=f"{name}_c1")(x)))
+        return layers.BatchNormalization(name=f"{name}_bn2")(layers.Conv2D(8 * stride, 3, padding="same",
+                                                                           name=f"{name}_c2")(y))
+    for b in ("b0", "b1"):
+        x = layers.ReLU(name=f"{b}_out")(layers.Add(name=f"{b}_add")([x, branch(x, b)]))
+    shortcut = layers.Conv2D(16, 1, strides=2, name="b2_proj")(x)
+    x = layers.ReLU(name="b2_out")(layers.Add(name="b2_add")([shortcut, branch(x, "b2", 2)]))
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inputs, layers.Dense(5, activation="softmax", name="probs")(x))
+    for layer in model.layers:  # statistics away from the identity, so a wrongly rewired graph would show
+        if type(layer).__name__ == "BatchNormalization":
+            rng = np.random.default_rng(len(layer.name))
+            n = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.1, n), rng.normal(0, 0.1, n),
+                               rng.uniform(0.5, 2.0, n)])
+    return model
+
+
+def test_removable_blocks_are_the_identity_shortcut_blocks_only():
+    from edgekit.converters.compress.blocks import blocks_to_remove, removable_blocks
+    from edgekit.converters.compress.keras_graph import read_graph
+
+    blocks = removable_blocks(read_graph(_identity_block_model()))
+    assert [(b["add"], b["branch"]) for b in blocks] == [
+        (f"{b}_add", [f"{b}_c1", f"{b}_bn1", f"{b}_r", f"{b}_c2", f"{b}_bn2"]) for b in ("b0", "b1")]
+    assert [blocks_to_remove(3, p) for p in (1, 34, 50, 67, 100)] == [1, 1, 2, 2, 3]
+
+
+def test_removing_a_block_whose_branch_outputs_zeros_keeps_fp32_parity_and_cuts_its_macs(tmp_path):
+    """b1's last BatchNormalization has gamma = beta = 0: its branch adds exactly zero and the ReLU
+    after the Add sees its input, itself a ReLU output. prune-blocks-50 (one of the two identity
+    blocks) must pick b1 (no change of the output), and the artifact computes what the original does
+    with exactly b1's two convolutions' MACs fewer."""
+    from edgekit.converters.compress import compress
+
+    model = _identity_block_model()
+    bn = model.get_layer("b1_bn2")
+    gamma, beta, mean, var = bn.get_weights()
+    bn.set_weights([np.zeros_like(gamma), np.zeros_like(beta), mean, var])
+    x = np.random.default_rng(4).uniform(0, 1, (16, 12, 12, 3)).astype(np.float32)
+
+    pruned, provenance = compress(model, "prune-blocks-50", [x])
+    details = provenance[0]["details"]
+    assert [r["add"] for r in details["removed"]] == ["b1_add"] and details["kept"] == ["b0_add"]
+    assert details["removed"][0]["output_change"] == 0.0
+    assert not {"b1_add", "b1_c1", "b1_c2"} & {layer.name for layer in pruned.layers}
+    assert "b1_out" in {layer.name for layer in pruned.layers}
+    np.testing.assert_allclose(pruned.predict(x, verbose=0), model.predict(x, verbose=0), rtol=0, atol=1e-6)
+    out = _run_tflite(_fp32_tflite(pruned, tmp_path, "shallow"), x)
+    np.testing.assert_allclose(out, model.predict(x, verbose=0), rtol=0, atol=1e-5)
+
+    before = _graph_macs(_fp32_tflite(model, tmp_path, "deep"))
+    after = _graph_macs(_fp32_tflite(pruned, tmp_path, "shallow2"))
+    two_convs = 2 * 12 * 12 * 3 * 3 * 8 * 8   # b1_c1 and b1_c2: 8 -> 8 channels, 3x3, 12x12 outputs
+    assert before - after == two_convs == details["removed"][0]["macs"]
+    assert (before, after) == (provenance[0]["macs_before"], provenance[0]["macs_after"])
+
+
+def test_depth_and_channel_pruning_compose(tmp_path):
+    from edgekit.converters.compress import compress
+
+    model = _identity_block_model()
+    x = np.random.default_rng(5).uniform(0, 1, (16, 12, 12, 3)).astype(np.float32)
+    pruned, provenance = compress(model, "prune-blocks-100+prune-channels-50", [x])
+    assert [r["add"] for r in provenance[0]["details"]["removed"]] != [] and provenance[0]["details"]["kept"] == []
+    assert provenance[1]["macs_before"] == provenance[0]["macs_after"] > provenance[1]["macs_after"]
+    assert _graph_macs(_fp32_tflite(pruned, tmp_path, "both")) == provenance[1]["macs_after"]
+
+
+def test_a_model_without_identity_blocks_is_refused_in_one_line(tmp_path, samples):
+    from edgekit.converters.compress import compress
+    from edgekit.errors import InputError
+
+    with pytest.raises(InputError) as e:
+        compress(_residual_model_without_identity(), "prune-blocks-50", [np.zeros((2, 8, 8, 3), np.float32)])
+    assert "identity shortcut" in str(e.value) and "\n" not in str(e.value)
+    result = run_cli("convert", samples / "digits_cnn.keras", "-q", "prune-blocks-50+int8", "--calibration",
+                     samples / "calibration", "-o", tmp_path)
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if "identity shortcut" in line]
+    assert result.exit_code != 0 and len(errors) == 1, result.output + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr and not list(tmp_path.glob("*.tflite"))
+
+
+def _residual_model_without_identity():
+    """Every Add has a projection on its shortcut: nothing can be skipped."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((8, 8, 3), name="image")
+    x = layers.Conv2D(8, 3, padding="same", activation="relu", name="stem")(inputs)
+    y = layers.Conv2D(16, 3, padding="same", name="c1")(x)
+    x = layers.Add(name="add")([layers.Conv2D(16, 1, name="proj")(x), y])
+    return keras.Model(inputs, layers.Dense(3, activation="softmax", name="probs")(layers.Flatten(name="flat")(x)))
+
+
+def test_convert_takes_prune_blocks_end_to_end(tmp_path):
+    """`edgekit convert -q int8,prune-blocks-50+int8` on a small residual model (one of its two
+    identity blocks removed): both artifacts run, the pruned one has fewer MACs in its graph, and
+    its manifest records the removed block."""
+    import keras
+    from keras import layers
+
+    from edgekit.artifact import load
+
+    keras.utils.set_random_seed(6)
+    inputs = keras.Input((32, 32, 3), name="image")
+    x = layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="stem")(inputs)
+    for b in ("b0", "b1"):
+        y = layers.Conv2D(8, 3, padding="same", activation="relu", name=f"{b}_c1")(x)
+        y = layers.Conv2D(8, 3, padding="same", name=f"{b}_c2")(y)
+        x = layers.ReLU(name=f"{b}_out")(layers.Add(name=f"{b}_add")([x, y]))
+    model = keras.Model(inputs, layers.Dense(10, activation="softmax", name="probs")(
+        layers.GlobalAveragePooling2D(name="gap")(x)))
+    src = tmp_path / "tiny_resnet.keras"
+    model.save(src)
+    result = run_cli("convert", src, "-q", "int8,prune-blocks-50+int8", "--calibration",
+                     SAMPLES / "digits_resnet" / "calibration", "--calibration-samples", "64", "--mean", "0",
+                     "--std", "255", "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output + result.stderr
+    out = tmp_path / "out"
+    plain, pruned = out / "tiny_resnet_int8.tflite", out / "tiny_resnet_prune-blocks-50+int8.tflite"
+    manifest = json.loads(pruned.with_name(pruned.name + ".json").read_text())
+    (row,) = manifest["source"]["compression"]
+    assert row["step"] == "prune-blocks-50" and len(row["details"]["removed"]) == 1
+    two_convs = 2 * 16 * 16 * 9 * 8 * 8       # one block's two 3x3 convolutions, 8 -> 8 channels at 16x16
+    assert _graph_macs(plain) - _graph_macs(pruned) == two_convs == row["details"]["removed"][0]["macs"]
+    assert row["macs_after"] == _graph_macs(pruned)
+    x = np.random.default_rng(0).uniform(0, 255, (1, 32, 32, 3)).astype(np.float32)
+    assert load(pruned).run([x])[0].shape == (1, 10)
 
 
 # ---- distillation ---------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Compression: transforms of the source Keras model before conversion (a stage between source and
-format). Structured channel pruning (`channels`), low-rank factorization (`lowrank`) and knowledge
-distillation (`distill`), composed by `steps` from names like `prune-channels-30+distill+int8`.
+format). Structured channel pruning (`channels`), depth pruning of residual blocks (`blocks`),
+low-rank factorization (`lowrank`) and knowledge distillation (`distill`), composed by `steps` from names like `prune-channels-30+distill+int8`.
 
     model, provenance, recipe = apply_recipe(keras_model, "prune-channels-30+distill+int8", calibration)
     # -> compressed model, one provenance row per step, and "int8" for the converter
@@ -26,6 +26,7 @@ def compress(keras_model, steps: list[Step] | str, calibration_arrays: list[np.n
              seed: int = 0, progress: Callable[[str], None] = lambda msg: None):
     """(compressed model, provenance). The input model is not modified; distillation's teacher is
     the model as given (before any step)."""
+    from .blocks import prune_blocks
     from .channels import prune_channels
     from .distill import distill
     from .keras_graph import as_functional, keras_macs
@@ -45,12 +46,14 @@ def compress(keras_model, steps: list[Step] | str, calibration_arrays: list[np.n
         if step.kind == "prune-channels":
             model, details = prune_channels(model, step.params["percent"], step.params["criterion"], calibration_arrays,
                                             multiple=step.params.get("multiple", 1))
+        elif step.kind == "prune-blocks":
+            model, details = prune_blocks(model, step.params["percent"], calibration_arrays)
         elif step.kind == "lowrank":
             model, details = factorize(model, percent=step.params.get("percent"), energy=step.params.get("energy"))
         else:
             if model is teacher:
                 raise InputError("distill fine-tunes a compressed model against the original; put it after "
-                                 "prune-channels-N or lowrank-N")
+                                 "prune-channels-N, prune-blocks-N or lowrank-N")
             if not calibration_arrays:
                 raise InputError("distill learns from the calibration inputs; pass --calibration with a few "
                                  "hundred representative inputs")

@@ -12,6 +12,9 @@ Names are parsed here once, so nothing downstream compares strings.
                                      kernel that will run it (XNNPACK int8: 16 on AVX-512 VNNI and
                                      NEON dot-product CPUs, 8-16 on NEON without dot products, 64 on
                                      AMX): a partly filled tile costs as much as a full one
+    prune-blocks-N                   remove N % of the residual blocks with an identity shortcut (rounded,
+                                     at least one), those that change the output on the calibration
+                                     inputs least first: fewer layers, whatever the kernel's tile
     lowrank-N                        factorize Dense / 1x1 Conv2D kernels so each one's MACs fall by N %
     lowrank-eNN                      ... at the smallest rank keeping NN % of the kernel's energy
                                      (sum of squared singular values); skipped where MACs would not fall
@@ -26,13 +29,14 @@ from edgekit.errors import InputError
 
 PRUNE_CRITERIA = ("l1", "l2", "act")
 DEFAULT_DISTILL_EPOCHS = 15
-SYNTAX = ("prune-channels-N[-l1|-l2|-act][-mM] (N in 1..95, M a channel multiple in 2..256), lowrank-N "
+SYNTAX = ("prune-channels-N[-l1|-l2|-act][-mM] (N in 1..95, M a channel multiple in 2..256), prune-blocks-N "
+          "(N in 1..100), lowrank-N "
           "(N in 1..95) or lowrank-eNN (energy %), distill or distill-E (epochs)")
 
 
 @dataclass(frozen=True)
 class Step:
-    kind: str                        # "prune-channels" | "lowrank" | "distill"
+    kind: str                        # "prune-channels" | "prune-blocks" | "lowrank" | "distill"
     params: dict = field(default_factory=dict, hash=False, compare=True)
 
     @property
@@ -41,12 +45,15 @@ class Step:
         if self.kind == "prune-channels":
             return (f"prune-channels-{p['percent']:g}" + ("" if p["criterion"] == "l1" else f"-{p['criterion']}")
                     + (f"-m{p['multiple']}" if p.get("multiple", 1) > 1 else ""))
+        if self.kind == "prune-blocks":
+            return f"prune-blocks-{p['percent']:g}"
         if self.kind == "lowrank":
             return f"lowrank-e{p['energy'] * 100:g}" if p.get("energy") else f"lowrank-{p['percent']:g}"
         return "distill" if p["epochs"] == DEFAULT_DISTILL_EPOCHS else f"distill-{p['epochs']}"
 
 
 _PRUNE = re.compile(r"prune-channels-(\d+(?:\.\d+)?)(?:-(l1|l2|act))?(?:-m(\d+))?")
+_BLOCKS = re.compile(r"prune-blocks-(\d+(?:\.\d+)?)")
 _LOWRANK = re.compile(r"lowrank-(e?)(\d+(?:\.\d+)?)")
 _DISTILL = re.compile(r"distill(?:-(\d+))?")
 
@@ -65,6 +72,12 @@ def parse_step(text: str) -> Step | None:
                              f"e.g. -m16), got {multiple}")
         params = {"percent": percent, "criterion": m.group(2) or "l1"}
         return Step("prune-channels", params | ({"multiple": multiple} if multiple > 1 else {}))
+    if m := _BLOCKS.fullmatch(t):
+        percent = float(m.group(1))
+        if not 0 < percent <= 100:
+            raise InputError(f"{text!r}: prune-blocks-N expects N between 1 and 100 (percent of the removable "
+                             f"residual blocks), got {percent:g}")
+        return Step("prune-blocks", {"percent": percent})
     if m := _LOWRANK.fullmatch(t):
         value = float(m.group(2))
         if m.group(1):
@@ -81,7 +94,7 @@ def parse_step(text: str) -> Step | None:
         if not 1 <= epochs <= 200:
             raise InputError(f"{text!r}: distill-E expects 1..200 epochs, got {epochs}")
         return Step("distill", {"epochs": epochs})
-    if t.startswith(("prune-channels", "lowrank", "distill")):
+    if t.startswith(("prune-channels", "prune-blocks", "lowrank", "distill")):
         raise InputError(f"expected a compression step like {SYNTAX}; got {text!r}")
     return None
 
@@ -113,5 +126,5 @@ def split_recipe(text: str) -> tuple[list[Step], str | None]:
             steps.append(step)
     if steps and steps[0].kind == "distill":
         raise InputError(f"{text!r}: distill fine-tunes a compressed model against the original; put it after "
-                         "prune-channels-N or lowrank-N")
+                         "prune-channels-N, prune-blocks-N or lowrank-N")
     return steps, recipe
