@@ -301,9 +301,30 @@ def test_delegated_matches_the_interpreter():
 def test_partitions_match_the_interpreter_on_the_probe_networks():
     """The synthetic networks (int8 ones with a HARD_SWISH or SOFTMAX left out) and single-op probes."""
     for p in SUITE:
-        if p.name.startswith("net_") or p.op in ("SOFTMAX", "HARD_SWISH", "CONCATENATION"):
+        if p.name.startswith("net_") or p.op in ("SOFTMAX", "HARD_SWISH", "CONCATENATION", "RELU"):
             data = build(p)
             assert costmodel.partitions(read_graph(data)) == _interpreter_partitions(data)[0], p.name
+
+
+def test_an_unmeasured_reference_kernel_op_is_costed_like_the_measured_ones():
+    """An int8 op the delegate leaves out that no probe measured (a lone RELU6) takes the median of the
+    measured reference-kernel kinds, not of all elementwise kinds (mostly delegated, 10-300x cheaper)."""
+    coefs = {"ADD/int8": {"ops": 1e-6, "values": 1e-10}, "MUL/int8": {"ops": 1e-6, "values": 2e-10},
+             "LOGISTIC/int8": {"ops": 1e-6, "values": 3e-10},
+             "HARD_SWISH/int8": {"ops": 2e-6, "values": 3e-9}, "PRELU/int8": {"ops": 4e-6, "values": 7e-9}}
+    assert costmodel.fallback(coefs, "RELU6/int8") == pytest.approx({"ops": 3e-6, "values": 5e-9})
+    assert costmodel.fallback(coefs, "SQUARED_DIFFERENCE/int8") == pytest.approx({"ops": 1e-6, "values": 3e-10})
+
+
+def test_networks_take_the_corrections_of_single_tap_probes_only(quick_profile):
+    """The profile keeps every probe's correction (the thread scaling is fitted with them); an estimate
+    applies those of 1x1 / elementwise probes, not of 3x3 convolution or depthwise probes."""
+    residuals = json.loads(quick_profile.read_text())["threads"]["1"]["residuals"]
+    kept = costmodel.transferable(residuals)
+    assert {r[0] for r in residuals} >= {"CONV_2D/fp32", "CONV_2D_1x1/fp32", "DEPTHWISE_CONV_2D/int8"}
+    assert kept and all(r[1][3] == 0 for r in kept)
+    assert not any(r[0].startswith(("CONV_2D/", "DEPTHWISE")) for r in kept)
+    assert [r for r in residuals if r[0].startswith("CONV_2D_1x1/")] == [r for r in kept if r[0].startswith("CONV_2D_1x1/")]
 
 
 @pytest.fixture(scope="module")

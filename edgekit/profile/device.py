@@ -119,9 +119,10 @@ def estimate_measured(graph, device: MeasuredDevice, threads: int):
     device.check_threads(threads)
     entry = device.threads[str(threads)]
     coefs = entry["coefficients"]
-    residuals = entry.get("residuals")
+    residuals = costmodel.transferable(entry.get("residuals"))
     if "scaling" in entry:  # this thread count as a scaling of the base count's op costs
         base = device.threads[str(entry["base_threads"])]
+        base = {**base, "residuals": costmodel.transferable(base.get("residuals"))}
         rows = costmodel.scaled_rows(graph, base, device.cache_bytes, entry.get("stream_curve"))
         total = costmodel.scaled_seconds(rows, entry["scaling"]) * 1e3
         ops = [OpEstimate(op.index, op.type, op.precision,

@@ -169,6 +169,11 @@ def _layer(b: _Builder, p: Probe, x: int) -> int:
     elif p.op == "HARD_SWISH":
         y = b.act([n, h, w, c], scale=0.05)
         b.op("HARD_SWISH", [x], [y])
+    elif p.op == "RELU":
+        # the converter gives a ReLU of its own an output scale for [0, max], not its input's: int8 it
+        # runs on the reference kernels (~8 ns/value here, 300x its fp32 form; NASNet has 48 of them)
+        y = b.act([n, h, w, c], scale=0.03, zero_point=-128)
+        b.op("RELU", [x], [y])
     elif p.op == "PRELU":
         alpha = b.tensor([1, 1, c], "int8", np.full(c, 32, np.int8), 1 / 128, 0) if b.int8 else \
             b.tensor([1, 1, c], "float32", np.full(c, 0.25, np.float32))
@@ -320,6 +325,12 @@ def _suite() -> list[Probe]:
         add(f"{op.lower()}_56x32", op, (1, 56, 56, 32), repeat=rep, core=op in ("ADD", "MEAN"), **kw)
         add(f"{op.lower()}_14x256", op, (1, 14, 14, 256), repeat=rep, **kw)
     add("mean_7x1280", "MEAN", (1, 7, 7, 1280))
+    # a ReLU not fused into a convolution (NASNet's before each separable convolution) and a 3x3
+    # stride-1 average pool with SAME padding (Inception's and NASNet's branches; XNNPACK averages
+    # each border pixel over its own count): chained, so their time is not lost in the I/O terms
+    add("relu_56x32", "RELU", (1, 56, 56, 32), repeat=4)
+    add("relu_14x256", "RELU", (1, 14, 14, 256), repeat=4)
+    add("average_pool_2d_s1_28x44", "AVERAGE_POOL_2D", (1, 28, 28, 44), kernel=3, stride=1, repeat=4)
     # whole synthetic networks: ops in context (see _network), several widths and resolutions
     add("net_96_w16", "NETWORK", (1, 96, 96, 3), cout=16, kernel=0)
     add("net_160_w8_hswish", "NETWORK", (1, 160, 160, 3), cout=8, kernel=1)
