@@ -40,8 +40,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_models"
 CACHE = ROOT / "benchmarks" / ".cache" / "compress"
 # prune-channels-30 as plain percent (22/45/90 channels) and rounded to XNNPACK's int8 output tile of 16
-# on AVX-512 VNNI / NEON (-m16: 16/48/96 and, at 40 %, 16/32/80): see benchmarks/int8_anatomy.py
-COMPRESSIONS = ("none", "prune-channels-30+distill", "prune-channels-30-m16+distill", "prune-channels-40-m16+distill")
+# on AVX-512 VNNI / NEON (-m16: 16/48/96 and, at 40 %, 16/32/80): see benchmarks/int8_anatomy.py.
+# prune-blocks-50 removes 2 of the 3 identity residual blocks (both 32x32 ones, chosen by their effect
+# on the output): fewer layers at 32x32 is what AMX's 64-channel tiles reward; 40 distillation epochs
+# (15 left it 2.5 points down)
+COMPRESSIONS = ("none", "prune-channels-30+distill", "prune-channels-30-m16+distill", "prune-channels-40-m16+distill",
+                "prune-blocks-50+distill-40", "prune-blocks-50+prune-channels-30-m16+distill-40")
+PRUNING = ("prune-channels", "prune-blocks")
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
@@ -122,19 +127,19 @@ def section_headline(sweep_result: dict, runs: int) -> dict:
 
     rows = {r["variant"]: r for r in sweep_result["variants"]}
     plain = rows.get("int8")
-    candidates = [r for r in rows.values() if r.get("compression", "none").startswith("prune-channels")
+    candidates = [r for r in rows.values() if r.get("compression", "none").startswith(PRUNING)
                   and r.get("recipe") == "int8" and r.get("status") == "ok" and r["drop"] <= 1.0]
     print(f"\n== 2. prune + distill + int8 against plain int8 ({load()})")
     if plain is None or plain.get("status") not in ("ok", "over budget"):
         print("plain int8 was not measured")
         return {}
     if not candidates:
-        print("no prune-channels-N+distill+int8 variant inside the 1.0 point budget; the closest:")
+        print("no pruned (channels or blocks) +distill+int8 variant inside the 1.0 point budget; the closest:")
         candidates = sorted((r for r in rows.values() if r.get("compression", "none") != "none"
                              and r.get("recipe") == "int8" and "drop" in r), key=lambda r: r["drop"])[:1]
         if not candidates:
             return {}
-    over = [r for r in rows.values() if r.get("compression", "none").startswith("prune-channels")
+    over = [r for r in rows.values() if r.get("compression", "none").startswith(PRUNING)
             and r.get("recipe") == "int8" and r not in candidates and "drop" in r]
     shown = [plain, *sorted(candidates, key=lambda r: r["macs"], reverse=True), *over]
     paths = [Path(r["artifact"]) for r in shown]
@@ -143,7 +148,7 @@ def section_headline(sweep_result: dict, runs: int) -> dict:
     int8_anatomy.print_tables(anatomy, {Path(r["artifact"]).name: r["macs"] for r in shown})
     families = {"default": "XNNPACK default (AMX)", "no_amx": "AMX forbidden (AVX-512 VNNI)"}
     table, base = [], None
-    print(f"\n{'variant':40s} top-1 %  drop  MMACs  widths      edgekit p50  raw p50   AMX     VNNI   "
+    print(f"\n{'variant':50s} top-1 %  drop  MMACs  widths            edgekit p50  raw p50   AMX     VNNI   "
           f"AMX x  VNNI x  best x  rpi4 ms  rpi4 x")
     for r, path in zip(shown, paths):
         h = host[path.name]
@@ -159,8 +164,8 @@ def section_headline(sweep_result: dict, runs: int) -> dict:
                           "rpi4": round(base["rpi4_ms"] / entry["rpi4_ms"], 3)}
         table.append(entry)
         x = entry["ratio"]
-        print(f"{r['variant']:40s} {100 * r['top1']:6.2f} {r['drop']:5.2f} {r['macs'] / 1e6:6.1f}  "
-              f"{entry['widths']:10s} {h['edgekit_p50_ms']:10.4f} {h['raw_1t_p50_ms']:8.4f} {fam['default']:7.4f} "
+        print(f"{r['variant']:50s} {100 * r['top1']:6.2f} {r['drop']:5.2f} {r['macs'] / 1e6:6.1f}  "
+              f"{entry['widths']:16s} {h['edgekit_p50_ms']:10.4f} {h['raw_1t_p50_ms']:8.4f} {fam['default']:7.4f} "
               f"{fam['no_amx']:7.4f} {x['default']:6.2f} {x['no_amx']:7.2f} {x['best']:7.2f} "
               f"{entry['rpi4_ms']:8.3f} {x['rpi4']:7.2f}")
     inside = [e for e in table[1:] if e["inside_budget"]]
@@ -178,14 +183,18 @@ def section_headline(sweep_result: dict, runs: int) -> dict:
 
 
 def _widths(row: dict) -> str:
-    """Channels kept per stage, e.g. '16/48/96' (the widest group of each distinct original width)."""
-    details = next((p["details"] for p in row.get("provenance") or [] if p["step"].startswith("prune-channels")), None)
+    """Channels kept per stage, e.g. '16/48/96' (the widest group of each distinct original width),
+    and '-2blk' when prune-blocks removed residual blocks."""
+    steps = row.get("provenance") or []
+    blocks = next((len(p["details"]["removed"]) for p in steps if p["step"].startswith("prune-blocks")), 0)
+    suffix = f" -{blocks}blk" if blocks else ""
+    details = next((p["details"] for p in steps if p["step"].startswith("prune-channels")), None)
     if not details:
-        return "full"
+        return "full" + suffix
     by_width = {}
     for d in details:
         by_width.setdefault(d["channels_before"], set()).add(d["channels_after"])
-    return "/".join("|".join(str(v) for v in sorted(by_width[w])) for w in sorted(by_width))
+    return "/".join("|".join(str(v) for v in sorted(by_width[w])) for w in sorted(by_width)) + suffix
 
 
 def _convert_fp32_int8(model, tmp: Path, name: str, x_cal: np.ndarray, x_val: np.ndarray) -> dict:
