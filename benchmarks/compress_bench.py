@@ -6,15 +6,16 @@ wall time of an `edgekit sweep` over 12 variants.
 
 1. Sweep: sample_models/digits_resnet.keras (built by sample_models/build_resnet.py: 96.9 % top-1 on
    360 held-out digits), grid COMPRESSIONS (none, prune-channels-30, and prune-channels-30/40 with the
-   kept channels rounded to XNNPACK's 16-channel int8 tile, each +distill) x {fp32, fp16, int8-weights,
-   int8}, targets rpi4 and rpi5, budget 1.0 point: the frontier table and the sweep's wall time
+   kept channels rounded to XNNPACK's 16-channel int8 tile, each +distill; prune-blocks-50 alone and
+   with prune-channels-30-m16, each +distill-40) x {fp32, fp16, int8-weights, int8}, targets rpi4 and
+   rpi5, budget 1.0 point: the frontier table and the sweep's wall time
    (target: <= 15 min for >= 12 variants). --budget-minutes / --resume split it into shorter runs.
-2. Headline: plain int8 against every prune-channels-N+distill+int8 variant (inside the budget and
-   not). Host p50 re-measured for all artifacts alternately (ABAB...) in one process through edgekit's
-   runtime and the raw LiteRT loop; then benchmarks/int8_anatomy.py times each artifact per stage on
+2. Headline: plain int8 against every pruned (prune-channels / prune-blocks) +distill+int8 variant
+   (inside the budget and not). Host p50 re-measured for all artifacts alternately (ABAB...) in one
+   process through edgekit's runtime and the raw LiteRT loop; then benchmarks/int8_anatomy.py times each artifact per stage on
    both XNNPACK int8 kernel families (AMX allowed / forbidden, alternating fresh processes), since on
    an AMX CPU the default kernels compute 64-channel tiles and pruning below 64 channels saves nothing
-   there; emulated rpi4 from the emulator. Target: >= 1.5x lower host p50 and emulated rpi4 ms at
+   there (depth pruning, prune-blocks-N, removes whole layers instead); emulated rpi4 from the emulator. Target: >= 1.5x lower host p50 and emulated rpi4 ms at
    <= 1.0 point top-1 drop.
 3. Low-rank: an MLP (64-512-512-10) trained on the 8x8 digits, lowrank-50 / lowrank-e90 with and
    without distill: MACs from the converted fp32 graph, top-1 drop.
