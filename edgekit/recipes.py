@@ -129,6 +129,8 @@ def check_capabilities(recipes: list["Recipe"], formats: list[str], family: str,
 
 COMPRESSION_STEP = re.compile(r"^(prune-channels-\d+(-(l1|l2|act))?(-m\d+)?|prune-blocks-\d+|lowrank-e?\d+"
                               r"|distill(-\d+)?)$")
+# prune-channels-N-act[-mM] ranks channels by their activations on the calibration inputs
+ACTIVATION_CRITERION = re.compile(r"-act(-m\d+)?$")
 
 
 def composed(name: str) -> Recipe | None:
@@ -144,7 +146,7 @@ def composed(name: str) -> Recipe | None:
     recipe = RECIPES[base or "fp32"]
     return Recipe(name, f"{' + '.join(steps)}, then {recipe.name}", recipe.realisations,
                   recipe.needs_calibration
-                  or any(p.startswith(("distill", "prune-blocks")) or p.endswith("-act") for p in steps),
+                  or any(p.startswith(("distill", "prune-blocks")) or ACTIVATION_CRITERION.search(p) for p in steps),
                   gate=LOSSY)
 
 

@@ -49,6 +49,17 @@ def test_recipes_parse_dedupe_and_format_table():
         parse_recipes("int16x8", ["coreml"])
 
 
+def test_composed_recipes_know_which_steps_need_calibration():
+    # distillation, block ranking and activation-ranked pruning read the calibration inputs; the
+    # others (and an fp16 base) do not, so convert must ask for --calibration exactly for the first
+    needs = {r.name: r.needs_calibration for r in parse_recipes(
+        "prune-channels-30-act-m16+fp16,prune-channels-30-act+fp16,prune-blocks-50+fp16,"
+        "prune-channels-30-m16+fp16,lowrank-50+fp16,prune-channels-30+distill+fp16", ["tflite"])}
+    assert needs == {"prune-channels-30-act-m16+fp16": True, "prune-channels-30-act+fp16": True,
+                     "prune-blocks-50+fp16": True, "prune-channels-30-m16+fp16": False,
+                     "lowrank-50+fp16": False, "prune-channels-30+distill+fp16": True}
+
+
 def test_image_spec_per_channel_normalization(tmp_path):
     from PIL import Image
 
