@@ -1,6 +1,7 @@
 """Compression: transforms of the source Keras model before conversion (a stage between source and
 format). Structured channel pruning (`channels`), depth pruning of residual blocks (`blocks`),
-low-rank factorization (`lowrank`) and knowledge distillation (`distill`), composed by `steps` from names like `prune-channels-30+distill+int8`.
+low-rank factorization (`lowrank`) and knowledge distillation (`distill`), composed by `steps` from
+names like `prune-channels-30+distill+int8`.
 
     model, provenance, recipe = apply_recipe(keras_model, "prune-channels-30+distill+int8", calibration)
     # -> compressed model, one provenance row per step, and "int8" for the converter
