@@ -101,8 +101,9 @@ TFLITE_ROUTE = {
 def unsupported(recipe: str, fmt: str, family: str = TENSORFLOW) -> str | None:
     """Why `recipe` cannot be made in `fmt` from a `family` source, or None when it can."""
     if "+" in recipe or COMPRESSION_STEP.match(recipe):
-        if family != TENSORFLOW:
-            return "compression steps (prune-channels, prune-blocks, lowrank, distill) rebuild Keras models only"
+        if family not in (TENSORFLOW, TORCH):
+            return ("compression steps (prune-channels, prune-blocks, lowrank, distill) rebuild Keras and "
+                    "PyTorch/ONNX models only")
         recipe = base_recipe(recipe)
     if not RECIPES[recipe].supports(fmt):
         return f"{fmt} has no {recipe} recipe"

@@ -1,5 +1,6 @@
-"""Compression: transforms of the source Keras model before conversion (a stage between source and
-format). Structured channel pruning (`channels`), depth pruning of residual blocks (`blocks`),
+"""Compression: transforms of the source model before conversion (a stage between source and
+format), for Keras models here and for PyTorch sources (.pt2, TorchScript, nn.Module, ONNX) in
+`pytorch/`, which applies the same steps to the model's torch.export graph. Structured channel pruning (`channels`), depth pruning of residual blocks (`blocks`),
 low-rank factorization (`lowrank`) and knowledge distillation (`distill`), composed by `steps` from
 names like `prune-channels-30+distill+int8`.
 
@@ -24,9 +25,20 @@ __all__ = ["Step", "apply_recipe", "compress", "parse_step", "parse_steps", "spl
 
 
 def compress(keras_model, steps: list[Step] | str, calibration_arrays: list[np.ndarray] | None, labels=None,
-             seed: int = 0, progress: Callable[[str], None] = lambda msg: None):
+             seed: int = 0, progress: Callable[[str], None] = lambda msg: None,
+             inputs: list[np.ndarray] | None = None):
     """(compressed model, provenance). The input model is not modified; distillation's teacher is
-    the model as given (before any step)."""
+    the model as given (before any step). A PyTorch module (nn.Module, exported program's module,
+    TorchScript) is compressed by pytorch.compress_torch, which needs `inputs` (one example array
+    per model input) and returns the compressed torch.fx GraphModule."""
+    if _is_torch(keras_model):
+        from .pytorch import compress_torch
+
+        if inputs is None:
+            raise InputError("compressing a PyTorch model needs example inputs (one array per model input) to "
+                             "capture its graph; pass inputs=[array]")
+        return compress_torch(keras_model, parse_steps(steps) if isinstance(steps, str) else list(steps),
+                              calibration_arrays, inputs, labels, seed, progress)
     from .blocks import prune_blocks
     from .channels import prune_channels
     from .distill import distill
@@ -64,6 +76,14 @@ def compress(keras_model, steps: list[Step] | str, calibration_arrays: list[np.n
                            "params_before": params_before, "params_after": int(model.count_params()),
                            "seconds": round(time.perf_counter() - start, 2)})
     return model, provenance
+
+
+def _is_torch(model) -> bool:
+    """Without importing torch: a model can only be a torch module if torch is already loaded."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(model, (torch.nn.Module, torch.jit.ScriptModule))
 
 
 def apply_recipe(keras_model, recipe: str, calibration_arrays: list[np.ndarray] | None, labels=None, seed: int = 0,
