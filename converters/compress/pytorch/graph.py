@@ -141,9 +141,18 @@ def working_graph(module, inputs: list[np.ndarray]):
         _drop_guards(gm)
     _functional_convolutions(torch, gm)
     _register_parameters(gm)
+    inference_mode(gm)
     gm.recompile()
     propagate_shapes(gm, inputs)
     return gm
+
+
+def inference_mode(gm) -> None:
+    """Mark every submodule as in eval mode. Not .eval(): an exported program's module refuses it; the
+    graph's batch_norm / dropout arguments say the mode anyway, the flag is for litert-torch, which
+    warns about modules in training mode."""
+    for m in gm.modules():
+        m.training = False
 
 
 def _drop_guards(module) -> None:
@@ -287,6 +296,7 @@ def exported(gm, inputs: list[np.ndarray]):
     a user's .pt2 is."""
     torch = import_torch()
     examples = tuple(torch.from_numpy(np.ascontiguousarray(a[:1])) for a in inputs)
+    inference_mode(gm)
     try:
         return torch.export.export(gm, examples)
     except Exception as e:
