@@ -359,3 +359,36 @@ def test_more_threads_scale_the_one_thread_op_costs(two_thread_profile, artifact
     result = run_cli("emulate", artifacts / "digits_cnn_int8.tflite", "--target", bad, "--threads", "2")
     assert result.exit_code == 2 and "'threads.2.base_threads'" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_depthwise_kernels_over_25_taps_are_costed_from_their_own_probes():
+    """XNNPACK runs a depthwise kernel of more than 25 taps (NASNet's 7x7 separable convolutions) on a
+    path many times slower per multiply-accumulate than a 5x5 one. Measured here: it is a kind of its
+    own, and a fit with the suite's two 7x7 probes estimates an unseen 7x7 layer to within 25 %, where
+    the 5x5 layers' rate (what a profile without the 7x7 probes charges) is several times too cheap."""
+    from edgekit.profile.run import fit_threads, measure
+
+    seven = [p for p in SUITE if p.name.startswith("dw7x7") and p.precision == "int8"]
+    five = next(p for p in SUITE if p.name == "dw5x5_28x120_int8")
+    io = [p for p in SUITE if p.name.startswith("io_") and p.precision == "int8"]  # the invoke and I/O terms
+    unseen = Probe("dw7x7_14x64_int8", "DEPTHWISE_CONV_2D", "int8", (1, 14, 14, 64), kernel=7, repeat=2)
+    assert len(seven) == 2
+    samples = {s["probe"]: s for s in measure(seven + [five, unseen] + io, [1], 0.1, rounds=2)}
+
+    def ms_per_mac(probe):
+        graph = samples[probe.name]["graph"]
+        return samples[probe.name]["min_median_ms"] / sum(op.macs for op in graph.ops)
+    graph = samples[unseen.name]["graph"]
+    assert {costmodel.kind(graph, op) for op in graph.ops} == {"DEPTHWISE_CONV_2D_multipass/int8"}
+    five_graph = samples[five.name]["graph"]
+    assert {costmodel.kind(five_graph, op) for op in five_graph.ops} == {"DEPTHWISE_CONV_2D/int8"}
+    assert ms_per_mac(unseen) > 5 * ms_per_mac(five)
+
+    entry = fit_threads([s for name, s in samples.items() if name != unseen.name], band=False)
+    coefs = entry["coefficients"]
+    assert set(coefs["DEPTHWISE_CONV_2D_multipass/int8"]) == set(costmodel.MULTIPASS_FEATURES)
+    cache, measured = samples[unseen.name]["cache_bytes"], samples[unseen.name]["min_median_ms"]
+    estimate = costmodel.predict_seconds_terms(costmodel.graph_terms(graph, cache), coefs) * 1e3
+    assert estimate == pytest.approx(measured, rel=0.25)
+    without = {k: c for k, c in coefs.items() if "multipass" not in k}
+    assert costmodel.predict_seconds_terms(costmodel.graph_terms(graph, cache), without) * 1e3 < measured / 3

@@ -23,6 +23,10 @@ from ..tflite.graph import Graph, Op
 # large resolution costs per position more than its multiply-accumulates say (MediaPipe's 8-channel stems)
 CONV_FEATURES = ("ops", "macs", "pixels", "act_bytes", "weight_bytes")
 FC_FEATURES = ("ops", "macs", "weight_bytes")
+# a depthwise kernel of more than 25 taps (MAX_UNIPASS_DEPTHWISE_TAPS): a flat cost per multiply-accumulate
+# at every shape measured, so two probes per precision fix it; with the five convolution features,
+# two probes left the fit free to pick a per-pixel cost (NASNet fp32 estimated -15 % in some runs, +200 % in others)
+MULTIPASS_FEATURES = ("ops", "macs")
 ELEMENTWISE_FEATURES = ("ops", "values")
 # cold_weight_bytes: when a model's weights exceed the core's cache, every inference streams them from
 # memory again; a probe's few weights stay cached between invokes, so this is costed model-wide from
@@ -51,6 +55,11 @@ MAX_DELEGATED_CONCAT_INPUTS = 5
 # read the whole packed filter for each tile: a layer whose filter overflows the cache streams it once
 # per tile. ResNet's late 3x3 convolutions (4x4 pixels, 9 MB of filter) are bound by exactly this.
 GEMM_TILE_PIXELS = 4
+# XNNPACK's depthwise microkernels take up to 25 taps (5x5) in one pass; a larger kernel (NASNet's
+# 7x7 separable convolutions) runs another path, here 13x slower per multiply-accumulate in fp32
+# (0.40 vs 0.03 ns) and 50x in int8 (3.0 vs 0.06 ns), the same at every shape, stride and channel
+# count measured (6x6, 7x7 and 9x9 alike). Costed as a kind of its own, fitted on probes with 7x7 kernels
+MAX_UNIPASS_DEPTHWISE_TAPS = 25
 DEFAULT_CACHE_BYTES = 1 << 20
 FREE = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS", "SHAPE"}  # views: no data moved (class "view" in graph.py)
 
@@ -61,13 +70,19 @@ def kind(graph: Graph, op: Op) -> str:
         shape = graph.tensors[op.inputs[1]].shape
         if len(shape) == 4 and shape[1] == shape[2] == 1:
             base = "CONV_2D_1x1"
+    if op.type == "DEPTHWISE_CONV_2D" and len(op.inputs) > 1:
+        shape = graph.tensors[op.inputs[1]].shape
+        if len(shape) == 4 and shape[1] * shape[2] > MAX_UNIPASS_DEPTHWISE_TAPS:
+            base = "DEPTHWISE_CONV_2D_multipass"
     precision = "int8" if op.precision == "int8" else "fp32"
     return f"{base}/{precision}"
 
 
 def family(kind_name: str) -> tuple[str, ...]:
     base = kind_name.split("/")[0]
-    if base.startswith("CONV_2D") or base == "DEPTHWISE_CONV_2D" or base == "TRANSPOSE_CONV":
+    if base == "DEPTHWISE_CONV_2D_multipass":
+        return MULTIPASS_FEATURES
+    if base.startswith("CONV_2D") or base.startswith("DEPTHWISE_CONV_2D") or base == "TRANSPOSE_CONV":
         return CONV_FEATURES
     if base in ("FULLY_CONNECTED", "BATCH_MATMUL"):
         return FC_FEATURES
@@ -320,6 +335,11 @@ def fallback(coefs: dict, kind_name: str) -> dict[str, float]:
     int8 op the delegate leaves out (RELU6 of its own), the median of the measured ones it leaves out:
     a reference kernel costs 10-300x XNNPACK's per value, so the delegated kinds' median is far off."""
     base, precision = kind_name.split("/")[0], kind_name.split("/")[-1]
+    if base == "DEPTHWISE_CONV_2D_multipass" and coefs.get(f"DEPTHWISE_CONV_2D/{precision}"):
+        # a profile written before the 7x7 probes: their multiply-accumulates at the other depthwise
+        # layers' rate, as then costed (an underestimate: the rate is 13-50x that)
+        c = coefs[f"DEPTHWISE_CONV_2D/{precision}"]
+        return {"ops": c.get("ops", 0.0), "macs": c.get("macs", 0.0)}
     if precision == "int8" and base in NOT_DELEGATED_INT8:
         reference = [c for k, c in coefs.items() if k.split("/")[0] in NOT_DELEGATED_INT8 and k.endswith("/int8")
                      and family(k) == ELEMENTWISE_FEATURES]
@@ -378,7 +398,7 @@ def thread_family(graph: Graph, op: Op) -> str:
     base, precision = kind(graph, op).split("/")
     if base.startswith("CONV_2D") or base in ("FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV"):
         return f"gemm/{precision}"
-    return f"{'dw' if base == 'DEPTHWISE_CONV_2D' else 'elementwise'}/{precision}"
+    return f"{'dw' if base.startswith('DEPTHWISE_CONV_2D') else 'elementwise'}/{precision}"
 
 
 def scaled_rows(graph: Graph, base: dict, cache_bytes: int, curve: list | None) -> tuple[np.ndarray, list]:

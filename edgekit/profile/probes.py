@@ -307,6 +307,10 @@ def _suite() -> list[Probe]:
     add("dw5x5_28x120", "DEPTHWISE_CONV_2D", (1, 28, 28, 120), kernel=5, repeat=3)
     add("dw3x3s2_56x96", "DEPTHWISE_CONV_2D", (1, 56, 56, 96), kernel=3, stride=2)
     add("dw5x5s2_28x240", "DEPTHWISE_CONV_2D", (1, 28, 28, 240), kernel=5, stride=2)
+    # kernels of more than 25 taps (NASNet's 7x7 separable convolutions) leave XNNPACK's one-pass
+    # depthwise microkernels for a path 13-50x slower per multiply-accumulate (costmodel.kind)
+    add("dw7x7_24x11", "DEPTHWISE_CONV_2D", (1, 24, 24, 11), kernel=7)
+    add("dw7x7s2_48x32", "DEPTHWISE_CONV_2D", (1, 48, 48, 32), kernel=7, stride=2)
     # fully connected
     add("fc_1280to1000", "FULLY_CONNECTED", (1, 1280), cout=1000, core=True)
     add("fc_256to256", "FULLY_CONNECTED", (1, 256), cout=256, repeat=4)
