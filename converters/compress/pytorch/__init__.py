@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from edgekit.errors import InputError
+from edgekit.errors import ConversionError, InputError, first_line
 
 from ..steps import Step
 from .graph import count_params, exported, graph_macs, working_graph
@@ -29,11 +29,6 @@ def compress_torch(module, steps: list[Step], calibration_arrays: list[np.ndarra
     """(compressed GraphModule, provenance). `inputs`: one example array per model input (batch 1,
     the source's layout and dtype). The module given is not modified; distillation's teacher is its
     graph before any step."""
-    from .blocks import prune_blocks
-    from .channels import prune_channels
-    from .distill import distill
-    from .lowrank import factorize
-
     import_torch_seed(seed)
     teacher = working_graph(module, inputs)
     model, provenance = copy.deepcopy(teacher), []
@@ -42,27 +37,46 @@ def compress_torch(module, steps: list[Step], calibration_arrays: list[np.ndarra
         start = time.perf_counter()
         macs_before, params_before = graph_macs(model), count_params(model)
         progress(f"  {step.name}")
-        if step.kind == "prune-channels":
-            details = prune_channels(model, inputs, step.params["percent"], step.params["criterion"],
-                                     calibration_arrays, multiple=step.params.get("multiple", 1))
-        elif step.kind == "prune-blocks":
-            model, details = prune_blocks(model, inputs, step.params["percent"], calibration_arrays)
-        elif step.kind == "lowrank":
-            details = factorize(model, inputs, percent=step.params.get("percent"), energy=step.params.get("energy"))
-        else:
-            if not compressed:
-                raise InputError("distill fine-tunes a compressed model against the original; put it after "
-                                 "prune-channels-N, prune-blocks-N or lowrank-N")
-            if not calibration_arrays:
-                raise InputError("distill learns from the calibration inputs; pass --calibration with a few "
-                                 "hundred representative inputs")
-            details = distill(model, teacher, calibration_arrays, labels, step.params["epochs"], seed, progress)
+        try:
+            model, details = _apply(step, model, teacher, compressed, calibration_arrays, inputs, labels, seed,
+                                    progress)
+        except (InputError, ConversionError):
+            raise
+        except Exception as e:  # an op or graph shape the transform did not foresee: one line, not a traceback
+            raise ConversionError(f"{step.name} could not transform this PyTorch model's graph ({type(e).__name__}: "
+                                  f"{first_line(str(e), 200)}); convert it without that step, or set "
+                                  "EDGEKIT_DEBUG=1 and report the model") from e
         compressed = True
         provenance.append({"step": step.name, "params": dict(step.params), "details": details,
                            "macs_before": macs_before, "macs_after": graph_macs(model),
                            "params_before": params_before, "params_after": count_params(model),
                            "seconds": round(time.perf_counter() - start, 2)})
     return model, provenance
+
+
+def _apply(step: Step, model, teacher, compressed: bool, calibration_arrays, inputs, labels, seed, progress):
+    """(model, details) after one step; prune-blocks returns a new graph, the others edit `model`."""
+    from .blocks import prune_blocks
+    from .channels import prune_channels
+    from .distill import distill
+    from .lowrank import factorize
+
+    if step.kind == "prune-channels":
+        details = prune_channels(model, inputs, step.params["percent"], step.params["criterion"],
+                                 calibration_arrays, multiple=step.params.get("multiple", 1))
+    elif step.kind == "prune-blocks":
+        model, details = prune_blocks(model, inputs, step.params["percent"], calibration_arrays)
+    elif step.kind == "lowrank":
+        details = factorize(model, inputs, percent=step.params.get("percent"), energy=step.params.get("energy"))
+    else:
+        if not compressed:
+            raise InputError("distill fine-tunes a compressed model against the original; put it after "
+                             "prune-channels-N, prune-blocks-N or lowrank-N")
+        if not calibration_arrays:
+            raise InputError("distill learns from the calibration inputs; pass --calibration with a few "
+                             "hundred representative inputs")
+        details = distill(model, teacher, calibration_arrays, labels, step.params["epochs"], seed, progress)
+    return model, details
 
 
 def import_torch_seed(seed: int) -> None:
