@@ -1,5 +1,7 @@
 """What `edgekit sweep` shows: the variant table (frontier and best-per-target marked), sweep.json,
-and sweep.html with the frontier chart (top-1 against emulated latency on the first target)."""
+and sweep.html with the frontier chart (top-1 against emulated latency on the first target).
+A latency edgekit cannot honestly state (Core ML: no runtime off macOS, no cost model in the
+emulator) is "n/a", with the reason under the table; such a variant is left off the chart."""
 from __future__ import annotations
 
 import html
@@ -12,34 +14,60 @@ from edgekit.table import human_size, render
 STATUS_ORDER = {"ok": 0, "over budget": 0, "failed": 2, "not run": 3}  # measured rows by latency, then the rest
 
 
+NA = "n/a"
+
+
+def _latency(row: dict, target: str) -> float | None:
+    return (row.get("emulated_ms") or {}).get(target)
+
+
 def _ordered(rows: list[dict], target: str) -> list[dict]:
-    return sorted(rows, key=lambda r: (STATUS_ORDER.get(r.get("status"), 4),
-                                       r.get("emulated_ms", {}).get(target, float("inf"))))
+    def ms(r):
+        value = _latency(r, target)
+        return float("inf") if value is None else value
+    return sorted(rows, key=lambda r: (STATUS_ORDER.get(r.get("status"), 4), ms(r), -r.get("top1", 0)))
+
+
+def na_reasons(rows: list[dict]) -> list[str]:
+    """Why some latencies are n/a, once per distinct reason."""
+    reasons = {}
+    for r in rows:
+        for kind, why in (r.get("latency_na") or {}).items():
+            label = "host p50" if kind == "host" else "emulated ms"
+            reasons.setdefault(f"{label} n/a for {r.get('format', 'tflite')} variants: {why}", None)
+    return list(reasons)
 
 
 def table(result) -> str:
     targets = result.options["targets"]
-    headers = ["variant", "top-1 %", "drop", "agree %", "size", "MMACs", "host p50 ms",
+    headers = ["variant", "format", "top-1 %", "drop", "agree %", "size", "MMACs", "host p50 ms",
                *[f"{t} ms" for t in targets], "frontier", "status"]
     lines = []
     for r in _ordered(result.rows, targets[0]):
         if r.get("status") in ("ok", "over budget"):
             keep = f" (keep-float {len(r['keep_float'])})" if r.get("keep_float") else ""
             status = "best: " + ",".join(r["best_for"]) if r.get("best_for") else r["status"]
-            lines.append([r["variant"] + keep, round(100 * r["top1"], 2), round(r["drop"], 2),
-                          round(100 * r["agreement"], 1), human_size(r["size_bytes"]), round(r["macs"] / 1e6, 2),
-                          r.get("host_p50_ms"), *[r["emulated_ms"][t] for t in targets],
+            na = r.get("latency_na") or {}
+            host = r.get("host_p50_ms")
+            lines.append([r["variant"] + keep, r.get("format", "tflite"), round(100 * r["top1"], 2),
+                          round(r["drop"], 2), round(100 * r["agreement"], 1), human_size(r["size_bytes"]),
+                          round(r["macs"] / 1e6, 2), NA if host is None and "host" in na else host,
+                          *[NA if _latency(r, t) is None else _latency(r, t) for t in targets],
                           "*" if r.get("frontier") else "", status])
         else:
-            lines.append([r["variant"], None, None, None, None, None, None, *[None for _ in targets], "",
-                          r.get("status", "?")])
+            lines.append([r["variant"], r.get("format", "tflite"), None, None, None, None, None, None,
+                          *[None for _ in targets], "", r.get("status", "?")])
     head = (f"source {Path(result.source['model']).name}: top-1 {100 * result.source['top1']:.2f} % on "
             f"{result.source['validation_samples']} labelled inputs; budget: drop <= {result.options['max_drop']} points")
     best = "; ".join(f"{t}: {v or 'none inside the budget'}" for t, v in result.best.items())
     tail = f"best under the budget per target: {best}"
+    reasons = na_reasons(result.rows)
+    if reasons:
+        tail += ("\n" + "\n".join(reasons) + "\na variant without a latency on a target is on no frontier and "
+                 "never best for that target: it is ranked by nothing it was not measured on")
     if not result.complete:
         tail += "\nnot every variant ran (--budget-minutes); re-run the same command to continue where it stopped"
-    return "\n".join([head, render(headers, lines, "lrrrrrr" + "r" * len(targets) + "ll"), tail])
+    return "\n".join([head, render(headers, lines, "llrrrrrr" + "r" * len(targets) + "ll"), tail])
 
 
 def frontier_svg(result) -> str:
@@ -52,7 +80,7 @@ def frontier_svg(result) -> str:
     target = result.options["targets"][0]
     fig = _figure("edgekit sweep", figsize=(7.6, 4.6))
     ax = fig.subplots()
-    ok = [r for r in result.rows if r.get("status") in ("ok", "over budget")]
+    ok = [r for r in result.rows if r.get("status") in ("ok", "over budget") and _latency(r, target) is not None]
     levels = list(dict.fromkeys(r["compression"] for r in ok))
     colours = ["#4c78a8", "#e45756", "#54a24b", "#f58518", "#7b4fa0", "#9d755d", "#72b7b2"]
     for r in ok:
@@ -89,7 +117,9 @@ def html_page(result) -> str:
             "<p>Filled markers: inside the accuracy budget; hollow: over it (after the keep-float loop for "
             "int8). top-1 is task accuracy on the labelled --validate data; agree is top-1 agreement "
             "with the source model; latencies: host p50 through edgekit's runtime and the emulator's "
-            "estimate per target.</p></body></html>\n")
+            "estimate per target. n/a: a latency edgekit cannot state honestly (reason under the table); "
+            "those variants are not on the chart, not on the frontier and never best for that target.</p>"
+            "</body></html>\n")
 
 
 def write_reports(result, out_dir: Path) -> None:

@@ -904,9 +904,17 @@ def monitor(store, window, artifact, as_json):
 @click.option("--mean", help="Normalization mean: (pixel - mean) / std.")
 @click.option("--std", help="Normalization std.")
 @click.option("--recipes", default="fp32,fp16,int8-weights,int8", show_default=True,
-              help="Quantization recipes of the grid, comma-separated.")
-@click.option("--compress", "compressions", default="none,prune-channels-30+distill,prune-channels-50+distill",
-              show_default=True, help="Compression levels of the grid, comma-separated ('none': the model as is).")
+              help="Quantization recipes of the grid, comma-separated; each format takes those it supports "
+                   "(int8: TFLite only; palettize-N: Core ML only).")
+@click.option("--compress", "compressions",
+              help="Compression levels of the grid, comma-separated ('none': the model as is). Default: none,"
+                   "prune-channels-30+distill,prune-channels-50+distill, and prune-blocks-50+distill-40 when the "
+                   "model has identity-shortcut residual blocks.")
+@click.option("--formats", help="Formats of the grid, comma-separated (tflite, coreml); each takes the --recipes it "
+                                "supports. Default: tflite, plus coreml when a target is an Apple device.")
+@click.option("--jobs", type=click.IntRange(min=1),
+              help="Worker processes building variants side by side (host latency is timed afterwards, one "
+                   "artifact at a time). Default: from the cores and free memory; 1 on a 2-core machine.")
 @click.option("--budget-minutes", type=float, help="Stop starting new variants after this long (a re-run continues).")
 @click.option("--bench-runs", default=100, show_default=True, type=click.IntRange(min=0),
               help="Host latency runs per artifact (0: skip).")
@@ -914,8 +922,8 @@ def monitor(store, window, artifact, as_json):
 @click.option("--seed", default=0, show_default=True, type=int, help="Distillation seed.")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Folder for models, artifacts, per-variant results, sweep.json and sweep.html.")
-def sweep(model, targets, max_drop, calibration, validate, labels, mean, std, recipes, compressions, budget_minutes,
-          bench_runs, threads, seed, out_dir):
+def sweep(model, targets, max_drop, calibration, validate, labels, mean, std, recipes, compressions, formats, jobs,
+          budget_minutes, bench_runs, threads, seed, out_dir):
     """Search compression x quantization variants of MODEL for the fastest one inside an accuracy budget."""
     from .preprocess import parse_floats
     from .converters.sweep import SweepOptions, sweep as run_sweep
@@ -926,7 +934,8 @@ def sweep(model, targets, max_drop, calibration, validate, labels, mean, std, re
 
     opts = SweepOptions(model=model, out_dir=out_dir, calibration=calibration, validate=validate,
                         targets=items(targets), max_drop=max_drop, budget_minutes=budget_minutes,
-                        recipes=items(recipes), compressions=items(compressions), labels=labels,
+                        recipes=items(recipes), compressions=items(compressions) if compressions else None,
+                        formats=items(formats.lower()) if formats else None, jobs=jobs, labels=labels,
                         mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"), seed=seed,
                         bench_runs=bench_runs, threads=threads)
     result = run_sweep(opts, progress=_progress)

@@ -596,3 +596,145 @@ def test_stage_prefixes_the_int8_anatomy_times_compute_the_full_models_intermedi
         part.invoke()
         got = part.get_tensor(part.get_output_details()[0]["index"])
         np.testing.assert_array_equal(got, full.get_tensor(ops[last]["outputs"][0]))
+
+
+# ---- sweep: Core ML variants, parallel builds ------------------------------------------------------
+
+def _sweep_cnn(samples, labelled, out, jobs, *extra):
+    return ["sweep", samples / "digits_cnn.keras", "--calibration", samples / "calibration", "--validate", labelled,
+            "--mean", "0", "--std", "255", "--recipes", "fp32,int8", "--compress", "none,prune-channels-50+distill-2",
+            "--formats", "tflite,coreml", "--jobs", str(jobs), "--bench-runs", "10", *extra, "-o", out]
+
+
+def _finished_lines(stderr: str) -> list[str]:
+    return [line.strip() for line in stderr.splitlines() if line.strip().startswith("[") and "top-1" in line]
+
+
+def test_sweep_with_core_ml_variants_in_parallel_equals_serial_and_resumes(tmp_path, samples, labelled_digits):
+    """A Core ML variant's row: top-1 from running its .mlpackage with edgekit's executor, size on
+    disk, MACs counted from the program, latencies n/a with the reason (never best, never on the
+    frontier). --jobs 2 builds the same rows as --jobs 1; a re-run rebuilds only what is missing."""
+    from edgekit.artifact import load
+    from edgekit.converters.accuracy import dataset_labels
+    from edgekit.dataset import load_dataset
+    from edgekit.fileio import path_size
+    from edgekit.manifest import TensorInfo
+    from edgekit.preprocess import ImageSpec
+
+    serial = run_cli(*_sweep_cnn(samples, labelled_digits, tmp_path / "serial", 1))
+    assert serial.exit_code == 0, serial.output + serial.stderr
+    rows = {r["variant"]: r for r in json.loads((tmp_path / "serial" / "sweep.json").read_text())["variants"]}
+    pruned = "prune-channels-50+distill-2+"
+    assert set(rows) == {"fp32", "int8", "fp32@coreml", pruned + "fp32", pruned + "int8", pruned + "fp32@coreml"}
+    core = rows["fp32@coreml"]
+    package = Path(core["artifact"])
+    assert core["format"] == "coreml" and package.suffix == ".mlpackage" and core["status"] == "ok"
+    model = load(package)
+    assert model.backend == "coreml-emulated (numpy executor)"
+    inputs = [TensorInfo("image", (None, 32, 32, 1), "float32")]
+    data = load_dataset(labelled_digits, inputs, ImageSpec.for_input_shape((None, 32, 32, 1), (0.0,), (255.0,)))
+    labels, _ = dataset_labels(data, None)
+    x = data.arrays[0]
+    probs = np.concatenate([model.run([x[i:i + 1]])[0] for i in range(len(x))])
+    assert core["top1"] == pytest.approx(float(np.mean(np.argmax(probs, -1) == labels)), abs=1e-6)
+    assert core["top1"] > 0.9 and core["size_bytes"] == path_size(package)
+    assert core["macs"] == rows["fp32"]["macs"]  # counted from the ML program; the .tflite graph says the same
+    assert rows[pruned + "fp32@coreml"]["macs"] == rows[pruned + "fp32"]["macs"] < 0.5 * core["macs"]
+    assert core["emulated_ms"] == {"rpi4": None} and core["host_p50_ms"] is None
+    assert "no Core ML cost model" in core["latency_na"]["emulated"] and "Core ML runtime" in core["latency_na"]["host"]
+    assert not core["frontier"] and core["best_for"] == []
+    assert rows["fp32"]["host_p50_ms"] > 0 and rows["fp32"]["emulated_ms"]["rpi4"] > 0
+    table_line = next(line for line in serial.stdout.splitlines() if line.startswith("fp32@coreml "))
+    assert table_line.split()[1] == "coreml" and table_line.count("n/a") == 2
+    assert "no Core ML cost model" in serial.stdout and "never best for that target" in serial.stdout
+    assert len(_finished_lines(serial.stderr)) == 6
+
+    parallel = run_cli(*_sweep_cnn(samples, labelled_digits, tmp_path / "parallel", 2))
+    assert parallel.exit_code == 0, parallel.output + parallel.stderr
+    assert "in 2 worker processes" in parallel.stderr and len(_finished_lines(parallel.stderr)) == 6
+    prows = {r["variant"]: r for r in json.loads((tmp_path / "parallel" / "sweep.json").read_text())["variants"]}
+    for name, row in rows.items():  # same seed, same thread count per build: the same numbers
+        assert {k: prows[name][k] for k in ("top1", "agreement", "size_bytes", "macs", "status")} == \
+               {k: row[k] for k in ("top1", "agreement", "size_bytes", "macs", "status")}, name
+
+    (tmp_path / "parallel" / "variants" / f"{pruned}fp32@coreml.json").unlink()
+    again = run_cli(*_sweep_cnn(samples, labelled_digits, tmp_path / "parallel", 2))
+    assert again.exit_code == 0, again.output + again.stderr
+    rebuilt = _finished_lines(again.stderr)
+    assert len(rebuilt) == 1 and rebuilt[0].startswith(f"[1] {pruned}fp32@coreml:"), rebuilt
+    assert "compressing" not in again.stderr and "timing host p50" not in again.stderr  # model and p50s kept
+    final = {r["variant"]: r for r in json.loads((tmp_path / "parallel" / "sweep.json").read_text())["variants"]}
+    assert final[pruned + "fp32@coreml"]["top1"] == rows[pruned + "fp32@coreml"]["top1"]
+    assert final["fp32"]["host_p50_ms"] == prows["fp32"]["host_p50_ms"]  # finished variants not re-timed
+
+
+def test_parallel_sweep_out_of_minutes_builds_nothing_in_its_workers(tmp_path, samples, labelled_digits):
+    out = tmp_path / "sweep"
+    result = run_cli(*_sweep_cnn(samples, labelled_digits, out, 2, "--budget-minutes", "0.0001"))
+    assert result.exit_code == 0, result.output + result.stderr
+    report = json.loads((out / "sweep.json").read_text())
+    assert report["complete"] is False and {r["status"] for r in report["variants"]} == {"not run"}
+    assert len(report["variants"]) == 6 and not list((out / "variants").glob("*.json"))
+    assert not (out / "artifacts").exists() and not (out / "models").exists()
+
+
+def test_sweep_formats_default_to_what_the_targets_run_and_recipes_are_checked_per_format(tmp_path, samples):
+    from edgekit.converters.sweep import SweepOptions, check_options
+    from edgekit.errors import InputError
+
+    def opts(**kw):
+        return SweepOptions(model=samples / "digits_cnn.keras", out_dir=tmp_path, calibration=samples / "calibration",
+                            validate=samples / "validation", **kw)
+
+    assert check_options(opts(targets=("rpi4", "pixel6")))[1] == ("tflite",)  # Core ML runs on neither
+    assert check_options(opts(targets=("rpi4", "iphone13")))[1] == ("tflite", "coreml")
+    assert check_options(opts(formats=("coreml",), recipes=("fp16", "palettize-4")))[1] == ("coreml",)
+    with pytest.raises(InputError, match="'int8' is not a recipe of coreml"):
+        check_options(opts(formats=("coreml",), recipes=("int8",)))
+    with pytest.raises(InputError, match="--formats: 'onnx' is not a format"):
+        check_options(opts(formats=("onnx",)))
+    with pytest.raises(InputError, match="--jobs expects a positive number"):
+        check_options(opts(jobs=0))
+
+
+def test_interrupted_parallel_sweep_keeps_finished_variants_whole_and_a_rerun_completes(tmp_path, samples,
+                                                                                          labelled_digits):
+    """SIGINT to the sweep process alone (as `kill -INT` sends it) while two workers build: it is
+    forwarded to them, exit 130 with one line, no temp file or staging folder left, every recorded
+    variant's artifact complete (it loads and runs), and the same command finishes the grid."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from edgekit.artifact import load
+
+    out = tmp_path / "sweep"
+    args = [str(a) for a in _sweep_cnn(samples, labelled_digits, out, 2)]
+    proc = subprocess.Popen([sys.executable, "-m", "edgekit.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stderr:  # the first finished variant: the other worker is mid-build
+        seen.append(line)
+        if line.strip().startswith("[1] "):
+            break
+    assert proc.poll() is None, "".join(seen[-20:])
+    proc.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    _, rest = proc.communicate(timeout=180)
+    assert proc.returncode == 130, rest[-800:]
+    assert time.monotonic() - sent < 25, "a worker ignored the forwarded SIGINT and was terminated after the grace"
+    last = rest.strip().splitlines()[-1]
+    assert last.startswith("Error: interrupted by SIGINT; the variants finished so far are kept"), last
+    assert "Traceback" not in rest
+    assert [p for p in out.rglob(".*")] == []  # no temp file, no .mlpackage staging folder
+    kept = [json.loads(p.read_text()) for p in (out / "variants").glob("*.json")]
+    assert 1 <= len(kept) < 6
+    for row in kept:
+        model = load(row["artifact"])
+        assert model.run([np.zeros((1, 32, 32, 1), np.float32)])[0].shape == (1, 10)
+    again = run_cli(*args)
+    assert again.exit_code == 0, again.output + again.stderr
+    report = json.loads((out / "sweep.json").read_text())
+    assert report["complete"] and len(report["variants"]) == 6
+    assert len(_finished_lines(again.stderr)) == 6 - len(kept)  # what was kept is not built again
