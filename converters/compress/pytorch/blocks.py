@@ -4,7 +4,8 @@ A removable block is `add(x, f(x))` (either order, in-place add_ too) where the 
 of ops each reading one data tensor, starting at x, and none of its intermediate tensors is used
 outside it or is a model output; the add's output has x's shape (a strided block with a projection
 shortcut is not removable). Removing it makes the add's users read x: a relu after the add stays
-(x usually comes from one, so it is then exact). Which blocks go: greedily, the one whose removal
+(x usually comes from one, so it is then exact) unless x is itself a relu output: relu(relu(x)) is
+relu(x), and litert-torch would leave a standalone RELU op where the add had fused it. Which blocks go: greedily, the one whose removal
 changes the model's output on the calibration inputs least (relative L2 change against the original
 output), re-measured after each removal, with ../blocks.py's count rule and refusal texts.
 """
@@ -20,6 +21,7 @@ from ..blocks import IMPORTANCE_SAMPLES, blocks_to_remove
 from .graph import drop_unused, graph_macs, op_name, output_nodes, propagate_shapes, run, shape, tensor_inputs
 
 ADDS = {"add", "add_"}
+RELUS = {"relu", "relu_"}
 
 
 def removable_blocks(gm) -> list[dict]:
@@ -64,10 +66,16 @@ def without_blocks(gm, inputs: list[np.ndarray], blocks: list[dict]):
         add = nodes[b["add"]]
         # x as the graph has it now: an earlier removal may have rewired the branch to that block's input
         x = tensor_inputs(nodes[b["branch"][0]])[0]
+        users = list(add.users)
         add.replace_all_uses_with(x)
         new.graph.erase_node(add)
         for name in reversed(b["branch"]):
             new.graph.erase_node(nodes[name])
+        if op_name(x) in RELUS:  # relu(relu(x)) is relu(x): no standalone RELU op left in the artifact
+            for user in users:
+                if op_name(user) in RELUS and len(user.args) == 1:
+                    user.replace_all_uses_with(x)
+                    new.graph.erase_node(user)
     drop_unused(new)
     propagate_shapes(new, inputs)
     return new
