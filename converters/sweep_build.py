@@ -142,9 +142,14 @@ def _predict_artifact(path: Path, arrays: list[np.ndarray], threads: int | None)
 
 def measure_built(path: Path, fmt: str, ctx: Context) -> dict:
     """Everything about one artifact except host latency (converters.sweep times it later, alone)."""
+    from edgekit.artifact import read_manifest
+
     probs = _predict_artifact(path, ctx.data.validation.arrays, ctx.opts.threads)
     accuracy = top1(probs, ctx.data.labels)
+    manifest = read_manifest(path)
     row = {"artifact": str(path), "format": fmt, "top1": round(accuracy, 6),
+           # the weights alone: the size also counts the embedded manifest (timestamps, step timings)
+           "weights_sha256": manifest.weights_sha256 if manifest else None,
            "drop": drop_points(ctx.baseline, accuracy),
            "agreement": round(float(np.mean(np.argmax(probs, -1) == np.argmax(ctx.reference, -1))), 6),
            "size_bytes": path_size(path), "host_p50_ms": None}

@@ -2,7 +2,8 @@
 
 Each worker is a fresh process (spawn: TensorFlow does not survive fork) that loads the source model
 and the data once, then builds whole compression levels (compress, convert, measure accuracy): a
-level's conversions need its compressed model, so the level is the unit of work. Workers keep
+level's conversions need its compressed model, so the level is the unit of work, and the longest
+(most distillation epochs) start first. Workers keep
 TensorFlow's default thread count, the same as a --jobs 1 run: distillation's arithmetic depends on
 it (measured: workers limited to cpu_count / jobs threads distilled digits_cnn's prune-channels-50
 student to weights up to 0.0066 away, and its int8 top-1 moved 12.67 -> 12.00 %), and a sweep's
@@ -22,8 +23,18 @@ import signal
 import threading
 from pathlib import Path
 
-# Memory a worker needs (TensorFlow, the Keras source, the data, one conversion); see default_jobs.
-WORKER_MB = 1500
+# A worker's peak resident memory building digits_resnet's levels (TensorFlow, the Keras source, the
+# data, distillation, a conversion): 2.35 GB measured; the parent holds about as much again.
+WORKER_MB = 2500
+# Below this many cores one build at a time is the default. Measured on this 2-core host (digits_resnet,
+# 15 variants incl. Core ML, 3 levels): --jobs 1 took 242 s and 292 s, --jobs 2 took 224 s and 304 s
+# (two pairs, load average 1.4-4.2): no reliable gain, because TensorFlow's distillation and conversion
+# already use both cores (the 40-epoch distillation took 97 s alone and 151 s beside another build),
+# for twice the memory. With more cores a small model's distillation leaves cores idle (unmeasured here).
+MIN_PARALLEL_CORES = 4
+# Each worker's TensorFlow keeps its default thread pool (see above), so one worker per core would
+# oversubscribe; one per two cores leaves each some of the parallelism it would use alone.
+CORES_PER_WORKER = 2
 
 
 def available_mb() -> float | None:
@@ -37,11 +48,14 @@ def available_mb() -> float | None:
 
 
 def default_jobs(cpu_count: int | None = None, free_mb: float | None = None) -> int:
-    """One worker per core, fewer when free memory cannot hold them."""
+    """1 below MIN_PARALLEL_CORES cores; else one worker per CORES_PER_WORKER cores, as many as free
+    memory holds (WORKER_MB each)."""
     cores = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
+    if cores < MIN_PARALLEL_CORES:
+        return 1
     free = free_mb if free_mb is not None else available_mb()
-    by_memory = int(free // WORKER_MB) if free is not None else cores
-    return max(1, min(cores, by_memory))
+    by_memory = int(free // WORKER_MB) if free is not None else 1
+    return max(1, min(cores // CORES_PER_WORKER, by_memory))
 
 
 # ---- worker side -------------------------------------------------------------------------------
@@ -86,6 +100,18 @@ def _build_in_worker(compression: str) -> list[dict]:
 
 # ---- parent side -------------------------------------------------------------------------------
 
+def level_cost(compression: str) -> int:
+    """A rough order of how long a level takes to build, to start the longest first (with levels
+    taken in grid order, 2 workers on none / prune-channels-30+distill / prune-blocks-50+distill-40
+    would leave the 40-epoch level for last). Distillation epochs dominate; each level converts."""
+    if compression == "none":
+        return 0
+    from .compress import split_recipe
+
+    steps, _ = split_recipe(compression)
+    return 1 + sum(step.params["epochs"] for step in steps if step.kind == "distill")
+
+
 def build_parallel(levels: list[str], opts, formats, deadline, jobs: int, done, progress) -> list[dict]:
     """Build `levels` in `jobs` worker processes; returns every row the workers built."""
     import multiprocessing as mp
@@ -110,6 +136,7 @@ def build_parallel(levels: list[str], opts, formats, deadline, jobs: int, done, 
     reader = threading.Thread(target=relay, daemon=True)
     reader.start()
     progress(f"building {len(levels)} compression levels in {jobs} worker processes")
+    levels = sorted(levels, key=level_cost, reverse=True)
     rows: list[dict] = []
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker,
                                initargs=(opts, formats, deadline, messages))

@@ -914,7 +914,8 @@ def monitor(store, window, artifact, as_json):
                                 "supports. Default: tflite, plus coreml when a target is an Apple device.")
 @click.option("--jobs", type=click.IntRange(min=1),
               help="Worker processes building variants side by side (host latency is timed afterwards, one "
-                   "artifact at a time). Default: from the cores and free memory; 1 on a 2-core machine.")
+                   "artifact at a time). Default: 1 below 4 cores (2 on 2 cores measured no faster), else one per 2 "
+                   "cores as free memory allows (~2.5 GB each).")
 @click.option("--budget-minutes", type=float, help="Stop starting new variants after this long (a re-run continues).")
 @click.option("--bench-runs", default=100, show_default=True, type=click.IntRange(min=0),
               help="Host latency runs per artifact (0: skip).")
