@@ -45,6 +45,7 @@ class _Builder:
         self.rng = np.random.default_rng(seed)
         self.tensors, self.buffers, self.ops, self.codes = [], [self.s.BufferT()], [], {}
         self.extra_inputs: list[int] = []
+        self.first: int | None = None  # the model's input, which chained concatenations join
 
     def tensor(self, shape, dtype: str, data: np.ndarray | None = None, scale=None, zero_point=None, qdim=0) -> int:
         s = self.s
@@ -196,10 +197,12 @@ def _layer(b: _Builder, p: Probe, x: int) -> int:
         y = b.act([n, h + 2, w + 2, c], scale=0.05)
         b.op("PAD", [x, pads], [y], version=2 if b.int8 else 1)
     elif p.op == "CONCATENATION":
-        y = b.act([n, h, w, 2 * c], scale=0.05)
+        # chained, each joins the model's input to what came before: channels grow as in a DenseNet block
+        first = b.first if b.first is not None else x
+        y = b.act([n, h, w, c + int(b.tensors[first].shape[-1])], scale=0.05)
         opt = s.ConcatenationOptionsT()
         opt.axis = 3
-        b.op("CONCATENATION", [x, x], [y], "ConcatenationOptions", opt, 2 if b.int8 else 1)
+        b.op("CONCATENATION", [x, first], [y], "ConcatenationOptions", opt, 2 if b.int8 else 1)
     elif p.op == "SOFTMAX":
         y = b.act([1, c], scale=1 / 256, zero_point=-128)
         opt = s.SoftmaxOptionsT()
@@ -256,7 +259,7 @@ def build(p: Probe, seed: int = 0) -> bytes:
         return b.finish([x0], [y])
     if p.broadcast:
         b.extra_inputs.append(b.act([1, 1, 1, p.shape[-1]], scale=1 / 128))
-    x = x0
+    b.first = x = x0
     for _ in range(p.repeat):
         x = _layer(b, p, x)
     return b.finish([x0, *b.extra_inputs], [x])
@@ -298,8 +301,8 @@ def _suite() -> list[Probe]:
     add("dw3x3_128x8", "DEPTHWISE_CONV_2D", (1, 128, 128, 8), kernel=3, repeat=2)
     add("dw1x1_128x8", "DEPTHWISE_CONV_2D", (1, 128, 128, 8), kernel=1, repeat=2)
     add("prelu_128x8", "PRELU", (1, 128, 128, 8), repeat=2)
-    add("mul_se_28x144", "MUL", (1, 28, 28, 144), broadcast=True)
-    add("mul_se_7x1152", "MUL", (1, 7, 7, 1152), broadcast=True)
+    add("mul_se_28x144_x4", "MUL", (1, 28, 28, 144), broadcast=True, repeat=4)
+    add("mul_se_7x1152_x4", "MUL", (1, 7, 7, 1152), broadcast=True, repeat=4)
     # depthwise
     add("dw3x3_56x32", "DEPTHWISE_CONV_2D", (1, 56, 56, 32), kernel=3, repeat=4, core=True)
     add("dw3x3_14x192", "DEPTHWISE_CONV_2D", (1, 14, 14, 192), kernel=3, repeat=4)
@@ -323,11 +326,16 @@ def _suite() -> list[Probe]:
     add("io_14x256", "RESHAPE", (1, 14, 14, 256))
     add("io_1000", "RESHAPE", (1, 1000))
     # elementwise and data movement, two sizes each
-    for op, rep in (("ADD", 4), ("MUL", 4), ("LOGISTIC", 4), ("HARD_SWISH", 4), ("PRELU", 4), ("PAD", 1),
-                    ("CONCATENATION", 1), ("MAX_POOL_2D", 1), ("AVERAGE_POOL_2D", 1), ("MEAN", 1)):
+    # PAD, CONCATENATION and the broadcast MULs are chained 4 times: timed once, their op time was a
+    # few per cent of the probe's input and output handling (int8 quantized in numpy), and the fit
+    # costed them at ~0.005-0.05 ns per value where inside DenseNet121 int8 (prefix timing) a MUL by a
+    # per-channel constant took 0.3-0.5 ns and a 16x16x64 PAD 19 us, not 0.7
+    for op, rep in (("ADD", 4), ("MUL", 4), ("LOGISTIC", 4), ("HARD_SWISH", 4), ("PRELU", 4), ("PAD", 4),
+                    ("CONCATENATION", 4), ("MAX_POOL_2D", 1), ("AVERAGE_POOL_2D", 1), ("MEAN", 1)):
         kw = {"kernel": 3, "stride": 2} if "POOL" in op else {}
-        add(f"{op.lower()}_56x32", op, (1, 56, 56, 32), repeat=rep, core=op in ("ADD", "MEAN"), **kw)
-        add(f"{op.lower()}_14x256", op, (1, 14, 14, 256), repeat=rep, **kw)
+        chained = "_x4" if op in ("PAD", "CONCATENATION") else ""
+        add(f"{op.lower()}{chained}_56x32", op, (1, 56, 56, 32), repeat=rep, core=op in ("ADD", "MEAN"), **kw)
+        add(f"{op.lower()}{chained}_14x256", op, (1, 14, 14, 256), repeat=rep, **kw)
     add("mean_7x1280", "MEAN", (1, 7, 7, 1280))
     # a ReLU not fused into a convolution (NASNet's before each separable convolution) and a 3x3
     # stride-1 average pool with SAME padding (Inception's and NASNet's branches; XNNPACK averages
