@@ -11,7 +11,8 @@ never "best" for a latency target. int8 variants over the budget go through the 
 loop (converters.budget). The Pareto frontier (top-1 against latency on the first target) is
 printed; for each target the fastest variant inside the budget is marked "best". Output folder:
 
-    models/      the compressed Keras models (+ provenance JSON), one per compression level
+    models/      the compressed models (+ provenance JSON), one per compression level: .keras for a
+                 Keras source, .pt2 (torch.export) for a PyTorch or ONNX one
     artifacts/   every .tflite / .mlpackage with its manifest
     variants/    one result JSON per variant: a re-run skips variants whose JSON and artifact exist
     sweep.json, sweep.html (table + frontier chart)
@@ -44,6 +45,9 @@ DEFAULT_COMPRESSIONS = ("none", "prune-channels-30+distill", "prune-channels-50+
 # rpi4 at -0.28 points); distill-40 because the default 15 epochs left it 2.5 points down.
 BLOCKS_COMPRESSION = "prune-blocks-50+distill-40"
 KERAS_SUFFIXES = (".keras", ".h5")
+# compressed on their torch.export graph (converters.compress.pytorch), converted as `edgekit convert` does
+TORCH_SUFFIXES = (".pt2", ".pt", ".pth", ".onnx")
+ACCEPTED = "a Keras (.keras, .h5), PyTorch (.pt2, TorchScript .pt) or ONNX (.onnx) model file"
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ class SweepOptions:
     threads: int | None = None
     formats: tuple[str, ...] | None = None   # None: tflite, plus coreml when a target is an Apple device
     jobs: int | None = None                  # None: sweep_jobs.default_jobs()
+    input_shapes: tuple | None = None        # as ConvertOptions.input_shapes: a TorchScript file does not say it
 
 
 @dataclass
@@ -103,11 +108,14 @@ def check_options(opts: SweepOptions) -> tuple[list, tuple[str, ...]]:
     from edgekit.recipes import RECIPES
 
     if not opts.model.exists():
-        raise InputError(f"sweep expects a Keras model file (.keras or .h5), got {str(opts.model)!r}, which does not "
-                         "exist")
-    if not opts.model.is_file() or opts.model.suffix.lower() not in KERAS_SUFFIXES:
-        raise InputError(f"sweep expects a Keras model file (.keras or .h5), got {str(opts.model)!r}; compression "
-                         "rebuilds the Keras model, so a SavedModel folder cannot be swept")
+        raise InputError(f"sweep expects {ACCEPTED}, got {str(opts.model)!r}, which does not exist")
+    suffix = opts.model.suffix.lower()
+    if not opts.model.is_file() or suffix not in KERAS_SUFFIXES + TORCH_SUFFIXES:
+        raise InputError(f"sweep expects {ACCEPTED}, got {str(opts.model)!r}; compression rebuilds the Keras model "
+                         "or the PyTorch graph, so a SavedModel folder or a .tflite cannot be swept")
+    if opts.input_shapes and suffix in KERAS_SUFFIXES:
+        raise InputError(f"--input-shape is for PyTorch models that do not say their input shape (TorchScript); "
+                         f"{opts.model.name} does: drop --input-shape")
     if not opts.targets:
         raise InputError("--target expects at least one device name (see edgekit targets)")
     devices = [load_device(t) for t in opts.targets]
@@ -147,6 +155,8 @@ def default_compressions(source_model) -> tuple[str, ...]:
     """The default grid, plus depth pruning when the model has blocks it can remove."""
     from edgekit.errors import EdgekitError
 
+    if getattr(source_model, "torch_module", None) is not None:
+        return DEFAULT_COMPRESSIONS + ((BLOCKS_COMPRESSION,) if _torch_blocks(source_model) else ())
     from .compress.blocks import removable_blocks
     from .compress.keras_graph import read_graph
 
@@ -157,14 +167,40 @@ def default_compressions(source_model) -> tuple[str, ...]:
     return DEFAULT_COMPRESSIONS + ((BLOCKS_COMPRESSION,) if blocks else ())
 
 
+def check_torch_graph(source) -> list:
+    """The source's torch.export graph, captured once before any level is built, so a model
+    compression cannot capture (a TorchScript file torch's converter cannot export) is refused in
+    one line now, not after minutes of building; returns its removable blocks."""
+    from .compress.pytorch import working_graph
+    from .compress.pytorch.blocks import removable_blocks
+    from .sources.torch import example_array
+
+    return removable_blocks(working_graph(source.torch_module, [example_array(t) for t in source.inputs]))
+
+
+def _torch_blocks(source) -> list:
+    from edgekit.errors import ConversionError
+
+    try:
+        return check_torch_graph(source)
+    except ConversionError:  # a graph the block finder does not follow: no depth pruning by default
+        return []
+
+
 def sweep(opts: SweepOptions, progress: Callable[[str], None] = lambda msg: None) -> SweepResult:
     from edgekit._deps import require
 
     from .sweep_jobs import default_jobs
 
+    from .sweep_build import is_torch_source
+
     devices, formats = check_options(opts)
-    require("tensorflow", "edgekit sweep")
-    require("keras", "edgekit sweep")
+    torch_source = is_torch_source(opts)
+    if torch_source:
+        require("torch", "edgekit sweep of a PyTorch or ONNX model")
+    else:
+        require("tensorflow", "edgekit sweep")
+        require("keras", "edgekit sweep")
     start = time.time()
     deadline = None if opts.budget_minutes is None else start + opts.budget_minutes * 60
     opts.out_dir.mkdir(parents=True, exist_ok=True)
@@ -177,6 +213,8 @@ def sweep(opts: SweepOptions, progress: Callable[[str], None] = lambda msg: None
         progress(f"[{finished_lines[0]}] {line}")
 
     ctx = prepare(opts, formats, devices, deadline, progress, done)
+    if torch_source and opts.compressions is not None and any(c != "none" for c in opts.compressions):
+        check_torch_graph(ctx.source_model)  # an InputError now rather than inside the first level
     compressions = opts.compressions if opts.compressions is not None else default_compressions(ctx.source_model)
     opts = _replace(opts, compressions=tuple(compressions))
     ctx.opts = opts

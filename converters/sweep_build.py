@@ -1,5 +1,6 @@
-"""Building the variants of one compression level for `edgekit sweep`: compress the Keras model
-(once per level, kept in models/), convert it per format with the ordinary pipeline, and measure
+"""Building the variants of one compression level for `edgekit sweep`: compress the source model
+(once per level, kept in models/: .keras for a Keras source, .pt2 for a PyTorch or ONNX one),
+convert it per format with the ordinary pipeline, and measure
 what does not depend on a quiet machine: task top-1, drop, agreement, size, MACs from the
 artifact itself, emulated latency. Host p50 is *not* measured here: builds may run side by side
 in worker processes (converters.sweep_jobs), and converters.sweep times every artifact afterwards,
@@ -58,13 +59,11 @@ def finished(out_dir: Path, name: str) -> bool:
 
 
 class Data:
-    """Calibration and labelled validation data, read once, as the model sees them."""
+    """Calibration and labelled validation data, read once, as the model sees them (NCHW images for a
+    PyTorch/ONNX vision model, as `edgekit convert` reads them for it)."""
 
-    def __init__(self, keras_model, opts, progress):
-        shape = tuple(keras_model.inputs[0].shape)
-        self.inputs = [TensorInfo(keras_model.inputs[0].name, shape, "float32")]
-        is_image = len(keras_model.inputs) == 1 and len(shape) == 4 and shape[-1] in (1, 3)
-        self.spec = ImageSpec.for_input_shape(shape, opts.mean or (0.0,), opts.std or (1.0,)) if is_image else None
+    def __init__(self, inputs: list[TensorInfo], spec: ImageSpec | None, opts, progress):
+        self.inputs, self.spec = inputs, spec
         class_names = None
         if opts.labels is not None:
             if not opts.labels.is_file():
@@ -112,7 +111,14 @@ class Context:
         return [(fmt, r, variant_name(compression, r, fmt)) for fmt in self.formats for r in self.recipes_for(fmt)]
 
 
+def is_torch_source(opts) -> bool:
+    """PyTorch (.pt2, TorchScript) and ONNX sources are compressed on their torch.export graph."""
+    return opts.model.suffix.lower() not in (".keras", ".h5")
+
+
 def prepare(opts, formats, devices, deadline, progress, done) -> Context:
+    if is_torch_source(opts):
+        return _prepare_torch(opts, formats, devices, deadline, progress, done)
     import keras
 
     try:
@@ -120,9 +126,32 @@ def prepare(opts, formats, devices, deadline, progress, done) -> Context:
     except Exception as e:  # a corrupt or foreign file: keras raises many kinds
         raise InputError(f"cannot load {opts.model.name} as a Keras model ({type(e).__name__}: {str(e)[:200]}); "
                          "re-save it with model.save('model.keras')") from e
-    data = Data(source_model, opts, progress)
+    shape = tuple(source_model.inputs[0].shape)
+    inputs = [TensorInfo(source_model.inputs[0].name, shape, "float32")]
+    is_image = len(source_model.inputs) == 1 and len(shape) == 4 and shape[-1] in (1, 3)
+    spec = ImageSpec.for_input_shape(shape, opts.mean or (0.0,), opts.std or (1.0,)) if is_image else None
+    data = Data(inputs, spec, opts, progress)
     reference = predict_keras(source_model, data.validation.arrays)
     return Context(opts, tuple(formats), devices, source_model, data, reference, top1(reference, data.labels),
+                   deadline, progress, done)
+
+
+def _prepare_torch(opts, formats, devices, deadline, progress, done) -> Context:
+    """The source loaded as `edgekit convert` loads it (SourceModel: the module, its inputs and image
+    layout); data preprocessed in that layout, so the reference outputs, the source's top-1 and every
+    artifact's inputs are the ones a convert run of this model uses."""
+    from types import SimpleNamespace
+
+    from .sources import detect, load
+
+    source = load(opts.model, detect(opts.model), SimpleNamespace(input_shapes=opts.input_shapes, factory=None))
+    first = source.inputs[0]
+    is_image = len(source.inputs) == 1 and source.layout is not None
+    spec = (ImageSpec.for_input_shape(first.shape, opts.mean or (0.0,), opts.std or (1.0,), source.layout)
+            if is_image else None)
+    data = Data(list(source.inputs), spec, opts, progress)
+    reference = source.predict(data.validation.arrays)[0]
+    return Context(opts, tuple(formats), devices, source, data, reference, top1(reference, data.labels),
                    deadline, progress, done)
 
 
@@ -175,28 +204,43 @@ def _convert(model_path: Path, fmt: str, recipes: list[str], out_dir: Path, ctx:
     from .pipeline import ConvertOptions, convert
 
     opts = ctx.opts
+    # --input-shape describes the user's model (a TorchScript file does not say it); a compressed .pt2 does
+    shapes = getattr(opts, "input_shapes", None) if model_path == opts.model else None
     copts = ConvertOptions(model=model_path, formats=(fmt,), recipes=tuple(RECIPES[r] for r in recipes),
                            out_dir=out_dir, calibration=opts.calibration, validate=opts.validate,
                            calibration_samples=opts.calibration_samples, labels=opts.labels, mean=opts.mean,
                            std=opts.std, keep_float=keep_float, explain_errors=True, force=True, gate=False,
+                           input_shapes=shapes,
                            ios=18 if "int4-weights" in recipes else 16)  # int4 weights are an iOS 18 op
     return convert(copts, progress=lambda msg: ctx.progress(f"  {msg}"))
 
 
 def compressed_model(compression: str, ctx: Context) -> tuple[Path, list, float]:
-    """The Keras model of one compression level, built once and kept in models/ (resumable), its
-    provenance and its own top-1 (what quantization starts from)."""
-    import keras
-
+    """The model of one compression level (.keras, or .pt2 for a PyTorch/ONNX source), built once and
+    kept in models/ (resumable), its provenance and its own top-1 (what quantization starts from)."""
     opts = ctx.opts
     models = opts.out_dir / "models"
     models.mkdir(parents=True, exist_ok=True)
-    path = models / f"{opts.model.stem.split('.')[0]}__{slug(compression)}.keras"
+    torch_source = is_torch_source(opts)
+    path = models / f"{opts.model.stem.split('.')[0]}__{slug(compression)}.{'pt2' if torch_source else 'keras'}"
     record = path.with_suffix(".json")
     if path.is_file() and record.is_file():
         saved = json.loads(record.read_text())
         return path, saved["provenance"], saved["top1"]
     ctx.progress(f"compressing: {compression}")
+    if torch_source:
+        provenance, accuracy = _compress_torch(compression, path, ctx)
+    else:
+        provenance, accuracy = _compress_keras(compression, path, ctx)
+    atomic_write_text(record, json.dumps({"compression": compression, "top1": accuracy, "provenance": provenance},
+                                         indent=2) + "\n")
+    return path, provenance, accuracy
+
+
+def _compress_keras(compression: str, path: Path, ctx: Context) -> tuple[list, float]:
+    import keras
+
+    opts = ctx.opts
     model, provenance, _ = apply_recipe(ctx.source_model, compression, ctx.data.calibration.arrays,
                                         ctx.data.calibration_labels, seed=opts.seed, progress=ctx.progress)
     accuracy = top1(predict_keras(model, ctx.data.validation.arrays), ctx.data.labels)
@@ -207,10 +251,37 @@ def compressed_model(compression: str, ctx: Context) -> tuple[Path, list, float]
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)  # interrupted mid-save: no half-written model left behind
-    atomic_write_text(record, json.dumps({"compression": compression, "top1": accuracy, "provenance": provenance},
-                                         indent=2) + "\n")
     keras.backend.clear_session()
-    return path, provenance, accuracy
+    return provenance, accuracy
+
+
+def _compress_torch(compression: str, path: Path, ctx: Context) -> tuple[list, float]:
+    """Compressed on the torch.export graph and saved as a .pt2 at the source's input shape; its top-1
+    is measured on that saved file, loaded back as `edgekit convert` will load it."""
+    from .compress import compress, split_recipe
+    from .compress.pytorch import exported
+    from .sources.torch import example_array, import_torch
+    from .sources.torch import load as load_torch
+
+    opts, source = ctx.opts, ctx.source_model
+    torch = import_torch()
+    steps, _ = split_recipe(compression)
+    examples = [example_array(t) for t in source.inputs]
+    model, provenance = compress(source.torch_module, steps, ctx.data.calibration.arrays, ctx.data.calibration_labels,
+                                 seed=opts.seed, progress=ctx.progress, inputs=examples)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.pt2")
+    try:
+        torch.export.save(exported(model, examples), str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # interrupted mid-save: no half-written model left behind
+    saved = load_torch(path, "torch_export")
+    try:
+        accuracy = top1(saved.predict(ctx.data.validation.arrays)[0], ctx.data.labels)
+    finally:
+        saved.close()
+    ctx.progress(f"  {compression}: PyTorch top-1 {100 * accuracy:.2f} %")
+    return provenance, accuracy
 
 
 def not_run(name: str, compression: str, recipe: str, fmt: str) -> dict:
@@ -221,8 +292,6 @@ def not_run(name: str, compression: str, recipe: str, fmt: str) -> dict:
 def build_level(compression: str, ctx: Context) -> list[dict]:
     """Build and measure (all but host p50) every unfinished variant of one compression level; returns
     the rows written (a level started after the deadline returns "not run" rows, written nowhere)."""
-    import keras
-
     opts = ctx.opts
     pending = [(fmt, r, name) for fmt, r, name in ctx.variants(compression) if not finished(opts.out_dir, name)]
     if not pending:
@@ -245,7 +314,10 @@ def build_level(compression: str, ctx: Context) -> list[dict]:
             atomic_write_text(row_path(opts.out_dir, row["variant"]), json.dumps(row, indent=2) + "\n")
             ctx.done(_finished_line(row, opts.max_drop))
             rows.append(row)
-    keras.backend.clear_session()
+    if not is_torch_source(opts):
+        import keras
+
+        keras.backend.clear_session()
     return rows
 
 

@@ -891,7 +891,10 @@ def monitor(store, window, artifact, as_json):
 
 
 @main.command()
-@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("model", type=click.Path(path_type=Path), required=False)
+@click.option("--source", "factory", help="Refused by sweep (it builds from a saved file): save the nn.Module "
+                                          "with torch.export.save and sweep the .pt2.")
+@click.option("--input-shape", help="Input shape(s) of a TorchScript model, which does not say them, e.g. 1,3,224,224.")
 @click.option("--target", "targets", default="rpi4", show_default=True,
               help="Emulated target(s), comma-separated (see `edgekit targets`); the first one orders the frontier.")
 @click.option("--max-drop", default=1.0, show_default=True, type=float,
@@ -923,12 +926,20 @@ def monitor(store, window, artifact, as_json):
 @click.option("--seed", default=0, show_default=True, type=int, help="Distillation seed.")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Folder for models, artifacts, per-variant results, sweep.json and sweep.html.")
-def sweep(model, targets, max_drop, calibration, validate, labels, mean, std, recipes, compressions, formats, jobs,
-          budget_minutes, bench_runs, threads, seed, out_dir):
-    """Search compression x quantization variants of MODEL for the fastest one inside an accuracy budget."""
+def sweep(model, factory, input_shape, targets, max_drop, calibration, validate, labels, mean, std, recipes,
+          compressions, formats, jobs, budget_minutes, bench_runs, threads, seed, out_dir):
+    """Search compression x quantization variants of MODEL (Keras .keras/.h5, PyTorch .pt2 or TorchScript .pt,
+    ONNX .onnx) for the fastest one inside an accuracy budget."""
     from .preprocess import parse_floats
+    from .converters.options import parse_input_shapes
     from .converters.sweep import SweepOptions, sweep as run_sweep
     from .converters.sweep_report import table
+
+    if factory:  # not wired through the sweep's spawned workers (each reloads the source) and models/ naming
+        raise InputError(f"sweep builds from a saved model file, not --source {factory}: save the module with "
+                         "torch.export.save(torch.export.export(model, args), 'model.pt2') and sweep model.pt2")
+    if model is None:
+        raise InputError("sweep expects MODEL, a .keras/.h5, .pt2, TorchScript .pt or .onnx file")
 
     def items(text: str) -> tuple[str, ...]:
         return tuple(t.strip() for t in text.split(",") if t.strip())
@@ -938,7 +949,7 @@ def sweep(model, targets, max_drop, calibration, validate, labels, mean, std, re
                         recipes=items(recipes), compressions=items(compressions) if compressions else None,
                         formats=items(formats.lower()) if formats else None, jobs=jobs, labels=labels,
                         mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"), seed=seed,
-                        bench_runs=bench_runs, threads=threads)
+                        bench_runs=bench_runs, threads=threads, input_shapes=parse_input_shapes(input_shape))
     result = run_sweep(opts, progress=_progress)
     click.echo(table(result))
     click.echo(f"report: {out_dir / 'sweep.html'}, {out_dir / 'sweep.json'} ({result.seconds:.0f} s)")
