@@ -120,15 +120,16 @@ def _steps_of(recipe: str) -> str:
 
 
 def _compress(job: Job, recipe: str, steps: str, stack) -> Job:
-    """The job for the compressed copy of the source that `recipe`'s steps make (Keras sources)."""
+    """The job for the compressed copy of the source that `recipe`'s steps make (Keras and
+    PyTorch/ONNX sources)."""
     from .compress.source import compressed_source
 
     calibration = job.calibration
     labelled = dataset_labels(calibration, job.labels, role="calibration") if calibration is not None else None
-    with captured_native_output():
+    with captured_native_output() as native:  # distillation's epoch lines still reach the user
         source, provenance, _ = stack.enter_context(compressed_source(
             job.source, recipe, calibration.arrays if calibration is not None else None,
-            labels=labelled[0] if labelled else None, progress=job.progress))
+            labels=labelled[0] if labelled else None, progress=native.passing_through(job.progress)))
     return job.compressed(source, steps, provenance)
 
 

@@ -16,6 +16,29 @@ import warnings
 
 class Captured:
     text: str = ""
+    _fds: tuple | None = None          # ((saved stdout, saved stderr), sink) while capturing
+
+    def passing_through(self, progress):
+        """`progress` writing to the real stdout/stderr while it runs: a long step inside the capture
+        (distillation's epochs) still shows its progress, while the native chatter around it stays
+        captured."""
+        def call(message: str) -> None:
+            if self._fds is None:
+                progress(message)
+                return
+            saved, sink = self._fds
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            try:
+                progress(message)
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(sink, 1)
+                os.dup2(sink, 2)
+        return call
 
 
 @contextlib.contextmanager
@@ -32,9 +55,11 @@ def captured_native_output():
         warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
         os.dup2(sink.fileno(), 1)
         os.dup2(sink.fileno(), 2)
+        captured._fds = (tuple(saved), sink.fileno())
         try:
             yield captured
         finally:
+            captured._fds = None
             sys.stdout.flush()
             sys.stderr.flush()
             os.dup2(saved[0], 1)

@@ -749,3 +749,23 @@ def test_interrupted_parallel_sweep_keeps_finished_variants_whole_and_a_rerun_co
     report = json.loads((out / "sweep.json").read_text())
     assert report["complete"] and len(report["variants"]) == 6
     assert len(_finished_lines(again.stderr)) == 6 - len(kept)  # what was kept is not built again
+
+
+def test_convert_shows_distillation_progress_on_the_terminal(tmp_path):
+    """The converter's native chatter is captured at the file-descriptor level while compressing;
+    distillation's epoch lines must still reach the user's stderr (they were swallowed with it).
+    A real process, not CliRunner: CliRunner's streams sit above the descriptors and would show
+    the lines either way."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "edgekit.cli", "convert", str(SAMPLES / "digits_cnn.keras"), "-q",
+         "prune-channels-30+distill-2+fp32", "--no-gate", "--calibration", str(SAMPLES / "calibration"),
+         "--calibration-samples", "64", "--mean", "0", "--std", "255", "-o", str(out)],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    epochs = [line.strip() for line in result.stderr.splitlines() if "distill epoch" in line]
+    assert [e.split(":")[0] for e in epochs] == ["distill epoch 1/2", "distill epoch 2/2"], result.stderr[-2000:]
+    assert "fully_quantize" not in result.stderr and "XNNPACK" not in result.stderr  # chatter stays captured
