@@ -41,7 +41,7 @@ def compress(keras_model, steps: list[Step] | str, calibration_arrays: list[np.n
                               calibration_arrays, inputs, labels, seed, progress)
     from .blocks import prune_blocks
     from .channels import prune_channels
-    from .distill import distill
+    from .distill import check_can_distill, distill
     from .keras_graph import as_functional, keras_macs
     from .lowrank import factorize
 
@@ -64,12 +64,7 @@ def compress(keras_model, steps: list[Step] | str, calibration_arrays: list[np.n
         elif step.kind == "lowrank":
             model, details = factorize(model, percent=step.params.get("percent"), energy=step.params.get("energy"))
         else:
-            if model is teacher:
-                raise InputError("distill fine-tunes a compressed model against the original; put it after "
-                                 "prune-channels-N, prune-blocks-N or lowrank-N")
-            if not calibration_arrays:
-                raise InputError("distill learns from the calibration inputs; pass --calibration with a few "
-                                 "hundred representative inputs")
+            check_can_distill(model is not teacher, calibration_arrays)
             details = distill(model, teacher, calibration_arrays, labels, step.params["epochs"], seed, progress)
         provenance.append({"step": step.name, "params": dict(step.params), "details": details,
                            "macs_before": macs_before, "macs_after": keras_macs(model),

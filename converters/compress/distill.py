@@ -38,8 +38,11 @@ def _is_softmax_head(model) -> bool:
     return getattr(getattr(last, "activation", None), "__name__", "") == "softmax" or type(last).__name__ == "Softmax"
 
 
-def _shift(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Random translation by up to MAX_SHIFT pixels, zero fill, per sample (NHWC images only)."""
+def shift_images(batch: np.ndarray, rng: np.random.Generator, channels_first: bool = False) -> np.ndarray:
+    """Random translation by up to MAX_SHIFT pixels, zero fill, per sample; images only (NHWC, or
+    NCHW with channels_first), other inputs returned as they are."""
+    if channels_first and batch.ndim == 4:
+        return np.ascontiguousarray(shift_images(batch.transpose(0, 2, 3, 1), rng).transpose(0, 3, 1, 2))
     if batch.ndim != 4 or min(batch.shape[1:3]) < 8:
         return batch
     out = np.zeros_like(batch)
@@ -49,6 +52,16 @@ def _shift(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
         out[i, yd, xd] = batch[i, ys, xs]
     return out
+
+
+def check_can_distill(after_compression: bool, calibration_arrays) -> None:
+    """The two refusals of a distill step, the same for Keras and PyTorch models."""
+    if not after_compression:
+        raise InputError("distill fine-tunes a compressed model against the original; put it after "
+                         "prune-channels-N, prune-blocks-N or lowrank-N")
+    if not calibration_arrays:
+        raise InputError("distill learns from the calibration inputs; pass --calibration with a few "
+                         "hundred representative inputs")
 
 
 def recalibrate_batchnorm(model, x: np.ndarray, chunk: int = 512) -> None:
@@ -118,7 +131,7 @@ def distill(student, teacher, inputs: list[np.ndarray], labels: np.ndarray | Non
         losses = []
         for start in range(0, len(x), BATCH):
             idx = order[start:start + BATCH]
-            batch = _shift(x[idx], rng)
+            batch = shift_images(x[idx], rng)
             target = teacher(batch, training=False)
             losses.append(float(step(tf.constant(batch), target, tf.constant(y_all[idx]),
                                      tf.constant(labels is not None))))

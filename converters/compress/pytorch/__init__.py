@@ -58,6 +58,7 @@ def _apply(step: Step, model, teacher, compressed: bool, calibration_arrays, inp
     """(model, details) after one step; prune-blocks returns a new graph, the others edit `model`."""
     from .blocks import prune_blocks
     from .channels import prune_channels
+    from ..distill import check_can_distill
     from .distill import distill
     from .lowrank import factorize
 
@@ -69,12 +70,7 @@ def _apply(step: Step, model, teacher, compressed: bool, calibration_arrays, inp
     elif step.kind == "lowrank":
         details = factorize(model, inputs, percent=step.params.get("percent"), energy=step.params.get("energy"))
     else:
-        if not compressed:
-            raise InputError("distill fine-tunes a compressed model against the original; put it after "
-                             "prune-channels-N, prune-blocks-N or lowrank-N")
-        if not calibration_arrays:
-            raise InputError("distill learns from the calibration inputs; pass --calibration with a few "
-                             "hundred representative inputs")
+        check_can_distill(compressed, calibration_arrays)
         details = distill(model, teacher, calibration_arrays, labels, step.params["epochs"], seed, progress)
     return model, details
 

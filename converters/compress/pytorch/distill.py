@@ -24,7 +24,7 @@ import numpy as np
 
 from edgekit.errors import InputError
 
-from ..distill import BATCH, LEARNING_RATE, MAX_SHIFT, SOFT_WEIGHT, TEMPERATURE
+from ..distill import BATCH, LEARNING_RATE, SOFT_WEIGHT, TEMPERATURE, shift_images
 from .graph import _first, import_torch, op_name, output_nodes
 
 RECALIBRATION_CHUNK = 512
@@ -33,19 +33,6 @@ RECALIBRATION_CHUNK = 512
 def _is_softmax_head(gm) -> bool:
     outs = output_nodes(gm)
     return len(outs) == 1 and op_name(outs[0]) in ("softmax", "_softmax")
-
-
-def _shift(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Random translation by up to MAX_SHIFT pixels, zero fill, per sample (NCHW images only)."""
-    if batch.ndim != 4 or min(batch.shape[2:4]) < 8:
-        return batch
-    out = np.zeros_like(batch)
-    h, w = batch.shape[2:4]
-    for i, (dy, dx) in enumerate(rng.integers(-MAX_SHIFT, MAX_SHIFT + 1, size=(len(batch), 2))):
-        ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
-        xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
-        out[i, :, yd, xd] = batch[i, :, ys, xs]
-    return out
 
 
 def set_mode(gm, training: bool, momentum: float = 0.0) -> None:
@@ -116,7 +103,7 @@ def distill(student, teacher, inputs: list[np.ndarray], labels: np.ndarray | Non
             losses = []
             for start in range(0, len(x), BATCH):
                 idx = order[start:start + BATCH]
-                batch = torch.from_numpy(_shift(x[idx], rng))
+                batch = torch.from_numpy(shift_images(x[idx], rng, channels_first=True))
                 with torch.no_grad():
                     target = _first(teacher(batch))
                 pred = _first(student(batch))
