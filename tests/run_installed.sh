@@ -113,9 +113,10 @@ if wanted convert; then
     run_tier "$venv" convert "convert and not slow" || failed=1
 fi
 if wanted torch; then
-    # PyTorch/ONNX sources: [onnx] brings [torch] and [convert]; [torch-test] torchvision + the ONNX exporter
-    say "torch install: edgekit[onnx,torch-test]"
-    venv="$(fresh_venv torch "$WHEEL[onnx,torch-test]")"
+    # PyTorch/ONNX sources: [onnx] brings [torch] and [convert]; [torch-test] torchvision + the ONNX exporter;
+    # [charts]: `edgekit sweep` of a .pt2/.onnx draws its frontier chart with matplotlib, as for Keras
+    say "torch install: edgekit[onnx,torch-test,charts]"
+    venv="$(fresh_venv torch "$WHEEL[onnx,torch-test,charts]")"
     run_tier "$venv" torch "torch" || failed=1
     rm -rf "$venv"  # ~8 GB (torch's CUDA build): free it for the tiers after this one
 fi

@@ -16,7 +16,7 @@ from conftest import SAMPLES, run_cli
 pytestmark = pytest.mark.torch
 
 # No module-level importorskip: other tiers deselect these tests by marker, and a module-level skip
-# would show up as a skip in their counts. The torch tier's venv has edgekit[onnx,torch-test].
+# would show up as a skip in their counts. The torch tier's venv has edgekit[onnx,torch-test,charts].
 
 DIGITS = ["--calibration", SAMPLES / "calibration", "--validate", SAMPLES / "validation", "--labels",
           SAMPLES / "labels.txt", "--mean", "0", "--std", "255"]
