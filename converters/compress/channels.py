@@ -160,6 +160,13 @@ def kept_channels(channels: int, percent: float, multiple: int = 1) -> int:
     return int(min(channels, max(multiple, multiple * math.floor(kept / multiple + 0.5))))
 
 
+def require_activation_calibration(calibration) -> None:
+    """The -act criterion's one refusal, for Keras and PyTorch models alike."""
+    if not calibration:
+        raise InputError("prune-channels-N-act ranks channels by activation on calibration inputs; "
+                         "pass --calibration, or use the weight criterion (prune-channels-N)")
+
+
 def prune_channels(model, percent: float, criterion: str = "l1", calibration: list[np.ndarray] | None = None,
                    multiple: int = 1):
     """(smaller model, details): `percent` % of each prunable group's channels removed, the least
@@ -173,9 +180,7 @@ def prune_channels(model, percent: float, criterion: str = "l1", calibration: li
                          "use lowrank-N or a quantization recipe instead")
     layers = {n.layer.name: n.layer for n in model_graph.nodes}
     if criterion == "act":
-        if not calibration:
-            raise InputError("prune-channels-N-act ranks channels by activation on calibration inputs; "
-                             "pass --calibration, or use the weight criterion (prune-channels-N)")
+        require_activation_calibration(calibration)
         scores = _activation_importance(model, model_graph, groups, calibration)
     else:
         order = 2 if criterion == "l2" else 1

@@ -64,6 +64,20 @@ def check_can_distill(after_compression: bool, calibration_arrays) -> None:
                          "hundred representative inputs")
 
 
+def training_inputs(inputs: list[np.ndarray], labels, n_inputs: int, n_outputs: int) -> np.ndarray:
+    """The one float32 input array distillation trains on, after the checks every model type shares."""
+    if len(inputs) != 1 or n_inputs != 1 or n_outputs != 1:
+        raise InputError(f"distill fine-tunes single-input, single-output models; this one has "
+                         f"{n_inputs} inputs and {n_outputs} outputs")
+    x = np.asarray(inputs[0], dtype=np.float32)
+    if len(x) < 2:
+        raise InputError(f"distill needs calibration inputs to learn from; got {len(x)} (pass --calibration "
+                         "with a few hundred representative inputs)")
+    if labels is not None and len(labels) != len(x):
+        raise InputError(f"distill: {len(labels)} labels for {len(x)} inputs; give one label per input")
+    return x
+
+
 def recalibrate_batchnorm(model, x: np.ndarray, chunk: int = 512) -> None:
     """Moving mean/variance of every BatchNormalization := their statistics on `x` (the first
     `chunk` inputs: one batch, so each layer sees inputs normalized as they will be at inference)."""
@@ -87,15 +101,7 @@ def distill(student, teacher, inputs: list[np.ndarray], labels: np.ndarray | Non
     import keras
     import tensorflow as tf
 
-    if len(student.inputs) != 1 or len(student.outputs) != 1:
-        raise InputError(f"distill fine-tunes single-input, single-output models; this one has "
-                         f"{len(student.inputs)} inputs and {len(student.outputs)} outputs")
-    x = np.asarray(inputs[0], dtype=np.float32)
-    if len(x) < 2:
-        raise InputError(f"distill needs calibration inputs to learn from; got {len(x)} (pass --calibration "
-                         "with a few hundred representative inputs)")
-    if labels is not None and len(labels) != len(x):
-        raise InputError(f"distill: {len(labels)} labels for {len(x)} inputs; give one label per input")
+    x = training_inputs(inputs, labels, len(student.inputs), len(student.outputs))
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
     softmax = _is_softmax_head(teacher)

@@ -22,11 +22,17 @@ import numpy as np
 
 from edgekit.errors import InputError
 
-from ..channels import ACTIVATION_SAMPLES, _Groups, kept_channels
+from ..channels import (
+    ACTIVATION_SAMPLES,
+    _Groups,
+    kept_channels,
+    require_activation_calibration,
+)
 from .graph import (
     BINARY,
     POOLS,
     UNARY,
+    attribute_uses,
     conv_args,
     get_tensor,
     import_torch,
@@ -75,11 +81,7 @@ def _scalar_args(node, data) -> bool:
 def read_groups(gm) -> tuple[_Plan, dict]:
     """(plan, {group root: {"producers", "members", "channels"}}) for every group that may lose channels."""
     plan = _Plan()
-    target_uses: dict = {}
-    for node in gm.graph.nodes:
-        for a in node.all_input_nodes:
-            if a.op == "get_attr":
-                target_uses[a.target] = target_uses.get(a.target, 0) + 1
+    target_uses = attribute_uses(gm)
     for node in gm.graph.nodes:
         plan.groups.find(node)
         if node.op == "placeholder":
@@ -265,9 +267,7 @@ def prune_channels(gm, inputs: list[np.ndarray], percent: float, criterion: str 
                          "output feeds the model output or an op whose channels cannot be sliced); "
                          "use lowrank-N or a quantization recipe instead")
     if criterion == "act":
-        if not calibration:
-            raise InputError("prune-channels-N-act ranks channels by activation on calibration inputs; "
-                             "pass --calibration, or use the weight criterion (prune-channels-N)")
+        require_activation_calibration(calibration)
         scores = _activation_importance(gm, plan, groups, calibration)
     else:
         order = 2 if criterion == "l2" else 1

@@ -24,7 +24,7 @@ import numpy as np
 
 from edgekit.errors import InputError
 
-from ..distill import BATCH, LEARNING_RATE, SOFT_WEIGHT, TEMPERATURE, shift_images
+from ..distill import BATCH, LEARNING_RATE, SOFT_WEIGHT, TEMPERATURE, shift_images, training_inputs
 from .graph import _first, import_torch, op_name, output_nodes
 
 RECALIBRATION_CHUNK = 512
@@ -68,15 +68,7 @@ def distill(student, teacher, inputs: list[np.ndarray], labels: np.ndarray | Non
     {"epochs", "samples", "loss_first", "loss_last", "labelled", "temperature"}."""
     torch = import_torch()
     placeholders = [n for n in student.graph.nodes if n.op == "placeholder"]
-    if len(inputs) != 1 or len(placeholders) != 1 or len(output_nodes(student)) != 1:
-        raise InputError(f"distill fine-tunes single-input, single-output models; this one has "
-                         f"{len(placeholders)} inputs and {len(output_nodes(student))} outputs")
-    x = np.asarray(inputs[0], dtype=np.float32)
-    if len(x) < 2:
-        raise InputError(f"distill needs calibration inputs to learn from; got {len(x)} (pass --calibration "
-                         "with a few hundred representative inputs)")
-    if labels is not None and len(labels) != len(x):
-        raise InputError(f"distill: {len(labels)} labels for {len(x)} inputs; give one label per input")
+    x = training_inputs(inputs, labels, len(placeholders), len(output_nodes(student)))
     try:
         student(torch.from_numpy(x[:2]))
     except Exception as e:

@@ -92,6 +92,17 @@ def is_parameter(gm, target: str) -> bool:
     return name in owner._parameters
 
 
+def attribute_uses(gm) -> dict:
+    """{get_attr target: how many calls read it}: a weight read by two layers cannot be sliced or
+    factorized for one of them."""
+    uses: dict = {}
+    for node in gm.graph.nodes:
+        for a in node.all_input_nodes:
+            if a.op == "get_attr":
+                uses[a.target] = uses.get(a.target, 0) + 1
+    return uses
+
+
 def conv_args(node) -> dict:
     """aten.conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) with defaults filled."""
     args = list(node.args) + [None, [1, 1], [0, 0], [1, 1], 1][len(node.args) - 2:]

@@ -16,7 +16,16 @@ from edgekit.errors import InputError
 
 from ..lowrank import break_even_rank, choose_rank
 from .channels import layer_name
-from .graph import conv_args, get_tensor, import_torch, op_name, propagate_shapes, set_tensor, weight_node
+from .graph import (
+    attribute_uses,
+    conv_args,
+    get_tensor,
+    import_torch,
+    op_name,
+    propagate_shapes,
+    set_tensor,
+    weight_node,
+)
 
 SUFFIX = "_lowrank"
 
@@ -56,11 +65,7 @@ def factorize(gm, inputs: list[np.ndarray], percent: float | None = None, energy
     if (percent is None) == (energy is None):
         raise InputError("lowrank expects either a MACs cut (lowrank-N) or an energy to keep (lowrank-eNN)")
     torch = import_torch()
-    uses: dict = {}
-    for n in gm.graph.nodes:
-        for a in n.all_input_nodes:
-            if a.op == "get_attr":
-                uses[a.target] = uses.get(a.target, 0) + 1
+    uses = attribute_uses(gm)
     plans, details = [], []
     for node in gm.graph.nodes:
         if not _factorizable(gm, node) or uses[weight_node(node).target] > 1 or feeds_output(node):
