@@ -65,7 +65,8 @@ def residual_digits_net() -> Path:
     from torch import nn
 
     sys.path.insert(0, str(SAMPLES))
-    from build import IMAGE_SIZE, N_VALIDATION, SEED, load_digits_32
+    from build import IMAGE_SIZE
+    from build_torch import train
 
     class Block(nn.Module):
         def __init__(self, c):
@@ -87,36 +88,7 @@ def residual_digits_net() -> Path:
         def forward(self, image):
             return torch.softmax(self.head(self.blocks(self.stem(image)).mean(dim=(2, 3))), dim=1)
 
-    torch.manual_seed(SEED)
-    torch.set_num_threads(1)
-    images, labels = load_digits_32()
-    order = np.random.default_rng(SEED).permutation(len(images))
-    val_idx, train_idx = order[:N_VALIDATION], order[N_VALIDATION:]
-    x = torch.from_numpy(images[:, None].astype(np.float32) / 255.0)
-    y = torch.from_numpy(labels)
-    model = DigitsResNet()
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, RESNET_EPOCHS)
-    generator = torch.Generator().manual_seed(SEED)
-    for _ in range(RESNET_EPOCHS):
-        model.train()
-        for batch in torch.randperm(len(train_idx), generator=generator).split(64):
-            idx = torch.from_numpy(train_idx)[batch]
-            loss = torch.nn.functional.nll_loss(torch.log(model(x[idx]) + 1e-9), y[idx])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        schedule.step()
-    for m in model.modules():  # exact statistics of the final weights (as build_torch.py)
-        if isinstance(m, nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None
-    with torch.no_grad():
-        for batch in x[torch.from_numpy(train_idx)].split(256):
-            model(batch)
-    model.eval()
-    with torch.no_grad():
-        accuracy = float((model(x[val_idx]).argmax(1) == y[val_idx]).float().mean())
+    model, accuracy = train(DigitsResNet, RESNET_EPOCHS)  # build_torch.py's loop, data, split and seed
     print(f"residual torch net: held-out top-1 {accuracy:.4f} after {RESNET_EPOCHS} epochs")
     CACHE.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.pt2")
