@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -34,6 +35,35 @@ def pytest_sessionstart(session):
 @pytest.fixture(scope="session")
 def samples() -> Path:
     return SAMPLES
+
+
+@pytest.fixture(scope="session")
+def labelled_digits(tmp_path_factory) -> Path:
+    """The sample's validation images in one sub-folder per class (their labels are in the names):
+    labelled data for task top-1 (convert --validate, sweep)."""
+    root = tmp_path_factory.mktemp("labelled")
+    for f in sorted((SAMPLES / "validation").glob("*.png")):
+        label = f.stem.split("label")[1]
+        (root / label).mkdir(exist_ok=True)
+        shutil.copy(f, root / label / f.name)
+    return root
+
+
+def run_tflite(path: Path, x):
+    """An artifact's first output for every row of `x`, one input at a time, through edgekit's runtime."""
+    import numpy as np
+
+    from edgekit.artifact import load
+
+    model = load(path)
+    return np.concatenate([model.run([x[i:i + 1]])[0] for i in range(len(x))])
+
+
+def artifact_macs(path: Path) -> float:
+    """Multiply-accumulates of a .tflite as edgekit's graph reader counts them."""
+    from edgekit.tflite.graph import read_graph
+
+    return read_graph(path.read_bytes()).total_macs
 
 
 def run_cli(*args: str):

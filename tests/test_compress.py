@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import SAMPLES, run_cli
+from conftest import SAMPLES, artifact_macs, run_cli, run_tflite
 
 pytestmark = pytest.mark.convert
 
@@ -32,19 +32,6 @@ def _fp32_tflite(keras_model, tmp: Path, name: str) -> Path:
                                     gate=False, explain_errors=False))
     assert not result.failed, result.failed[0].error
     return result.artifacts[0].path
-
-
-def _run_tflite(path: Path, x: np.ndarray) -> np.ndarray:
-    from edgekit.artifact import load
-
-    model = load(path)
-    return np.concatenate([model.run([x[i:i + 1]])[0] for i in range(len(x))])
-
-
-def _graph_macs(path: Path) -> float:
-    from edgekit.tflite.graph import read_graph
-
-    return read_graph(path.read_bytes()).total_macs
 
 
 def _residual_model(seed: int = 1):
@@ -140,7 +127,7 @@ def test_lowrank_at_full_rank_keeps_fp32_parity_in_the_artifact(tmp_path):
     factored, details = factorize(model, energy=1.0, only_if_cheaper=False)
     assert {d["layer"] for d in details} == {"b0c2", "b1c2", "fc"}  # never the output layer
     x = np.random.default_rng(0).uniform(0, 1, (16, 16, 16, 3)).astype(np.float32)
-    out = _run_tflite(_fp32_tflite(factored, tmp_path, "full_rank"), x)
+    out = run_tflite(_fp32_tflite(factored, tmp_path, "full_rank"), x)
     assert _cosine(out, model.predict(x, verbose=0)) >= 0.9999
     assert out.shape == (16, 10)
 
@@ -161,8 +148,8 @@ def test_lowrank_cuts_dense_macs_by_the_stated_amount_in_the_graph(tmp_path):
     # fc2: 256x256 -> rank floor(0.5 * 128) = 64: 2*64*256 MACs instead of 65536; fc1 64x256 -> rank 25;
     # the output layer stays whole
     assert {d["layer"]: d["rank"] for d in row["details"]} == {"fc1": 25, "fc2": 64}
-    before = _graph_macs(_fp32_tflite(model, tmp_path, "mlp"))
-    after = _graph_macs(_fp32_tflite(small, tmp_path, "mlp_lowrank"))
+    before = artifact_macs(_fp32_tflite(model, tmp_path, "mlp"))
+    after = artifact_macs(_fp32_tflite(small, tmp_path, "mlp_lowrank"))
     assert (before, after) == (row["macs_before"], row["macs_after"])
     assert after == 25 * (64 + 256) + 64 * 512 + 2560 and after < 0.55 * before
 
@@ -197,7 +184,7 @@ def test_pruning_channels_whose_weights_are_zero_keeps_parity_exactly(tmp_path):
     assert sorted((d["producers"][0], d["channels_after"]) for d in provenance[0]["details"]) == [("c1", 12), ("c2", 6)]
     x = np.random.default_rng(1).uniform(0, 1, (8, 12, 12, 3)).astype(np.float32)
     np.testing.assert_allclose(pruned.predict(x, verbose=0), model.predict(x, verbose=0), rtol=0, atol=1e-6)
-    out = _run_tflite(_fp32_tflite(pruned, tmp_path, "pruned"), x)
+    out = run_tflite(_fp32_tflite(pruned, tmp_path, "pruned"), x)
     np.testing.assert_allclose(out, model.predict(x, verbose=0), rtol=0, atol=1e-5)
 
 
@@ -210,8 +197,8 @@ def test_pruning_respects_residual_groups_and_cuts_macs_as_stated_in_the_graph(t
     # the stem and both blocks' 1x1 outputs meet in the Adds: one group; the softmax units are never pruned
     assert groups == {("b0c2", "b1c2", "stem"): (16, 8), ("b0c1",): (24, 12), ("b1c1",): (24, 12), ("fc",): (64, 32)}
     assert pruned.get_layer("probs").units == 10 and pruned.get_layer("b0dw").kernel.shape[2] == 12
-    before = _graph_macs(_fp32_tflite(model, tmp_path, "residual"))
-    after = _graph_macs(_fp32_tflite(pruned, tmp_path, "residual_pruned"))
+    before = artifact_macs(_fp32_tflite(model, tmp_path, "residual"))
+    after = artifact_macs(_fp32_tflite(pruned, tmp_path, "residual_pruned"))
     assert (before, after) == (provenance[0]["macs_before"], provenance[0]["macs_after"])
     assert after < 0.3 * before  # channels halved on both sides of most convolutions: about a quarter
 
@@ -234,7 +221,7 @@ def test_pruning_to_a_channel_multiple_leaves_whole_tiles_in_the_converted_graph
               if op.type in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
     assert widths[-1] == 10 and all(w % 8 == 0 for w in widths[:-1]), widths
     assert graph.total_macs == provenance[0]["macs_after"]
-    plain_macs = _graph_macs(_fp32_tflite(plain, tmp_path, "plain"))
+    plain_macs = artifact_macs(_fp32_tflite(plain, tmp_path, "plain"))
     assert plain_macs == plain_provenance[0]["macs_after"] and graph.total_macs < plain_macs  # 8/16 < 11/17
 
 
@@ -314,11 +301,11 @@ def test_removing_a_block_whose_branch_outputs_zeros_keeps_fp32_parity_and_cuts_
     assert not {"b1_add", "b1_c1", "b1_c2"} & {layer.name for layer in pruned.layers}
     assert "b1_out" in {layer.name for layer in pruned.layers}
     np.testing.assert_allclose(pruned.predict(x, verbose=0), model.predict(x, verbose=0), rtol=0, atol=1e-6)
-    out = _run_tflite(_fp32_tflite(pruned, tmp_path, "shallow"), x)
+    out = run_tflite(_fp32_tflite(pruned, tmp_path, "shallow"), x)
     np.testing.assert_allclose(out, model.predict(x, verbose=0), rtol=0, atol=1e-5)
 
-    before = _graph_macs(_fp32_tflite(model, tmp_path, "deep"))
-    after = _graph_macs(_fp32_tflite(pruned, tmp_path, "shallow2"))
+    before = artifact_macs(_fp32_tflite(model, tmp_path, "deep"))
+    after = artifact_macs(_fp32_tflite(pruned, tmp_path, "shallow2"))
     two_convs = 2 * 12 * 12 * 3 * 3 * 8 * 8   # b1_c1 and b1_c2: 8 -> 8 channels, 3x3, 12x12 outputs
     assert before - after == two_convs == details["removed"][0]["macs"]
     assert (before, after) == (provenance[0]["macs_before"], provenance[0]["macs_after"])
@@ -332,7 +319,7 @@ def test_depth_and_channel_pruning_compose(tmp_path):
     pruned, provenance = compress(model, "prune-blocks-100+prune-channels-50", [x])
     assert [r["add"] for r in provenance[0]["details"]["removed"]] != [] and provenance[0]["details"]["kept"] == []
     assert provenance[1]["macs_before"] == provenance[0]["macs_after"] > provenance[1]["macs_after"]
-    assert _graph_macs(_fp32_tflite(pruned, tmp_path, "both")) == provenance[1]["macs_after"]
+    assert artifact_macs(_fp32_tflite(pruned, tmp_path, "both")) == provenance[1]["macs_after"]
 
 
 def test_a_model_without_identity_blocks_is_refused_in_one_line(tmp_path, samples):
@@ -391,8 +378,8 @@ def test_convert_takes_prune_blocks_end_to_end(tmp_path):
     (row,) = manifest["source"]["compression"]
     assert row["step"] == "prune-blocks-50" and len(row["details"]["removed"]) == 1
     two_convs = 2 * 16 * 16 * 9 * 8 * 8       # one block's two 3x3 convolutions, 8 -> 8 channels at 16x16
-    assert _graph_macs(plain) - _graph_macs(pruned) == two_convs == row["details"]["removed"][0]["macs"]
-    assert row["macs_after"] == _graph_macs(pruned)
+    assert artifact_macs(plain) - artifact_macs(pruned) == two_convs == row["details"]["removed"][0]["macs"]
+    assert row["macs_after"] == artifact_macs(pruned)
     x = np.random.default_rng(0).uniform(0, 255, (1, 32, 32, 3)).astype(np.float32)
     assert load(pruned).run([x])[0].shape == (1, 10)
 
@@ -434,16 +421,6 @@ def test_budget_loop_returns_nothing_over_the_budget():
     chosen, attempts = fit_budget({"drop": 3.0}, evaluate, ["a"], max_drop=1.0)
     assert chosen is None and [a["drop"] for a in attempts] == [3.0, 2.0]
 
-
-@pytest.fixture(scope="module")
-def labelled_digits(tmp_path_factory, samples):
-    """The sample's validation images in one sub-folder per class (their labels are in the names)."""
-    root = tmp_path_factory.mktemp("labelled")
-    for f in sorted((samples / "validation").glob("*.png")):
-        label = f.stem.split("label")[1]
-        (root / label).mkdir(exist_ok=True)
-        shutil.copy(f, root / label / f.name)
-    return root
 
 
 def test_small_sweep_runs_end_to_end_resumes_and_never_picks_a_variant_over_budget(tmp_path, samples, labelled_digits):

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import SAMPLES, run_cli
+from conftest import SAMPLES, artifact_macs, run_cli, run_tflite
 
 pytestmark = pytest.mark.torch
 
@@ -122,19 +121,6 @@ def _fp32_tflite(module, example: np.ndarray, tmp: Path, name: str) -> Path:
     return result.artifacts[0].path
 
 
-def _run_tflite(path: Path, x: np.ndarray) -> np.ndarray:
-    from edgekit.artifact import load
-
-    model = load(path)
-    return np.concatenate([model.run([x[i:i + 1]])[0] for i in range(len(x))])
-
-
-def _graph_macs(path: Path) -> float:
-    from edgekit.tflite.graph import read_graph
-
-    return read_graph(path.read_bytes()).total_macs
-
-
 def _images(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     """The sample's 32x32 grey digits as NCHW floats in [0, 1] (the source's normalization) and labels."""
     from PIL import Image
@@ -158,7 +144,7 @@ def test_lowrank_at_full_rank_keeps_fp32_parity_in_torch_and_in_the_artifact(tmp
     assert {d["layer"] for d in details} == {"blocks.0.c2", "blocks.1.c2", "fc"}  # never the output layer
     reference = _torch_out(model, x)
     np.testing.assert_allclose(_torch_out(gm, x), reference, rtol=0, atol=1e-5)
-    out = _run_tflite(_fp32_tflite(gm, x, tmp_path, "full_rank"), x)
+    out = run_tflite(_fp32_tflite(gm, x, tmp_path, "full_rank"), x)
     np.testing.assert_allclose(out, reference, rtol=0, atol=1e-5)
 
 
@@ -176,8 +162,8 @@ def test_lowrank_cuts_linear_macs_by_the_stated_amount_in_the_graph(tmp_path):
     row = provenance[0]
     # 256x256 -> rank floor(0.5 * 128) = 64; 64x256 -> rank 25; the output layer stays whole
     assert {d["layer"]: d["rank"] for d in row["details"]} == {"0": 25, "2": 64}
-    before = _graph_macs(_fp32_tflite(model, x, tmp_path, "mlp"))
-    after = _graph_macs(_fp32_tflite(small, x, tmp_path, "mlp_lowrank"))
+    before = artifact_macs(_fp32_tflite(model, x, tmp_path, "mlp"))
+    after = artifact_macs(_fp32_tflite(small, x, tmp_path, "mlp_lowrank"))
     assert (before, after) == (row["macs_before"], row["macs_after"])
     assert after == 25 * (64 + 256) + 64 * 512 + 2560 and after < 0.55 * before
 
@@ -206,15 +192,15 @@ def test_pruning_channels_whose_weights_are_zero_keeps_parity_and_cuts_exactly_t
     reference = _torch_out(model, x)
     np.testing.assert_allclose(_torch_out(pruned, x), reference, rtol=0, atol=1e-6)
     small = _fp32_tflite(pruned, x, tmp_path, "pruned")
-    np.testing.assert_allclose(_run_tflite(small, x), reference, rtol=0, atol=1e-5)
-    before = _graph_macs(_fp32_tflite(model, x, tmp_path, "whole"))
+    np.testing.assert_allclose(run_tflite(small, x), reference, rtol=0, atol=1e-5)
+    before = artifact_macs(_fp32_tflite(model, x, tmp_path, "whole"))
     pixels = 12 * 12
     removed = (4 * pixels * 27            # first conv: 4 filters of 3x3x3
                + 4 * pixels * 9           # their depthwise filters
                + pixels * (8 * 16 - 6 * 12)  # the 1x1 conv: 8x16 -> 6x12
                + 5 * 2)                   # the linear layer reads 2 features fewer
-    assert before - _graph_macs(small) == removed
-    assert (before, _graph_macs(small)) == (provenance[0]["macs_before"], provenance[0]["macs_after"])
+    assert before - artifact_macs(small) == removed
+    assert (before, artifact_macs(small)) == (provenance[0]["macs_before"], provenance[0]["macs_after"])
 
 
 def test_pruning_couples_residual_channels_through_adds_and_the_depthwise_conv(tmp_path):
@@ -235,9 +221,9 @@ def test_pruning_couples_residual_channels_through_adds_and_the_depthwise_conv(t
     ran = _torch_out(pruned, x)
     assert ran.shape == (8, 10) and np.allclose(ran.sum(1), 1, atol=1e-5)
     artifact = _fp32_tflite(pruned, x, tmp_path, "residual_pruned")
-    np.testing.assert_allclose(_run_tflite(artifact, x), ran, rtol=0, atol=1e-5)
-    before = _graph_macs(_fp32_tflite(model, x, tmp_path, "residual"))
-    assert (before, _graph_macs(artifact)) == (provenance[0]["macs_before"], provenance[0]["macs_after"])
+    np.testing.assert_allclose(run_tflite(artifact, x), ran, rtol=0, atol=1e-5)
+    before = artifact_macs(_fp32_tflite(model, x, tmp_path, "residual"))
+    assert (before, artifact_macs(artifact)) == (provenance[0]["macs_before"], provenance[0]["macs_after"])
     assert provenance[0]["macs_after"] < 0.3 * before   # channels halved on both sides of most convolutions
 
 
@@ -280,11 +266,11 @@ def test_removing_a_block_whose_branch_outputs_zeros_keeps_parity_and_cuts_its_c
     reference = _torch_out(model, x)
     np.testing.assert_allclose(_torch_out(pruned, x), reference, rtol=0, atol=1e-6)
     shallow = _fp32_tflite(pruned, x, tmp_path, "shallow")
-    np.testing.assert_allclose(_run_tflite(shallow, x), reference, rtol=0, atol=1e-5)
-    before = _graph_macs(_fp32_tflite(intact, x, tmp_path, "deep"))
+    np.testing.assert_allclose(run_tflite(shallow, x), reference, rtol=0, atol=1e-5)
+    before = artifact_macs(_fp32_tflite(intact, x, tmp_path, "deep"))
     two_convs = 2 * 12 * 12 * 3 * 3 * 8 * 8   # b1's two 3x3 convolutions, 8 -> 8 channels, 12x12 outputs
-    assert before - _graph_macs(shallow) == two_convs == details["removed"][0]["macs"]
-    assert (before, _graph_macs(shallow)) == (provenance[0]["macs_before"], provenance[0]["macs_after"])
+    assert before - artifact_macs(shallow) == two_convs == details["removed"][0]["macs"]
+    assert (before, artifact_macs(shallow)) == (provenance[0]["macs_before"], provenance[0]["macs_after"])
 
 
 def test_a_model_without_identity_blocks_is_refused_in_one_line(tmp_path):
@@ -344,16 +330,6 @@ def _distill_checks(torch):
 
 # ---- edgekit convert end to end -------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def labelled_digits(tmp_path_factory):
-    """The sample's validation images in one sub-folder per class (their labels are in the names)."""
-    root = tmp_path_factory.mktemp("labelled")
-    for f in sorted((SAMPLES / "validation").glob("*.png")):
-        label = f.stem.split("label")[1]
-        (root / label).mkdir(exist_ok=True)
-        shutil.copy(f, root / label / f.name)
-    return root
-
 
 def test_convert_compresses_a_pt2_source_end_to_end(tmp_path, labelled_digits):
     """The default distill (15 epochs) on 200 calibration images leaves the pruned sample at about
@@ -378,7 +354,7 @@ def test_convert_compresses_a_pt2_source_end_to_end(tmp_path, labelled_digits):
     assert set(steps[0]) == {"step", "params", "details", "macs_before", "macs_after", "params_before",
                              "params_after", "seconds"}
     pruned_artifact = out / "digits_torch_prune-channels-30+distill+int8.tflite"
-    assert steps[1]["macs_after"] == _graph_macs(pruned_artifact) < _graph_macs(out / "digits_torch_int8.tflite")
+    assert steps[1]["macs_after"] == artifact_macs(pruned_artifact) < artifact_macs(out / "digits_torch_int8.tflite")
 
 
 def test_torchscript_source_compresses_to_tflite_and_coreml(tmp_path):
@@ -412,5 +388,5 @@ def test_onnx_source_compresses_and_keeps_its_tensor_names(tmp_path):
     assert [t["name"] for t in manifest["outputs"]] == [t["name"] for t in json.loads(
         (out / "digits_torch_fp32.tflite.json").read_text())["outputs"]]
     row = manifest["source"]["compression"][0]
-    assert row["macs_after"] < row["macs_before"] and row["macs_after"] == _graph_macs(
+    assert row["macs_after"] < row["macs_before"] and row["macs_after"] == artifact_macs(
         out / "digits_torch_prune-channels-30-act+distill+fp32.tflite")

@@ -5,7 +5,6 @@ resume, the ONNX source, and the one-line refusals."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,16 +17,6 @@ pytestmark = pytest.mark.torch
 DIGITS_NORM = ["--mean", "0", "--std", "255"]
 LEVEL = "prune-channels-30+distill-3"
 
-
-@pytest.fixture(scope="module")
-def labelled_digits(tmp_path_factory):
-    """The sample's validation images in one sub-folder per class (their labels are in the names)."""
-    root = tmp_path_factory.mktemp("labelled")
-    for f in sorted((SAMPLES / "validation").glob("*.png")):
-        label = f.stem.split("label")[1]
-        (root / label).mkdir(exist_ok=True)
-        shutil.copy(f, root / label / f.name)
-    return root
 
 
 def _images() -> tuple[np.ndarray, np.ndarray]:
