@@ -44,7 +44,7 @@ def load_raw(path: Path) -> tuple[list[dict], list[dict], dict]:
     by_name = {p.name: p for p in SUITE}
     # probes the suite has since dropped are left out: the fit sees what `profile run` would time
     graphs = {name: read_graph(build(by_name[name])) for name in {s["probe"] for s in doc["probes"]} if name in by_name}
-    samples = [{**s, "graph": graphs[s["probe"]]} for s in doc["probes"] if s["probe"] in graphs]
+    samples = [{**s, "graph": graphs[s["probe"]], "grid": by_name[s["probe"]].grid} for s in doc["probes"] if s["probe"] in graphs]
     return samples, doc["networks"], doc.get("host", {})
 
 

@@ -87,6 +87,8 @@ def test_emulate_refuses_a_thread_count_not_profiled(quick_profile, artifacts):
     (lambda d: d["threads"].update({"x": {}}), "'threads' key 'x'"),
     (lambda d: d["threads"]["1"].update(stream_curve=[[1e6, 0.5]]), "'threads.1.stream_curve'"),
     (lambda d: d["threads"]["1"].update(residuals=[["CONV_2D/fp32", "near", 1.2]]), "'threads.1.residuals'"),
+    (lambda d: d["threads"]["1"]["op_models"]["CONV_2D/int8"].update(tiles=[16, 0, 64]), "'threads.1.op_models'"),
+    (lambda d: d["threads"]["1"]["op_models"].update({"SOFTMAX/fp32": {}}), "'threads.1.op_models'"),
 ])
 def test_wrong_profile_fields_are_one_line(quick_profile, artifacts, tmp_path, mutate, field):
     data = json.loads(quick_profile.read_text())
@@ -218,7 +220,7 @@ def test_local_corrections_are_fitted_at_one_thread_only(quick_profile):
     data = json.loads(quick_profile.read_text())
     probes = {p.name: p for p in SUITE}
     samples = [{**m, "graph": read_graph(build(probes[m["probe"]])), "cache_bytes": data["cache_bytes"],
-                "stream_bytes": None} for m in data["measurements"]]
+                "stream_bytes": None, "grid": probes[m["probe"]].grid} for m in data["measurements"]]
     one = fit_threads(samples, band=False)
     two = fit_threads([{**s, "threads": 2} for s in samples], band=False)
     assert one["residuals"] and two["residuals"] == []
@@ -317,14 +319,18 @@ def test_an_unmeasured_reference_kernel_op_is_costed_like_the_measured_ones():
 
 
 def test_networks_take_the_corrections_of_single_tap_probes_only(quick_profile):
-    """The profile keeps every probe's correction (the thread scaling is fitted with them); an estimate
-    applies those of 1x1 / elementwise probes, not of 3x3 convolution or depthwise probes."""
+    """The profile keeps every suite probe's correction (the thread scaling is fitted with them); an
+    estimate applies those of 1x1 / elementwise probes, not of 3x3 convolution or depthwise probes.
+    Kinds the kernel grid models take no suite corrections: their model has its own."""
+    from edgekit.profile import opmodel
+
     residuals = json.loads(quick_profile.read_text())["threads"]["1"]["residuals"]
     kept = costmodel.transferable(residuals)
-    assert {r[0] for r in residuals} >= {"CONV_2D/fp32", "CONV_2D_1x1/fp32", "DEPTHWISE_CONV_2D/int8"}
-    assert kept and all(r[1][3] == 0 for r in kept)
-    assert not any(r[0].startswith(("CONV_2D/", "DEPTHWISE")) for r in kept)
-    assert [r for r in residuals if r[0].startswith("CONV_2D_1x1/")] == [r for r in kept if r[0].startswith("CONV_2D_1x1/")]
+    assert residuals and kept and all(r[1][3] == 0 for r in kept)
+    assert not any(r[0].split("/")[0] in opmodel.MODELLED for r in residuals)
+    mixed = [["CONV_2D/fp32", [10.0, 5.0, 5.0, 3.17, 1.0], 1.3], ["DEPTHWISE_CONV_2D/int8", [8.0, 5.0, 5.0, 3.17, 2.0], 0.8],
+             ["CONV_2D_1x1/fp32", [10.0, 5.0, 6.0, 0.0, 1.0], 0.9], ["ADD/int8", [10.0, 5.0, 5.0, 0.0, 1.0], 1.1]]
+    assert [r[0] for r in costmodel.transferable(mixed)] == ["CONV_2D_1x1/fp32", "ADD/int8"]
 
 
 @pytest.fixture(scope="module")
@@ -439,3 +445,89 @@ def test_a_per_channel_mul_is_costed_from_the_chained_broadcast_probes():
     same_shape = {k: c for k, c in coefs.items() if not k.startswith("MUL_broadcast")}
     old_ops = costmodel.predict_seconds_terms(costmodel.graph_terms(graph, cache), same_shape) * 1e3 - glob
     assert old_ops < (measured - glob) / 1.5
+
+
+# -- kernel models (edgekit.profile.opmodel) ----------------------------------------------------------
+
+def _tiled_seconds(op_type: str, d: tuple, tiles: tuple, per_mac: float, fixed: float) -> float:
+    """A made-up device whose kernel computes MR x NR output tiles over K padded to KR per tap."""
+    m, n, k, taps, _ = d
+    mr, nr, kr = tiles
+    if op_type != "FULLY_CONNECTED":
+        k = taps * math.ceil(k / taps / kr) * kr
+    return fixed + per_mac * math.ceil(m / mr) * mr * math.ceil(n / nr) * nr * k
+
+
+@pytest.mark.parametrize("precision, tiles, line_misses", [("int8", (16, 64, 64), True), ("fp32", (7, 32, 1), True),
+                                                         ("fp32", (4, 8, 1), False)])
+def test_kernel_model_finds_the_tile_sizes_a_device_computes_in(precision, tiles, line_misses):
+    """Fitted on the grid's own convolution shapes timed as a tiled kernel would run them, the model
+    names the tiles and then prices shapes it never saw exactly; a per-MAC line cannot (a 3-channel
+    stem at 16 x 64 x 64 tiles costs what a 32-channel layer does)."""
+    from edgekit.profile import opmodel
+    from edgekit.profile.probes import GRID
+
+    def dims(p):
+        g = read_graph(build(p))
+        return opmodel.dims(g, g.ops[0])
+
+    probes = [p for p in GRID if p.op == "CONV_2D" and p.kernel > 1 and p.precision == precision]
+    shapes = [dims(p) for p in probes]
+    seconds = [_tiled_seconds("CONV_2D", d, tiles, 2e-12, 2e-6) for d in shapes]
+    entry = opmodel.fit_kind("CONV_2D", precision, shapes, seconds)
+    assert tuple(entry["tiles"]) == tiles
+    unseen = [Probe("u", "CONV_2D", precision, (1, 20, 20, 3), cout=24, kernel=3, stride=2),
+              Probe("u", "CONV_2D", precision, (1, 9, 9, 100), cout=70, kernel=3),
+              Probe("u", "CONV_2D", precision, (1, 5, 5, 300), cout=130, kernel=5),
+              Probe("u", "CONV_2D", precision, (1, 3, 3, 100), cout=9, kernel=3)]
+    for p in unseen:
+        d = dims(p)
+        truth = _tiled_seconds("CONV_2D", d, tiles, 2e-12, 2e-6)
+        assert opmodel.predict(entry, "CONV_2D", precision, d) == pytest.approx(truth, rel=0.02)
+    if not line_misses:  # small tiles (a NEON-like 4 x 8): the line's other terms come close enough
+        return
+    # with large tiles, the straight per-MAC line (1 x 1 x 1 tiles) misses the same unseen shapes by far more
+    line = {**opmodel.fit_kind("CONV_2D", precision, shapes, seconds), "tiles": [1, 1, 1], "points": []}
+    line["coefficients"] = list(opmodel._nnls_relative(
+        np.array([opmodel.features("CONV_2D", precision, d, (1, 1, 1)) for d in shapes]), np.array(seconds)))
+    misses = [abs(opmodel.predict(line, "CONV_2D", precision, dims(p)) / _tiled_seconds("CONV_2D", dims(p), tiles, 2e-12, 2e-6) - 1)
+              for p in unseen]
+    assert max(misses) > 0.2
+
+
+def test_quick_profile_models_kernels_from_its_grid(quick_profile, artifacts):
+    """The kernel grid is timed at one thread only and gives every modelled kind a model; those kinds'
+    suite coefficients are one factor on the model's time, and estimates at 1 thread use them."""
+    from edgekit.emulator import estimate
+    from edgekit.profile import costmodel
+    from edgekit.profile.device import load_profile
+
+    data = json.loads(quick_profile.read_text())
+    grid = [m for m in data["measurements"] if m["probe"].startswith("grid_")]
+    assert grid and {m["threads"] for m in grid} == {1}
+    models = data["threads"]["1"]["op_models"]
+    assert {"CONV_2D/fp32", "CONV_2D/int8", "CONV_2D_1x1/int8", "DEPTHWISE_CONV_2D/fp32"} <= set(models)
+    coefs = data["threads"]["1"]["coefficients"]
+    assert all(set(c) == {"modelled"} for k, c in coefs.items() if costmodel.GRID_MARK in k)
+    graph = read_graph((artifacts / "digits_cnn_int8.tflite").read_bytes())
+    est = estimate(graph, load_profile(quick_profile), 1)
+    conv = [o for o in est.ops if o.type == "CONV_2D"]
+    assert conv and all(o.ms > 0 for o in conv)
+
+
+def test_profile_without_kernel_models_keeps_the_linear_fit(artifacts, tmp_path):
+    """A profile written before the kernel grid (or from probes without it) has no op_models: its
+    convolutions keep the per-kind linear fit, and emulate reads it as before."""
+    from edgekit.profile.run import build_profile, measure
+
+    probes = [p for p in suite(quick=True) if not p.grid]
+    profile = build_profile("old", len(probes), measure(probes, [1], 0.05, rounds=2), "min_median", 1.0)
+    assert "op_models" not in profile["threads"]["1"]
+    assert "CONV_2D/int8" in profile["threads"]["1"]["coefficients"]
+    assert not any(costmodel.GRID_MARK in k for k in profile["threads"]["1"]["coefficients"])
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(profile))
+    result = run_cli("emulate", artifacts / "digits_cnn_int8.tflite", "--target", old, "--json")
+    assert result.exit_code == 0, result.stderr
+    [est] = json.loads(result.stdout)
+    assert [o for o in est["ops"] if o["type"] == "CONV_2D" and o["ms"] > 0]

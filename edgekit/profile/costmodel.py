@@ -17,6 +17,7 @@ import math
 import numpy as np
 
 from ..tflite.graph import Graph, Op
+from . import opmodel
 
 # features per kind family; names are stored in the profile JSON next to their coefficients
 # pixels (output positions): XNNPACK tiles channels to its register width, so a narrow layer at a
@@ -28,6 +29,11 @@ FC_FEATURES = ("ops", "macs", "weight_bytes")
 # two probes left the fit free to pick a per-pixel cost (NASNet fp32 estimated -15 % in some runs, +200 % in others)
 MULTIPASS_FEATURES = ("ops", "macs")
 ELEMENTWISE_FEATURES = ("ops", "values")
+# a kind the device's kernel grid models (edgekit.profile.opmodel): its op time as that model predicts
+# it for the op in isolation, scaled by one fitted factor (what being inside a network changes). Such
+# kinds are named with GRID_MARK ("CONV_2D_1x1@grid/int8"), so a profile's coefficients say which form they take
+MODELLED_FEATURES = ("modelled",)
+GRID_MARK = "@grid"
 # cold_weight_bytes: when a model's weights exceed the core's cache, every inference streams them from
 # memory again; a probe's few weights stay cached between invokes, so this is costed model-wide from
 # probes whose weights alone overflow the cache. The bytes are weighted by the device's streaming
@@ -64,7 +70,9 @@ DEFAULT_CACHE_BYTES = 1 << 20
 FREE = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS", "SHAPE"}  # views: no data moved (class "view" in graph.py)
 
 
-def kind(graph: Graph, op: Op) -> str:
+def kind(graph: Graph, op: Op, op_models: dict | None = None) -> str:
+    """The op's cost kind, "BASE/precision"; with op_models (a profile's kernel models), a kind they
+    cover is "BASE@grid/precision"."""
     base = op.type
     if op.type == "CONV_2D" and len(op.inputs) > 1:
         shape = graph.tensors[op.inputs[1]].shape
@@ -77,7 +85,20 @@ def kind(graph: Graph, op: Op) -> str:
         if len(shape) == 4 and shape[1] * shape[2] > MAX_UNIPASS_DEPTHWISE_TAPS:
             base = "DEPTHWISE_CONV_2D_multipass"
     precision = "int8" if op.precision == "int8" else "fp32"
+    if op_models and f"{base}/{precision}" in op_models:
+        return f"{base}{GRID_MARK}/{precision}"
     return f"{base}/{precision}"
+
+
+def plain(kind_name: str) -> str:
+    """The kind without the kernel-model mark."""
+    return kind_name.replace(GRID_MARK, "")
+
+
+def modelled_seconds(graph: Graph, op: Op, op_models: dict) -> float:
+    """The kernel model's time for this op in isolation (edgekit.profile.opmodel)."""
+    name = plain(kind(graph, op, op_models))
+    return opmodel.predict(op_models[name], op.type, name.split("/")[-1], opmodel.dims(graph, op))
 
 
 def broadcast(graph: Graph, op: Op) -> bool:
@@ -91,6 +112,8 @@ def broadcast(graph: Graph, op: Op) -> bool:
 
 def family(kind_name: str) -> tuple[str, ...]:
     base = kind_name.split("/")[0]
+    if base.endswith(GRID_MARK):
+        return MODELLED_FEATURES
     if base == "DEPTHWISE_CONV_2D_multipass":
         return MULTIPASS_FEATURES
     if base.startswith("CONV_2D") or base.startswith("DEPTHWISE_CONV_2D") or base == "TRANSPOSE_CONV":
@@ -105,7 +128,9 @@ def _pixels(graph: Graph, op: Op) -> float:
     return float(np.prod(out[:-1])) if len(out) > 1 else 1.0
 
 
-def op_features(graph: Graph, op: Op, names: tuple[str, ...]) -> np.ndarray:
+def op_features(graph: Graph, op: Op, names: tuple[str, ...], op_models: dict | None = None) -> np.ndarray:
+    if names == MODELLED_FEATURES:
+        return np.array([modelled_seconds(graph, op, op_models)])
     elements = op.elements or (op.bytes_in + op.bytes_out)
     if op.window > 1:  # a pool reads its window per output value (edgekit.tflite.graph._pool_window)
         out = graph.tensors[op.outputs[0]].shape if op.outputs else ()
@@ -252,10 +277,14 @@ def transferable(residuals: list | None) -> list | None:
     return [r for r in residuals if abs(r[1][3]) < 0.01]
 
 
-def op_rows(graph: Graph, cache_bytes: int = DEFAULT_CACHE_BYTES, curve: list | None = None):
+def op_rows(graph: Graph, cache_bytes: int = DEFAULT_CACHE_BYTES, curve: list | None = None,
+            op_models: dict | None = None):
     """The global features and, per costed op, (kind, features, shape key): what terms sum."""
-    ops = [(kind(graph, op), op_features(graph, op, family(kind(graph, op))), shape_key(graph, op))
-           for op in graph.ops if not free(graph, op)]
+    ops = []
+    for op in graph.ops:
+        if not free(graph, op):
+            k = kind(graph, op, op_models)
+            ops.append((k, op_features(graph, op, family(k), op_models), shape_key(graph, op)))
     return global_features(graph, cache_bytes, curve), ops
 
 
@@ -268,10 +297,10 @@ def terms_of(rows, residuals: list | None = None) -> dict[str, np.ndarray]:
 
 
 def graph_terms(graph: Graph, cache_bytes: int = DEFAULT_CACHE_BYTES, curve: list | None = None,
-                residuals: list | None = None) -> dict[str, np.ndarray]:
+                residuals: list | None = None, op_models: dict | None = None) -> dict[str, np.ndarray]:
     """Summed features per kind (and "_global"): the fit's design row and the estimate's input;
     with residuals, each op's features scaled by its local correction."""
-    return terms_of(op_rows(graph, cache_bytes, curve), residuals)
+    return terms_of(op_rows(graph, cache_bytes, curve, op_models), residuals)
 
 
 def probe_residuals(rows: list, seconds: list[float], coefs: dict) -> list:
@@ -282,6 +311,8 @@ def probe_residuals(rows: list, seconds: list[float], coefs: dict) -> list:
         if not ops or len({(k, tuple(key)) for k, _, key in ops}) != 1:
             continue
         k, key = ops[0][0], ops[0][2]
+        if GRID_MARK in k:  # the kernel model has its own nearest-probe corrections
+            continue
         terms = terms_of((glob, ops))
         by = seconds_by_term(terms, coefs)
         linear = by.get(k, 0.0)
@@ -346,6 +377,8 @@ def fallback(coefs: dict, kind_name: str) -> dict[str, float]:
     int8 op the delegate leaves out (RELU6 of its own), the median of the measured ones it leaves out:
     a reference kernel costs 10-300x XNNPACK's per value, so the delegated kinds' median is far off."""
     base, precision = kind_name.split("/")[0], kind_name.split("/")[-1]
+    if base.endswith(GRID_MARK):  # no suite probe of this kind: the kernel model's time as it is
+        return {"modelled": 1.0}
     if base == "MUL_broadcast" and coefs.get(f"MUL/{precision}"):
         return coefs[f"MUL/{precision}"]  # a profile written before the split: as it then was
     if base == "DEPTHWISE_CONV_2D_multipass" and coefs.get(f"DEPTHWISE_CONV_2D/{precision}"):
@@ -374,12 +407,13 @@ def seconds_by_term(terms: dict[str, np.ndarray], coefs: dict) -> dict[str, floa
     return out
 
 
-def op_seconds(graph: Graph, op: Op, coefs: dict, residuals: list | None = None) -> float:
+def op_seconds(graph: Graph, op: Op, coefs: dict, residuals: list | None = None,
+               op_models: dict | None = None) -> float:
     if free(graph, op):
         return 0.0
-    k = kind(graph, op)
+    k = kind(graph, op, op_models)
     c = coefs.get(k) or fallback(coefs, k)
-    linear = float(sum(c.get(n, 0.0) * v for n, v in zip(family(k), op_features(graph, op, family(k)))))
+    linear = float(sum(c.get(n, 0.0) * v for n, v in zip(family(k), op_features(graph, op, family(k), op_models))))
     return linear * (correction(k, shape_key(graph, op), residuals) if residuals else 1.0)
 
 
@@ -419,7 +453,7 @@ def scaled_rows(graph: Graph, base: dict, cache_bytes: int, curve: list | None) 
     from the one-thread entry `base` (its coefficients and corrections)."""
     ops = []
     for op in graph.ops:
-        t = op_seconds(graph, op, base["coefficients"], base.get("residuals"))
+        t = op_seconds(graph, op, base["coefficients"], base.get("residuals"), base.get("op_models"))
         if t > 0:
             ops.append((thread_family(graph, op), np.array([t, min(t, SMALL_OP_SECONDS), 1.0])))
     return global_features(graph, cache_bytes, curve), ops
@@ -461,7 +495,7 @@ def scaled_seconds(rows, scaling: dict) -> float:
 
 
 def scaled_op_seconds(graph: Graph, op: Op, base: dict, scaling: dict) -> float:
-    t = op_seconds(graph, op, base["coefficients"], base.get("residuals"))
+    t = op_seconds(graph, op, base["coefficients"], base.get("residuals"), base.get("op_models"))
     if t <= 0:
         return 0.0
     c = scaling[thread_family(graph, op)]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from . import costmodel
+from . import costmodel, opmodel
 from .run import PROFILE_FORMAT
 
 
@@ -91,6 +91,10 @@ def _validated(raw, where: str) -> MeasuredDevice:
                 not isinstance(r, list) or len(r) != 3 or not isinstance(r[0], str) or not isinstance(r[1], list)
                 or not all(map(_number, r[1])) or not _number(r[2]) or r[2] <= 0 for r in res):
             raise bad(f"'threads.{n}.residuals'", "a list of [op kind, shape key numbers, ratio > 0]")
+        models = entry.get("op_models", {})
+        if not isinstance(models, dict) or any(not _op_model_ok(k, m) for k, m in models.items()):
+            raise bad(f"'threads.{n}.op_models'", "an object of op kind -> {tiles: 3 positive integers, coefficients: "
+                      "non-negative numbers, points: lists of 5 shape key numbers and a log ratio}")
         scaling = entry.get("scaling")
         if scaling is not None:
             base = threads.get(str(entry.get("base_threads")))
@@ -106,6 +110,17 @@ def _validated(raw, where: str) -> MeasuredDevice:
             raise bad(f"'threads.{n}.band_log'", "an object with numbers low and high")
     return MeasuredDevice(raw["name"], raw["description"], max(int(n) for n in threads), float(raw["ram_mb"]),
                           int(raw["cache_bytes"]), threads, where)
+
+
+def _op_model_ok(kind_name, m) -> bool:
+    """A kernel model (edgekit.profile.opmodel) of a kind it can model, with numbers where they belong."""
+    if not isinstance(kind_name, str) or kind_name.split("/")[0] not in opmodel.MODELLED or not isinstance(m, dict):
+        return False
+    tiles, coefs, points = m.get("tiles"), m.get("coefficients"), m.get("points", [])
+    return (isinstance(tiles, list) and len(tiles) == 3 and all(isinstance(t, int) and t >= 1 for t in tiles)
+            and isinstance(coefs, list) and len(coefs) == 5 and all(_number(c) and c >= 0 for c in coefs)
+            and isinstance(points, list)
+            and all(isinstance(p, list) and len(p) == 6 and all(map(_number, p)) for p in points))
 
 
 def _number(v) -> bool:
@@ -129,10 +144,12 @@ def estimate_measured(graph, device: MeasuredDevice, threads: int):
                           costmodel.scaled_op_seconds(graph, op, base, entry["scaling"]) * 1e3, "measured")
                for op in graph.ops]
     else:
-        terms = costmodel.graph_terms(graph, device.cache_bytes, entry.get("stream_curve"), residuals)
+        models = entry.get("op_models")
+        terms = costmodel.graph_terms(graph, device.cache_bytes, entry.get("stream_curve"), residuals, models)
         total = costmodel.predict_seconds_terms(terms, coefs) * 1e3
-        ops = [OpEstimate(op.index, op.type, op.precision, costmodel.op_seconds(graph, op, coefs, residuals) * 1e3,
-                          "measured") for op in graph.ops]
+        ops = [OpEstimate(op.index, op.type, op.precision,
+                          costmodel.op_seconds(graph, op, coefs, residuals, models) * 1e3, "measured")
+               for op in graph.ops]
     band = entry["band_log"]
     memory = memory_mb(graph)
     return Estimate(device.name, threads, total, total * math.exp(band["low"]), total * math.exp(band["high"]),

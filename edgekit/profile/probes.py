@@ -34,6 +34,7 @@ class Probe:
     repeat: int = 1
     broadcast: bool = False  # MUL by a per-channel vector (squeeze-and-excitation), a second input
     core: bool = False   # in the reduced suite (tests, --quick)
+    grid: bool = False   # a kernel-model probe (edgekit.profile.opmodel): one thread, interpreter invoke alone
 
 
 class _Builder:
@@ -366,6 +367,69 @@ def _suite() -> list[Probe]:
 STREAM_CHANNELS = 2048
 STREAM_REPEATS = (1, 2, 4, 8)
 
+# The kernel grid: single convolutions, depthwise convolutions and fully connected layers at shapes
+# drawn (seeded, so every device times the same ones) from what mobile CNNs use, per precision.
+# Each probe is one op timed by its interpreter invoke alone; edgekit.profile.opmodel fits each
+# kind's tile sizes and costs on them. 1x1 convolutions are the most common layer, hence the most.
+GRID_COUNTS = {"CONV_2D_1x1": 70, "CONV_2D": 45, "DEPTHWISE_CONV_2D": 45, "FULLY_CONNECTED": 20}
+GRID_QUICK_COUNTS = {"CONV_2D_1x1": 8, "CONV_2D": 8, "DEPTHWISE_CONV_2D": 8, "FULLY_CONNECTED": 6}  # --quick
+GRID_RESOLUTIONS = (1, 2, 4, 7, 8, 14, 16, 28, 32, 56, 64, 112)
+GRID_CHANNELS = (8, 12, 16, 24, 32, 40, 48, 64, 72, 80, 96, 120, 128, 144, 160, 192, 240, 256, 320, 384, 480,
+                 512, 576, 672, 768, 960, 1024)
+GRID_FEATURES = (64, 128, 256, 512, 1000, 1024, 1280, 2048, 4096)
+GRID_MACS = (2e4, 6e7)       # long enough to time, short enough for the 5-minute budget
+GRID_WEIGHT_BYTES = 1.5e6    # convolutions; larger filters are the streaming probes' business
+GRID_FC_WEIGHT_BYTES = 8e6   # classifiers (1280 x 1000 fp32 is 5 MB) stream their weights every call
+
+
+def _grid_shape(op: str, precision: str, rng: np.random.Generator) -> Probe | None:
+    """One drawn shape, or None when it falls outside the time and size limits."""
+    value_bytes = 1 if precision == "int8" else 4
+    if op == "FULLY_CONNECTED":
+        cin, cout = int(rng.choice(GRID_FEATURES)), int(rng.choice(GRID_CHANNELS + GRID_FEATURES))
+        if cin * cout * value_bytes > GRID_FC_WEIGHT_BYTES:
+            return None
+        return Probe("", op, precision, (1, cin), cout=cout, grid=True)
+    h, cin, cout = int(rng.choice(GRID_RESOLUTIONS)), int(rng.choice(GRID_CHANNELS)), int(rng.choice(GRID_CHANNELS))
+    stride = int(rng.choice((1, 1, 1, 2)))
+    if op == "CONV_2D_1x1":
+        kernel = 1
+    elif op == "CONV_2D":
+        kernel = int(rng.choice((3, 3, 3, 5, 7)))
+        if rng.random() < 0.15:  # an image stem
+            cin, stride = 3, 2
+    else:
+        kernel, cout = int(rng.choice((3, 3, 3, 5))), cin
+    out = -(-h // stride)
+    depth = 1 if op == "DEPTHWISE_CONV_2D" else cin
+    macs, weights = out * out * cout * kernel * kernel * depth, cout * kernel * kernel * depth * value_bytes
+    if not GRID_MACS[0] <= macs <= GRID_MACS[1] or weights > GRID_WEIGHT_BYTES or h < kernel:
+        return None
+    return Probe("", op.replace("_1x1", ""), precision, (1, h, h, cin), cout=cout, kernel=kernel, stride=stride,
+                 grid=True)
+
+
+def grid(counts: dict[str, int] = GRID_COUNTS, seed: int = 0) -> list[Probe]:
+    """The kernel grid (same shapes on every device), plus per precision a model with nothing to
+    compute: what an invoke costs by itself, taken off every grid probe's time."""
+    out = []
+    for precision in ("fp32", "int8"):
+        rng = np.random.default_rng([seed, precision == "int8"])
+        out.append(Probe(f"grid_invoke_{precision}", "RESHAPE", precision, (1, 8), grid=True))
+        for op, count in counts.items():
+            drawn = 0
+            while drawn < count:
+                p = _grid_shape(op, precision, rng)
+                if p is not None:
+                    out.append(Probe(f"grid_{op.lower()}_{drawn}_{precision}", p.op, precision, p.shape, cout=p.cout,
+                                     kernel=p.kernel, stride=p.stride, grid=True))
+                    drawn += 1
+    return out
+
+
+def is_grid_invoke(p: Probe) -> bool:
+    return p.name.startswith("grid_invoke_")
+
 
 def is_stream(p: Probe) -> bool:
     return p.name.startswith("stream_")
@@ -376,14 +440,18 @@ def weight_bytes(p: Probe) -> int:
     return STREAM_CHANNELS * STREAM_CHANNELS * 4 * p.repeat
 
 
-SUITE = _suite()
+GRID = grid()
+# the reduced suite's grid: the first few probes of each kind, so names always mean one shape
+QUICK_GRID = [p for p in GRID if is_grid_invoke(p) or int(p.name.split("_")[-2]) < GRID_QUICK_COUNTS[
+    "CONV_2D_1x1" if p.op == "CONV_2D" and p.kernel == 1 else p.op]]
+SUITE = _suite() + GRID
 
 
 def suite(quick: bool = False, ram_bytes: float | None = None) -> list[Probe]:
     """The probes; streaming probes, smallest first, while their weights add up to at most 1/32 of
     the device's RAM: every probe stays loaded during the run, at each thread count, its weights both
     in the file and packed (a 4 GB Pi keeps three of four, 1.9 GB peak RSS here with all of them)."""
-    chosen = [p for p in SUITE if p.core] if quick else list(SUITE)
+    chosen = [p for p in SUITE if p.core and not p.grid] + QUICK_GRID if quick else list(SUITE)
     budget = ram_bytes / 32 if ram_bytes else float("inf")
     out, streamed = [], 0
     for p in chosen:

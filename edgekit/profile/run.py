@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from ..tflite.graph import read_graph
-from . import costmodel, timing
+from . import costmodel, opmodel, timing
 from .probes import Probe, build, is_stream, suite, weight_bytes
 
 PROFILE_FORMAT = 1
@@ -54,21 +54,22 @@ def cache_bytes() -> int:
 # to 64 %, held-out probes 11.9 % -> 10.9 % (so it was looked at with the check networks: say so).
 NETWORK_WEIGHT = 10.0
 ROUNDS = 3  # blocks per probe and thread count, spread over the run (edgekit.profile.timing)
+GRID_SECONDS = 0.12  # per kernel-grid probe, all rounds: ~360 of them
 
 
-def interleaved(items: list[tuple[str, Path, int, float]], rounds: int = ROUNDS,
+def interleaved(items: list[tuple], rounds: int = ROUNDS,
                 progress: Callable[[str], None] | None = None) -> dict[tuple[str, int], dict]:
-    """(name, path, threads, seconds) -> timing stats, every model timed in `rounds` blocks of
+    """(name, path, threads, seconds[, invoke_only]) -> timing stats, every model timed in `rounds` blocks of
     seconds/rounds, round-robin: a burst of load on the host lands on one block of each model rather
     than on all blocks of a few. All models stay loaded, so a block costs no reload or re-warm-up.
     Each entry's "seconds" is the wall time its loading, warm-up and blocks took."""
     core = timing.pin_core()
     timers, spent, budget = {}, {}, {}
-    for i, (name, path, n, seconds) in enumerate(items):
+    for i, (name, path, n, seconds, *invoke_only) in enumerate(items):
         if progress and i % 40 == 0:
             progress(f"loading {i + 1}/{len(items)}")
         start = time.perf_counter()
-        timers[(name, n)] = timing.Timed(path, n, core)
+        timers[(name, n)] = timing.Timed(path, n, core, invoke_only=bool(invoke_only and invoke_only[0]))
         spent[(name, n)], budget[(name, n)] = time.perf_counter() - start, seconds
     for r in range(rounds):
         if progress:
@@ -95,14 +96,18 @@ def measure(probes: list[Probe], threads: list[int], seconds_per_probe: float,
         for p in probes:
             paths[p.name] = Path(tmp) / f"{p.name}.tflite"
             paths[p.name].write_bytes(build(p))
-        items = [(p.name, paths[p.name], n, seconds_per_probe) for n in threads for p in probes]
+        # kernel-grid probes at one thread only (more threads scale one-thread op costs), invoke alone
+        items = [(p.name, paths[p.name], n, min(GRID_SECONDS, seconds_per_probe) if p.grid else seconds_per_probe, p.grid)
+                 for n in threads for p in probes if not p.grid or n == 1]
         items += [(name, path, n, seconds) for n in threads for name, (path, seconds) in (extra or {}).items()]
         stats = interleaved(items, rounds, progress)
         graphs = {p.name: read_graph(paths[p.name].read_bytes()) for p in probes}
         for n in threads:
             for p in probes:
-                out.append({"probe": p.name, "threads": n, **stats[(p.name, n)], "graph": graphs[p.name],
-                            "cache_bytes": cache, "stream_bytes": weight_bytes(p) if is_stream(p) else None})
+                if (p.name, n) in stats:
+                    out.append({"probe": p.name, "threads": n, **stats[(p.name, n)], "graph": graphs[p.name],
+                                "cache_bytes": cache, "stream_bytes": weight_bytes(p) if is_stream(p) else None,
+                                "grid": p.grid})
     if extra is None:
         return out
     return out, {key: v for key, v in stats.items() if key[0] in extra}
@@ -126,8 +131,11 @@ def fit_threads(samples: list[dict], statistic: str = "min_median", band: bool =
     benchmarks/profile_refit.py needs to re-score a cost model change in seconds. base: the one-thread
     entry, when this count is more than one and one thread was measured too: the entry then also holds
     "scaling" (edgekit.profile.costmodel.fit_scaled), what estimates at this count use."""
+    grid = [s for s in samples if s.get("grid")]
+    samples = [s for s in samples if not s.get("grid")]
+    op_models = fit_op_models(grid, statistic) if grid else (base or {}).get("op_models")
     curve = stream_curve(samples, statistic)
-    rows = [costmodel.op_rows(s["graph"], s["cache_bytes"], curve) for s in samples]
+    rows = [costmodel.op_rows(s["graph"], s["cache_bytes"], curve, op_models) for s in samples]
     plain = [costmodel.terms_of(r) for r in rows]
     secs = [s[f"{statistic}_ms"] / 1e3 for s in samples]
     weights = [NETWORK_WEIGHT if s["probe"].startswith("net_") else 1.0 for s in samples]
@@ -159,6 +167,8 @@ def fit_threads(samples: list[dict], statistic: str = "min_median", band: bool =
     everyone = list(range(len(rows)))
     # the per-kind fit is stored at every thread count (what profiles before "scaling" estimated with)
     entry = {**per_kind(everyone), "stream_curve": curve}
+    if grid and op_models:
+        entry["op_models"] = op_models
     if scaled is not None:
         entry.update(fitted_model(everyone), base_threads=1)
     if not band:
@@ -177,6 +187,27 @@ def fit_threads(samples: list[dict], statistic: str = "min_median", band: bool =
             # a band at least +-5 %: the timing noise of a busy device alone is of that order
             "band_log": {"low": round(min(-0.05, float(np.percentile(log_err, 10))), 4),
                          "high": round(max(0.05, float(np.percentile(log_err, 90))), 4)}}
+
+
+def fit_op_models(grid: list[dict], statistic: str) -> dict:
+    """Kernel models (edgekit.profile.opmodel) per kind from the grid probes' invoke times, less the
+    time an invoke of an empty model takes (it is paid once per network, not once per op)."""
+    invoke = {s["probe"].rsplit("_", 1)[-1]: s[f"{statistic}_ms"] / 1e3 for s in grid if s["probe"].startswith("grid_invoke_")}
+    by_kind: dict[str, tuple[str, list, list]] = {}
+    for s in grid:
+        ops = [op for op in s["graph"].ops if not costmodel.free(s["graph"], op)]
+        if s["probe"].startswith("grid_invoke_") or len(ops) != 1:
+            continue
+        op = ops[0]
+        name = costmodel.kind(s["graph"], op)
+        if name.split("/")[0] not in opmodel.MODELLED:
+            continue
+        seconds = s[f"{statistic}_ms"] / 1e3 - invoke.get(name.split("/")[-1], 0.0)
+        entry = by_kind.setdefault(name, (op.type, [], []))
+        entry[1].append(opmodel.dims(s["graph"], op))
+        entry[2].append(max(seconds, 1e-7))  # never below 0.1 us: a timing blip, not a free op
+    return {name: opmodel.fit_kind(op_type, name.split("/")[-1], shapes, seconds)
+            for name, (op_type, shapes, seconds) in sorted(by_kind.items()) if len(shapes) >= opmodel.MIN_PROBES}
 
 
 STATISTICS = ("min_median", "p50", "p10")

@@ -60,8 +60,11 @@ def pinned(threads: int, core: int | None):
 class Timed:
     """One loaded model at one thread count, timed block by block."""
 
-    def __init__(self, path: str | Path, threads: int, core: int | None = None, seed: int = 0):
+    def __init__(self, path: str | Path, threads: int, core: int | None = None, seed: int = 0,
+                 invoke_only: bool = False):
+        """invoke_only: time the interpreter's invoke alone (TFLiteModel.invoke_again), inputs set once."""
         self.threads, self.core = threads, core
+        self.invoke_only = invoke_only
         self.model = load(Path(path), threads=threads)
         vocab = vocabulary_sizes(Path(path).read_bytes())
         self.arrays = random_inputs(self.model, np.random.default_rng(seed), vocab)
@@ -85,7 +88,10 @@ class Timed:
             deadline = time.perf_counter() + seconds
             while len(walls) < MIN_BLOCK_RUNS or time.perf_counter() < deadline:
                 t, c = time.perf_counter(), time.thread_time() if cpu_clock else 0.0
-                self.model.run(self.arrays)
+                if self.invoke_only:
+                    self.model.invoke_again()
+                else:
+                    self.model.run(self.arrays)
                 wall = (time.perf_counter() - t) * 1e3
                 walls.append(wall)
                 busy.append((time.thread_time() - c) * 1e3 if cpu_clock else wall)

@@ -216,6 +216,13 @@ class TFLiteModel(Predictor):
                                 "be corrupt: re-copy or re-convert it") from e
         return [codec.decode(r) for r, codec in zip(raw, b.out_codecs)]
 
+    def invoke_again(self) -> None:
+        """Run the interpreter once more on the inputs the last `run` left in it, and read nothing:
+        the kernels' time alone, without quantizing inputs or copying outputs (edgekit profile's
+        op probes, whose input handling would otherwise outweigh a small layer)."""
+        with self._lock:
+            self._interpreter.invoke()
+
     def _invoke(self, b: _Binding, arrays: list[np.ndarray]) -> list[np.ndarray]:
         with self._lock:
             if b.runner is not None:

@@ -1,0 +1,121 @@
+"""Per-kernel latency models for convolutions, depthwise convolutions and fully connected layers,
+fitted on a grid of single-op probes timed on the device.
+
+A per-kind linear cost in multiply-accumulates misses XNNPACK's kernels by 1.3-3.5x on layers the
+probes did not have (this host, int8: a 16x16x64 3x3 convolution costed 22 us, isolated 12 us).
+The kernels compute output tiles: MR output pixels by NR output channels, over the reduction
+dimension in steps of KR values per tap, and a partial tile costs a full one. Here (Xeon, AMX)
+the int8 convolution tiles are 16 x 64 with K padded to 64 per tap: a 3-channel stem costs what a
+32-channel layer does, and 8..64 output channels cost alike; fp32 3x3 convolutions run 7 x 32.
+So each kind's cost is linear in tile counts, not raw sizes:
+
+    t = c0 + c1 * tiles(M)*MR * tiles(N)*NR * K_padded  +  c2 * input bytes  +  c3 * output bytes
+          + c4 * tiles(M) * weight bytes   (the packed filter is read once per row of tiles)
+
+and the tile sizes are found on the device: every (MR, NR, KR) candidate is fitted and the one
+whose fit misses the grid least is kept, so a Raspberry Pi's NEON kernels get their own. What the
+linear form still misses, the nearest grid probes say: their measured/fitted ratio in log shape
+space, shrunk with distance (k nearest, each weighted by exp(-distance / HALF_DISTANCE)).
+
+numpy only: the fit runs where `edgekit profile run` runs.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..tflite.graph import Graph, Op
+
+MODELLED = ("CONV_2D", "CONV_2D_1x1", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+ROW_TILES = (1, 2, 4, 6, 7, 8, 12, 16)
+COLUMN_TILES = (1, 4, 8, 16, 32, 64)
+DEPTH_TILES = (1, 4, 8, 16, 32, 64)
+NEIGHBOURS = 3
+HALF_DISTANCE = 1.0  # in doublings of a dimension: a probe twice as wide counts exp(-1) as much
+MIN_PROBES = 6       # fewer grid probes of a kind: no model, the kind keeps the linear suite fit
+
+
+def dims(graph: Graph, op: Op) -> tuple[float, float, float, float, float]:
+    """(M output pixels, N output channels, K reduction values, taps, stride) of a GEMM-shaped op."""
+    out = graph.tensors[op.outputs[0]].shape
+    x = graph.tensors[op.inputs[0]].shape
+    n = float(out[-1]) if len(out) else 1.0
+    m = float(np.prod(out[:-1])) if len(out) > 1 else 1.0
+    taps, stride = 1.0, 1.0
+    if op.type in ("CONV_2D", "DEPTHWISE_CONV_2D") and len(op.inputs) > 1:
+        w = graph.tensors[op.inputs[1]].shape
+        taps = float(w[1] * w[2]) if len(w) == 4 else 1.0
+        if len(x) == 4 and len(out) == 4 and out[1]:
+            stride = float(max(1, round(x[1] / out[1])))
+    k = op.macs / max(m * n, 1.0)  # per output value: cin * taps (conv), taps (depthwise), cin (fc)
+    return m, n, max(k, 1.0), taps, stride
+
+
+def features(op_type: str, precision: str, d: tuple, tiles: tuple[int, int, int]) -> np.ndarray:
+    m, n, k, taps, stride = d
+    mr, nr, kr = tiles
+    value_bytes = 1.0 if precision == "int8" else 4.0
+    row_tiles, col_tiles = math.ceil(m / mr), math.ceil(n / nr)
+    if op_type == "DEPTHWISE_CONV_2D":  # channels in tiles of NR, every pixel; filter bytes once
+        return np.array([1.0, m * col_tiles * nr * taps, m * stride * stride * n * value_bytes,
+                         m * n * value_bytes, n * taps * value_bytes])
+    if op_type != "FULLY_CONNECTED":
+        k = taps * math.ceil(k / taps / kr) * kr  # each tap's input channels padded to KR
+    weight_bytes = n * k * value_bytes
+    return np.array([1.0, row_tiles * mr * col_tiles * nr * k, m * k * value_bytes, m * n * value_bytes,
+                     row_tiles * weight_bytes])
+
+
+def key(d: tuple) -> np.ndarray:
+    """Where a shape sits among the grid's: log2 of M, N, K and taps, and the stride."""
+    m, n, k, taps, stride = d
+    return np.array([math.log2(max(m, 1.0)), math.log2(max(n, 1.0)), math.log2(max(k, 1.0)),
+                     math.log2(max(taps, 1.0)), stride])
+
+
+def _nnls_relative(a: np.ndarray, seconds: np.ndarray) -> np.ndarray:
+    from .costmodel import nnls
+
+    a = a / seconds[:, None]
+    scale = np.linalg.norm(a, axis=0)
+    scale[scale == 0] = 1.0
+    return nnls(a / scale, np.ones(len(seconds))) / scale
+
+
+def fit_kind(op_type: str, precision: str, shapes: list[tuple], seconds: list[float]) -> dict:
+    """{"tiles", "coefficients", "points"} for one kind from its grid probes (dims, seconds):
+    the tile sizes whose linear fit has the smallest mean |log error|, and each probe's log
+    measured/fitted ratio at its shape key (the nearest-probe corrections)."""
+    y = np.asarray(seconds, dtype=np.float64)
+    depthwise, fc = op_type == "DEPTHWISE_CONV_2D", op_type == "FULLY_CONNECTED"
+    candidates = [(mr, nr, kr) for mr in ((1,) if depthwise or fc else ROW_TILES) for nr in COLUMN_TILES
+                  for kr in ((1,) if depthwise or fc else DEPTH_TILES)]
+    best = None
+    for tiles in candidates:
+        a = np.array([features(op_type, precision, d, tiles) for d in shapes])
+        coefs = _nnls_relative(a, y)
+        fitted = np.maximum(a @ coefs, 1e-12)
+        miss = float(np.mean(np.abs(np.log(fitted / y))))
+        if best is None or miss < best[0] - 1e-9:  # ties keep the smaller tiles (listed first)
+            best = (miss, tiles, coefs, fitted)
+    _, tiles, coefs, fitted = best
+    points = [[*map(lambda v: round(float(v), 3), key(d)), round(float(math.log(s / f)), 4)]
+              for d, s, f in zip(shapes, y, fitted)]
+    return {"tiles": list(tiles), "coefficients": [float(c) for c in coefs], "points": points,
+            "fit_mean_abs_log_error": round(best[0], 4)}
+
+
+def predict(entry: dict, op_type: str, precision: str, d: tuple) -> float:
+    """Seconds for one op of this kind: the tiled linear cost times the nearest probes' correction."""
+    base = float(np.dot(entry["coefficients"], features(op_type, precision, d, tuple(entry["tiles"]))))
+    points = entry.get("points") or []
+    if not points or base <= 0:
+        return max(base, 0.0)
+    at = np.asarray(points, dtype=np.float64)
+    distance = np.linalg.norm(at[:, :-1] - key(d), axis=1)
+    nearest = np.argsort(distance)[:NEIGHBOURS]
+    weight = np.exp(-distance[nearest] / HALF_DISTANCE)
+    # a weighted mean of the neighbours' log ratios, shrunk by how close the nearest one is
+    correction = float(np.sum(weight * at[nearest, -1]) / np.sum(weight)) * float(weight.max())
+    return base * math.exp(correction)
