@@ -492,7 +492,7 @@ def test_kernel_model_finds_the_tile_sizes_a_device_computes_in(precision, tiles
         np.array([opmodel.features("CONV_2D", precision, d, (1, 1, 1)) for d in shapes]), np.array(seconds)))
     misses = [abs(opmodel.predict(line, "CONV_2D", precision, dims(p)) / _tiled_seconds("CONV_2D", dims(p), tiles, 2e-12, 2e-6) - 1)
               for p in unseen]
-    assert max(misses) > 0.2
+    assert max(misses) > 0.1  # the tiled model: within 2 % on each (above)
 
 
 def test_quick_profile_models_kernels_from_its_grid(quick_profile, artifacts):

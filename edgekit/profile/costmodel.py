@@ -2,8 +2,8 @@
 
     model time = invoke + per input/output value costs + sum over ops of  coef[kind] . features(op)
 
-kind is the op type and precision, with CONV_2D split into 1x1 (XNNPACK runs it as a plain GEMM) and
-larger kernels (indirect GEMM, and the 3-channel stem kernels). Features are a constant (dispatch), the
+kind is the op type and precision, with CONV_2D split into 1x1 stride 1 (XNNPACK runs it as a plain GEMM)
+and the rest (indirect GEMM: larger or strided kernels, and the 3-channel stem kernels). Features are a constant (dispatch), the
 work (multiply-accumulates, or values for elementwise ops) and the bytes moved (activations, weights),
 so both compute-bound and memory-bound shapes are covered by the same line. The coefficients are
 non-negative (a bigger op is never cheaper) and are fitted by least squares on relative error, because
@@ -76,7 +76,11 @@ def kind(graph: Graph, op: Op, op_models: dict | None = None) -> str:
     base = op.type
     if op.type == "CONV_2D" and len(op.inputs) > 1:
         shape = graph.tensors[op.inputs[1]].shape
-        if len(shape) == 4 and shape[1] == shape[2] == 1:
+        x, y = graph.tensors[op.inputs[0]].shape, graph.tensors[op.outputs[0]].shape
+        strided = len(x) == 4 and len(y) == 4 and x[1] > y[1]
+        # a strided 1x1 convolution is not a plain GEMM: XNNPACK runs it as an indirect GEMM like a 3x3
+        # (the grid here: 1x1 stride-2 fp32 layers 1.5-2x slower than the plain-GEMM fit said)
+        if len(shape) == 4 and shape[1] == shape[2] == 1 and not strided:
             base = "CONV_2D_1x1"
     if op.type == "MUL" and len(op.inputs) == 2 and broadcast(graph, op):
         base = "MUL_broadcast"

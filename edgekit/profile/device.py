@@ -93,8 +93,8 @@ def _validated(raw, where: str) -> MeasuredDevice:
             raise bad(f"'threads.{n}.residuals'", "a list of [op kind, shape key numbers, ratio > 0]")
         models = entry.get("op_models", {})
         if not isinstance(models, dict) or any(not _op_model_ok(k, m) for k, m in models.items()):
-            raise bad(f"'threads.{n}.op_models'", "an object of op kind -> {tiles: 3 positive integers, coefficients: "
-                      "non-negative numbers, points: lists of 5 shape key numbers and a log ratio}")
+            raise bad(f"'threads.{n}.op_models'", "an object of op kind -> {tiles: 3 positive integers, "
+                      "coefficients: 5 non-negative numbers, points: lists of 5 shape key numbers and a log ratio}")
         scaling = entry.get("scaling")
         if scaling is not None:
             base = threads.get(str(entry.get("base_threads")))

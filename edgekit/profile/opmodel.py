@@ -53,6 +53,7 @@ def dims(graph: Graph, op: Op) -> tuple[float, float, float, float, float]:
 
 
 def features(op_type: str, precision: str, d: tuple, tiles: tuple[int, int, int]) -> np.ndarray:
+    """[1, tiled multiply-accumulates, input reads, output bytes, filter reads]."""
     m, n, k, taps, stride = d
     mr, nr, kr = tiles
     value_bytes = 1.0 if precision == "int8" else 4.0
@@ -60,11 +61,11 @@ def features(op_type: str, precision: str, d: tuple, tiles: tuple[int, int, int]
     if op_type == "DEPTHWISE_CONV_2D":  # channels in tiles of NR, every pixel; filter bytes once
         return np.array([1.0, m * col_tiles * nr * taps, m * stride * stride * n * value_bytes,
                          m * n * value_bytes, n * taps * value_bytes])
-    if op_type != "FULLY_CONNECTED":
-        k = taps * math.ceil(k / taps / kr) * kr  # each tap's input channels padded to KR
-    weight_bytes = n * k * value_bytes
+    if op_type == "FULLY_CONNECTED":
+        return np.array([1.0, col_tiles * nr * k, k * value_bytes, n * value_bytes, n * k * value_bytes])
+    k = taps * math.ceil(k / taps / kr) * kr  # each tap's input channels padded to KR
     return np.array([1.0, row_tiles * mr * col_tiles * nr * k, m * k * value_bytes, m * n * value_bytes,
-                     row_tiles * weight_bytes])
+                     row_tiles * n * k * value_bytes])
 
 
 def key(d: tuple) -> np.ndarray:
