@@ -27,12 +27,22 @@ STAT_KEYS = ("min_median_ms", "p50_ms", "p10_ms", "block_spread", "seconds")
 def save_raw(path: Path, samples: list[dict], refs: dict, nets: dict[str, tuple[Path, str]], host: dict) -> None:
     """samples: edgekit.profile.run.measure's probe entries; refs: (network, threads) -> stats;
     nets: network -> (path, set name); host: load, wall time, anything about the run."""
+    from edgekit.profile.probes import SUITE
+
+    specs = {p.name: spec(p) for p in SUITE}
     doc = {"host": host,
            "probes": [{"probe": s["probe"], "threads": s["threads"], "cache_bytes": s["cache_bytes"],
-                       "stream_bytes": s["stream_bytes"], **{k: s[k] for k in STAT_KEYS}} for s in samples],
+                       "stream_bytes": s["stream_bytes"], "spec": specs.get(s["probe"]),
+                       **{k: s[k] for k in STAT_KEYS}} for s in samples],
            "networks": [{"network": name, "threads": n, "set": nets[name][1], "path": str(nets[name][0]),
                          **{k: ref[k] for k in STAT_KEYS}} for (name, n), ref in sorted(refs.items())]}
     path.write_text(json.dumps(doc, indent=1))
+
+
+def spec(p) -> list:
+    """What a probe name stood for when it was timed: re-fitting old measurements against a suite whose
+    drawn kernel-grid shapes changed would pair times with the wrong shapes."""
+    return [p.op, p.precision, list(p.shape), p.cout, p.kernel, p.stride, p.repeat, p.broadcast]
 
 
 def load_raw(path: Path) -> tuple[list[dict], list[dict], dict]:
@@ -42,8 +52,12 @@ def load_raw(path: Path) -> tuple[list[dict], list[dict], dict]:
 
     doc = json.loads(Path(path).read_text())
     by_name = {p.name: p for p in SUITE}
-    # probes the suite has since dropped are left out: the fit sees what `profile run` would time
-    graphs = {name: read_graph(build(by_name[name])) for name in {s["probe"] for s in doc["probes"]} if name in by_name}
+    # probes the suite has since dropped or redrawn are left out: the fit sees what `profile run` would time
+    changed = {s["probe"] for s in doc["probes"] if s.get("spec") and s["probe"] in by_name and s["spec"] != spec(by_name[s["probe"]])}
+    if changed:
+        print(f"{path}: {len(changed)} probes were timed with other shapes than the suite's now: left out", file=sys.stderr)
+    graphs = {name: read_graph(build(by_name[name])) for name in {s["probe"] for s in doc["probes"]}
+              if name in by_name and name not in changed}
     samples = [{**s, "graph": graphs[s["probe"]], "grid": by_name[s["probe"]].grid} for s in doc["probes"] if s["probe"] in graphs]
     return samples, doc["networks"], doc.get("host", {})
 

@@ -89,6 +89,8 @@ def test_emulate_refuses_a_thread_count_not_profiled(quick_profile, artifacts):
     (lambda d: d["threads"]["1"].update(residuals=[["CONV_2D/fp32", "near", 1.2]]), "'threads.1.residuals'"),
     (lambda d: d["threads"]["1"]["op_models"]["CONV_2D/int8"].update(tiles=[16, 0, 64]), "'threads.1.op_models'"),
     (lambda d: d["threads"]["1"]["op_models"].update({"SOFTMAX/fp32": {}}), "'threads.1.op_models'"),
+    (lambda d: d["threads"]["1"]["op_models"]["CONV_2D/fp32"]["points"][0].__setitem__(5, 800.0), "'threads.1.op_models'"),
+    (lambda d: d["threads"]["1"]["op_models"]["CONV_2D/fp32"].update(tiles=[10 ** 400, 1, 1]), "'threads.1.op_models'"),
 ])
 def test_wrong_profile_fields_are_one_line(quick_profile, artifacts, tmp_path, mutate, field):
     data = json.loads(quick_profile.read_text())
@@ -497,22 +499,28 @@ def test_kernel_model_finds_the_tile_sizes_a_device_computes_in(precision, tiles
 
 def test_quick_profile_models_kernels_from_its_grid(quick_profile, artifacts):
     """The kernel grid is timed at one thread only and gives every modelled kind a model; those kinds'
-    suite coefficients are one factor on the model's time, and estimates at 1 thread use them."""
+    suite coefficients are one factor on the model's time, and an estimate's convolutions cost exactly
+    that factor times the kernel model's price of their shape."""
     from edgekit.emulator import estimate
-    from edgekit.profile import costmodel
     from edgekit.profile.device import load_profile
 
     data = json.loads(quick_profile.read_text())
     grid = [m for m in data["measurements"] if m["probe"].startswith("grid_")]
     assert grid and {m["threads"] for m in grid} == {1}
-    models = data["threads"]["1"]["op_models"]
+    entry = data["threads"]["1"]
+    models, coefs = entry["op_models"], entry["coefficients"]
     assert {"CONV_2D/fp32", "CONV_2D/int8", "CONV_2D_1x1/int8", "DEPTHWISE_CONV_2D/fp32"} <= set(models)
-    coefs = data["threads"]["1"]["coefficients"]
     assert all(set(c) == {"modelled"} for k, c in coefs.items() if costmodel.GRID_MARK in k)
+    assert all(models[k]["tiles"][0] >= 1 and len(models[k]["points"]) >= 6 for k in models)
     graph = read_graph((artifacts / "digits_cnn_int8.tflite").read_bytes())
     est = estimate(graph, load_profile(quick_profile), 1)
-    conv = [o for o in est.ops if o.type == "CONV_2D"]
-    assert conv and all(o.ms > 0 for o in conv)
+    convs = [op for op in graph.ops if op.type == "CONV_2D"]
+    assert convs
+    for op in convs:
+        k = costmodel.kind(graph, op, models)
+        assert costmodel.GRID_MARK in k
+        want = coefs[k]["modelled"] * costmodel.modelled_seconds(graph, op, models) * 1e3
+        assert est.ops[op.index].ms == pytest.approx(want, rel=1e-9) and want > 0
 
 
 def test_profile_without_kernel_models_keeps_the_linear_fit(artifacts, tmp_path):

@@ -2,10 +2,13 @@
 
     model time = invoke + per input/output value costs + sum over ops of  coef[kind] . features(op)
 
-kind is the op type and precision, with CONV_2D split into 1x1 stride 1 (XNNPACK runs it as a plain GEMM)
-and the rest (indirect GEMM: larger or strided kernels, and the 3-channel stem kernels). Features are a constant (dispatch), the
-work (multiply-accumulates, or values for elementwise ops) and the bytes moved (activations, weights),
-so both compute-bound and memory-bound shapes are covered by the same line. The coefficients are
+kind is the op type and precision, with CONV_2D split into 1x1 stride 1 (XNNPACK runs it as a plain
+GEMM) and the rest (indirect GEMM: larger or strided kernels, and the 3-channel stem kernels). Features
+are a constant (dispatch), the work (multiply-accumulates, or values for elementwise ops) and the
+bytes moved (activations, weights), so both compute-bound and memory-bound shapes are covered by the
+same line. Convolutions, depthwise convolutions and fully connected layers, when the profile has
+kernel models for them (edgekit.profile.opmodel, fitted on the kernel grid), have one feature
+instead: the kernel model's time for the op, and the fit gives each such kind one factor. The coefficients are
 non-negative (a bigger op is never cheaper) and are fitted by least squares on relative error, because
 a 20 us probe and a 2 ms probe should count alike. That is the one-thread model; more threads scale
 its per-op times per thread family (fit_scaled, below). numpy only: this runs on the device.
@@ -76,8 +79,9 @@ def kind(graph: Graph, op: Op, op_models: dict | None = None) -> str:
     base = op.type
     if op.type == "CONV_2D" and len(op.inputs) > 1:
         shape = graph.tensors[op.inputs[1]].shape
-        x, y = graph.tensors[op.inputs[0]].shape, graph.tensors[op.outputs[0]].shape
-        strided = len(x) == 4 and len(y) == 4 and x[1] > y[1]
+        x = graph.tensors[op.inputs[0]].shape
+        y = graph.tensors[op.outputs[0]].shape if op.outputs else ()
+        strided = len(x) == 4 and len(y) == 4 and tuple(x[1:3]) != tuple(y[1:3])
         # a strided 1x1 convolution is not a plain GEMM: XNNPACK runs it as an indirect GEMM like a 3x3
         # (the grid here: 1x1 stride-2 fp32 layers 1.5-2x slower than the plain-GEMM fit said)
         if len(shape) == 4 and shape[1] == shape[2] == 1 and not strided:
@@ -269,7 +273,7 @@ def correction(kind_name: str, key: list[float], residuals: list | None) -> floa
 
 def transferable(residuals: list | None) -> list | None:
     """The corrections an estimate of a network applies: those of single-tap probes (1x1 convolutions,
-    fully connected, elementwise). A kxk convolution's or depthwise probe's miss comes from XNNPACK's
+    fully connected, elementwise; kinds the kernel grid models have none here, their model corrects itself). A kxk convolution's or depthwise probe's miss comes from XNNPACK's
     indirect-GEMM and depthwise tiling at that exact shape and did not carry over to nearby layers:
     a strided depthwise probe's 2.5x leaked into stride-1 layers (MobileNetV2 int8 +18 %). Left out,
     the development networks at one thread went from 52-66 % to 62-72 % within +-10 % in five timing
@@ -419,10 +423,6 @@ def op_seconds(graph: Graph, op: Op, coefs: dict, residuals: list | None = None,
     c = coefs.get(k) or fallback(coefs, k)
     linear = float(sum(c.get(n, 0.0) * v for n, v in zip(family(k), op_features(graph, op, family(k), op_models))))
     return linear * (correction(k, shape_key(graph, op), residuals) if residuals else 1.0)
-
-
-def predict_seconds(graph: Graph, coefs: dict, cache_bytes: int = DEFAULT_CACHE_BYTES) -> float:
-    return sum(seconds_by_term(graph_terms(graph, cache_bytes), coefs).values())
 
 
 def predict_seconds_terms(terms: dict[str, np.ndarray], coefs: dict) -> float:

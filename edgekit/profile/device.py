@@ -94,7 +94,7 @@ def _validated(raw, where: str) -> MeasuredDevice:
         models = entry.get("op_models", {})
         if not isinstance(models, dict) or any(not _op_model_ok(k, m) for k, m in models.items()):
             raise bad(f"'threads.{n}.op_models'", "an object of op kind -> {tiles: 3 positive integers, "
-                      "coefficients: 5 non-negative numbers, points: lists of 5 shape key numbers and a log ratio}")
+                      "coefficients: 5 non-negative numbers, points: lists of 5 shape key numbers and a log ratio within +-log 3}")
         scaling = entry.get("scaling")
         if scaling is not None:
             base = threads.get(str(entry.get("base_threads")))
@@ -117,10 +117,13 @@ def _op_model_ok(kind_name, m) -> bool:
     if not isinstance(kind_name, str) or kind_name.split("/")[0] not in opmodel.MODELLED or not isinstance(m, dict):
         return False
     tiles, coefs, points = m.get("tiles"), m.get("coefficients"), m.get("points", [])
-    return (isinstance(tiles, list) and len(tiles) == 3 and all(isinstance(t, int) and t >= 1 for t in tiles)
+    return (kind_name.split("/")[-1] in ("fp32", "int8")
+            and isinstance(tiles, list) and len(tiles) == 3
+            and all(isinstance(t, int) and not isinstance(t, bool) and 1 <= t <= opmodel.MAX_TILE for t in tiles)
             and isinstance(coefs, list) and len(coefs) == 5 and all(_number(c) and c >= 0 for c in coefs)
             and isinstance(points, list)
-            and all(isinstance(p, list) and len(p) == 6 and all(map(_number, p)) for p in points))
+            and all(isinstance(p, list) and len(p) == 6 and all(map(_number, p)) and abs(p[-1]) <= opmodel.MAX_LOG_RATIO + 1e-6
+                    and all(abs(v) < 1e6 for v in p) for p in points))
 
 
 def _number(v) -> bool:

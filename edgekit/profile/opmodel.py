@@ -7,11 +7,13 @@ The kernels compute output tiles: MR output pixels by NR output channels, over t
 dimension in steps of KR values per tap, and a partial tile costs a full one. Here (Xeon, AMX)
 the int8 convolution tiles are 16 x 64 with K padded to 64 per tap: a 3-channel stem costs what a
 32-channel layer does, and 8..64 output channels cost alike; fp32 3x3 convolutions run 7 x 32.
-So each kind's cost is linear in tile counts, not raw sizes:
+So each kind's cost is linear in tile counts, not raw sizes; for a convolution
 
     t = c0 + c1 * tiles(M)*MR * tiles(N)*NR * K_padded  +  c2 * input bytes  +  c3 * output bytes
           + c4 * tiles(M) * weight bytes   (the packed filter is read once per row of tiles)
 
+(a depthwise convolution: channels in tiles of NR at every pixel, its filter read once; a fully
+connected layer: one row of tiles, K not padded)
 and the tile sizes are found on the device: every (MR, NR, KR) candidate is fitted and the one
 whose fit misses the grid least is kept, so a Raspberry Pi's NEON kernels get their own. What the
 linear form still misses, the nearest grid probes say: their measured/fitted ratio in log shape
@@ -33,6 +35,8 @@ COLUMN_TILES = (1, 4, 8, 16, 32, 64)
 DEPTH_TILES = (1, 4, 8, 16, 32, 64)
 NEIGHBOURS = 3
 HALF_DISTANCE = 1.0  # in doublings of a dimension: a probe twice as wide counts exp(-1) as much
+MAX_LOG_RATIO = math.log(3.0)  # a probe corrects its neighbours by at most 3x either way (as suite residuals)
+MAX_TILE = 4096
 MIN_PROBES = 6       # fewer grid probes of a kind: no model, the kind keeps the linear suite fit
 
 
@@ -101,7 +105,8 @@ def fit_kind(op_type: str, precision: str, shapes: list[tuple], seconds: list[fl
         if best is None or miss < best[0] - 1e-9:  # ties keep the smaller tiles (listed first)
             best = (miss, tiles, coefs, fitted)
     _, tiles, coefs, fitted = best
-    points = [[*map(lambda v: round(float(v), 3), key(d)), round(float(math.log(s / f)), 4)]
+    points = [[*map(lambda v: round(float(v), 3), key(d)),
+               round(float(np.clip(math.log(s / f), -MAX_LOG_RATIO, MAX_LOG_RATIO)), 4)]
               for d, s, f in zip(shapes, y, fitted)]
     return {"tiles": list(tiles), "coefficients": [float(c) for c in coefs], "points": points,
             "fit_mean_abs_log_error": round(best[0], 4)}
@@ -117,6 +122,8 @@ def predict(entry: dict, op_type: str, precision: str, d: tuple) -> float:
     distance = np.linalg.norm(at[:, :-1] - key(d), axis=1)
     nearest = np.argsort(distance)[:NEIGHBOURS]
     weight = np.exp(-distance[nearest] / HALF_DISTANCE)
+    if not weight.sum() > 0:  # every probe far away (or a key that is not a number): the linear cost
+        return base
     # a weighted mean of the neighbours' log ratios, shrunk by how close the nearest one is
-    correction = float(np.sum(weight * at[nearest, -1]) / np.sum(weight)) * float(weight.max())
-    return base * math.exp(correction)
+    correction = float(np.sum(weight * np.clip(at[nearest, -1], -MAX_LOG_RATIO, MAX_LOG_RATIO)) / np.sum(weight))
+    return base * math.exp(correction * float(weight.max()))

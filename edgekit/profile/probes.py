@@ -370,9 +370,11 @@ STREAM_REPEATS = (1, 2, 4, 8)
 # The kernel grid: single convolutions, depthwise convolutions and fully connected layers at shapes
 # drawn (seeded, so every device times the same ones) from what mobile CNNs use, per precision.
 # Each probe is one op timed by its interpreter invoke alone; edgekit.profile.opmodel fits each
-# kind's tile sizes and costs on them. 1x1 convolutions are the most common layer, hence the most.
+# kind's tile sizes and costs on them. A quarter of the 1x1 draws are strided, which XNNPACK runs as
+# an indirect GEMM (costmodel.kind): per precision ~50 plain 1x1 GEMMs, ~65 indirect ones.
 GRID_COUNTS = {"CONV_2D_1x1": 70, "CONV_2D": 45, "DEPTHWISE_CONV_2D": 45, "FULLY_CONNECTED": 20}
-GRID_QUICK_COUNTS = {"CONV_2D_1x1": 8, "CONV_2D": 8, "DEPTHWISE_CONV_2D": 8, "FULLY_CONNECTED": 6}  # --quick
+# --quick: the first draws of each; at least opmodel.MIN_PROBES of every kind, strided 1x1 draws aside
+GRID_QUICK_COUNTS = {"CONV_2D_1x1": 12, "CONV_2D": 8, "DEPTHWISE_CONV_2D": 8, "FULLY_CONNECTED": 6}
 GRID_RESOLUTIONS = (1, 2, 4, 7, 8, 14, 16, 28, 32, 56, 64, 112)
 GRID_CHANNELS = (8, 12, 16, 24, 32, 40, 48, 64, 72, 80, 96, 120, 128, 144, 160, 192, 240, 256, 320, 384, 480,
                  512, 576, 672, 768, 960, 1024)
@@ -441,7 +443,7 @@ def weight_bytes(p: Probe) -> int:
 
 
 GRID = grid()
-# the reduced suite's grid: the first few probes of each kind, so names always mean one shape
+# the reduced suite's grid: the first few draws of each, so a name always means one shape
 QUICK_GRID = [p for p in GRID if is_grid_invoke(p) or int(p.name.split("_")[-2]) < GRID_QUICK_COUNTS[
     "CONV_2D_1x1" if p.op == "CONV_2D" and p.kernel == 1 else p.op]]
 SUITE = _suite() + GRID
@@ -450,7 +452,8 @@ SUITE = _suite() + GRID
 def suite(quick: bool = False, ram_bytes: float | None = None) -> list[Probe]:
     """The probes; streaming probes, smallest first, while their weights add up to at most 1/32 of
     the device's RAM: every probe stays loaded during the run, at each thread count, its weights both
-    in the file and packed (a 4 GB Pi keeps three of four, 1.9 GB peak RSS here with all of them)."""
+    in the file and packed (a 4 GB Pi keeps three of four, 1.9 GB peak RSS here with all of them).
+    The kernel grid's filters add ~60 MB (file and packed: ~120 MB), loaded at one thread only."""
     chosen = [p for p in SUITE if p.core and not p.grid] + QUICK_GRID if quick else list(SUITE)
     budget = ram_bytes / 32 if ram_bytes else float("inf")
     out, streamed = [], 0

@@ -87,7 +87,8 @@ def interleaved(items: list[tuple], rounds: int = ROUNDS,
 def measure(probes: list[Probe], threads: list[int], seconds_per_probe: float,
             progress: Callable[[str], None] | None = None, rounds: int = ROUNDS,
             extra: dict[str, tuple[Path, float]] | None = None) -> list[dict] | tuple[list[dict], dict]:
-    """min-median, p50 and p10 milliseconds of every probe at every thread count. extra: other models
+    """min-median, p50 and p10 milliseconds of every probe at every thread count (kernel-grid probes:
+    at one thread, by their invoke alone). extra: other models
     (name -> (path, seconds); the benchmarks' reference networks) timed in the same rounds, so the
     host's load drift reaches probes and references alike; their stats come back as a second value."""
     out, cache = [], cache_bytes()
@@ -180,7 +181,7 @@ def fit_threads(samples: list[dict], statistic: str = "min_median", band: bool =
     everyone = list(range(len(rows)))
     # the per-kind fit is stored at every thread count (what profiles before "scaling" estimated with)
     entry = {**per_kind(everyone), "stream_curve": curve}
-    if grid and op_models:
+    if op_models:  # every entry whose coefficients name @grid kinds carries the models they scale
         entry["op_models"] = op_models
     if scaled is not None:
         entry.update(fitted_model(everyone), base_threads=1)
@@ -234,7 +235,8 @@ def profile(name: str, threads: list[int], quick: bool = False, seconds_per_prob
     from ..tflite.model import TFLiteModel  # noqa: F401  (fails early, as one line, without a runtime)
 
     start = time.perf_counter()
-    probes = suite(quick, _ram_mb() * 2**20)
+    # the kernel grid prices one-thread op costs: without a 1-thread count there is nothing to fit it to
+    probes = [p for p in suite(quick, _ram_mb() * 2**20) if not p.grid or 1 in threads]
     samples = measure(probes, threads, seconds_per_probe, progress)
     return build_profile(name, len(probes), samples, statistic, time.perf_counter() - start)
 
