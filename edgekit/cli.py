@@ -635,15 +635,17 @@ def profile():
 @click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path), help="Profile JSON to write.")
 @click.option("--threads", default=None, help="Thread counts to profile, comma-separated (default: 1 and min(4, cores)).")
 @click.option("--name", help="Target name shown by emulate (default: the file stem).")
-@click.option("--quick", is_flag=True, help="The reduced probe suite (one shape per op kind; seconds, less accurate).")
+@click.option("--quick", is_flag=True, help="The reduced probe suite (one shape per op kind, a few kernel-grid "
+              "shapes; seconds, less accurate).")
 @click.option("--seconds-per-probe", default=0.25, show_default=True, type=click.FloatRange(min=0.01),
-              help="Timing per probe and thread count.")
+              help="Timing per probe and thread count (kernel-grid probes: at most 0.12 s, one thread).")
 @click.option("--statistic", default="min_median", show_default=True, type=click.Choice(["min_median", "p50", "p10"]),
               help="min_median: the lowest of 3 interleaved block medians (robust on a shared machine); "
                    "p50: the median of all runs, as `edgekit bench` prints it; p10: their 10th percentile.")
 @click.option("--force", is_flag=True, help="Overwrite an existing profile.")
 def profile_run(out, threads, name, quick, seconds_per_probe, statistic, force):
-    """Time the probe suite on this device, fit per-op-kind costs, write a device profile JSON."""
+    """Time the probe suite and the kernel grid on this device, fit kernel models and per-op-kind costs,
+    write a device profile JSON."""
     from .profile.run import profile as run_profile
 
     check_writable([out], force)

@@ -372,14 +372,16 @@ STREAM_REPEATS = (1, 2, 4, 8)
 # Each probe is one op timed by its interpreter invoke alone; edgekit.profile.opmodel fits each
 # kind's tile sizes and costs on them. A quarter of the 1x1 draws are strided, which XNNPACK runs as
 # an indirect GEMM (costmodel.kind): per precision ~50 plain 1x1 GEMMs, ~65 indirect ones.
-GRID_COUNTS = {"CONV_2D_1x1": 70, "CONV_2D": 45, "DEPTHWISE_CONV_2D": 45, "FULLY_CONNECTED": 20}
+GRID_COUNTS = {"CONV_2D_1x1": 90, "CONV_2D": 55, "DEPTHWISE_CONV_2D": 45, "FULLY_CONNECTED": 20}
 # --quick: the first draws of each; at least opmodel.MIN_PROBES of every kind, strided 1x1 draws aside
 GRID_QUICK_COUNTS = {"CONV_2D_1x1": 12, "CONV_2D": 8, "DEPTHWISE_CONV_2D": 8, "FULLY_CONNECTED": 6}
 GRID_RESOLUTIONS = (1, 2, 4, 7, 8, 14, 16, 28, 32, 56, 64, 112)
 GRID_CHANNELS = (8, 12, 16, 24, 32, 40, 48, 64, 72, 80, 96, 120, 128, 144, 160, 192, 240, 256, 320, 384, 480,
                  512, 576, 672, 768, 960, 1024)
 GRID_FEATURES = (64, 128, 256, 512, 1000, 1024, 1280, 2048, 4096)
-GRID_MACS = (2e4, 6e7)       # long enough to time, short enough for the 5-minute budget
+# long enough to time, short enough for the 5-minute budget; up to MobileNetV1's 14x14x512x512 (51 M)
+# and InceptionV3's 35x35x288x384 3x3 (111 M): with a cap at 60 M the fit priced big fp32 GEMMs 8-12 % high
+GRID_MACS = (2e4, 1.2e8)
 GRID_WEIGHT_BYTES = 1.5e6    # convolutions; larger filters are the streaming probes' business
 GRID_FC_WEIGHT_BYTES = 8e6   # classifiers (1280 x 1000 fp32 is 5 MB) stream their weights every call
 
