@@ -383,6 +383,9 @@ GRID_FEATURES = (64, 128, 256, 512, 1000, 1024, 1280, 2048, 4096)
 # and InceptionV3's 35x35x288x384 3x3 (111 M): with a cap at 60 M the fit priced big fp32 GEMMs 8-12 % high
 GRID_MACS = (2e4, 1.2e8)
 GRID_WEIGHT_BYTES = 1.5e6    # convolutions; larger filters are the streaming probes' business
+# input + output of one probe: all probes stay loaded during the run (a 4 GB Pi must hold them), and
+# without a cap the grid's activations alone came to 410 MB (peak RSS 3.4 GB here, 2.1 GB before the grid)
+GRID_ACTIVATION_BYTES = 4e6
 GRID_FC_WEIGHT_BYTES = 8e6   # classifiers (1280 x 1000 fp32 is 5 MB) stream their weights every call
 
 
@@ -407,7 +410,9 @@ def _grid_shape(op: str, precision: str, rng: np.random.Generator) -> Probe | No
     out = -(-h // stride)
     depth = 1 if op == "DEPTHWISE_CONV_2D" else cin
     macs, weights = out * out * cout * kernel * kernel * depth, cout * kernel * kernel * depth * value_bytes
-    if not GRID_MACS[0] <= macs <= GRID_MACS[1] or weights > GRID_WEIGHT_BYTES or h < kernel:
+    activations = (h * h * cin + out * out * cout) * value_bytes
+    if not GRID_MACS[0] <= macs <= GRID_MACS[1] or weights > GRID_WEIGHT_BYTES or h < kernel \
+            or activations > GRID_ACTIVATION_BYTES:
         return None
     return Probe("", op.replace("_1x1", ""), precision, (1, h, h, cin), cout=cout, kernel=kernel, stride=stride,
                  grid=True)
