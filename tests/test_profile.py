@@ -490,7 +490,7 @@ def test_kernel_model_finds_the_tile_sizes_a_device_computes_in(precision, tiles
         return
     # with large tiles, the straight per-MAC line (1 x 1 x 1 tiles) misses the same unseen shapes by far more
     line = {**opmodel.fit_kind("CONV_2D", precision, shapes, seconds), "tiles": [1, 1, 1], "points": []}
-    line["coefficients"] = list(opmodel._nnls_relative(
+    line["coefficients"] = list(costmodel.nnls_relative(
         np.array([opmodel.features("CONV_2D", precision, d, (1, 1, 1)) for d in shapes]), np.array(seconds)))
     misses = [abs(opmodel.predict(line, "CONV_2D", precision, dims(p)) / _tiled_seconds("CONV_2D", dims(p), tiles, 2e-12, 2e-6) - 1)
               for p in unseen]

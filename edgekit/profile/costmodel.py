@@ -355,6 +355,17 @@ def nnls(a: np.ndarray, b: np.ndarray, iterations: int = 500) -> np.ndarray:
     return x
 
 
+def nnls_relative(a: np.ndarray, seconds, weights=None) -> np.ndarray:
+    """Non-negative x minimising the relative error of a x against seconds: every probe counts alike
+    (times its weight), a 20 us one as a 2 ms one; columns are scaled to unit norm for the solver."""
+    y = np.asarray(seconds, dtype=np.float64)
+    w = np.ones(len(y)) if weights is None else np.sqrt(np.asarray(weights, dtype=np.float64))
+    a = a / y[:, None] * w[:, None]
+    scale = np.linalg.norm(a, axis=0)
+    scale[scale == 0] = 1.0
+    return nnls(a / scale, w) / scale
+
+
 def fit(rows: list[dict[str, np.ndarray]], seconds: list[float], weights: list[float] | None = None) -> dict[str, dict[str, float]]:
     """Coefficients (seconds per feature unit) per kind, from probe terms and measured seconds;
     weights: how much each probe's relative error counts (1 each by default)."""
@@ -368,12 +379,7 @@ def fit(rows: list[dict[str, np.ndarray]], seconds: list[float], weights: list[f
             names = GLOBAL_FEATURES if k == "_global" else family(k)
             for n, v in zip(names, feats):
                 a[i, index[(k, n)]] = v
-    y = np.asarray(seconds)
-    w = np.ones(len(y)) if weights is None else np.sqrt(np.asarray(weights, dtype=np.float64))
-    a, b = a / y[:, None] * w[:, None], w  # relative error: every probe counts alike (times its weight)
-    scale = np.linalg.norm(a, axis=0)
-    scale[scale == 0] = 1.0
-    x = nnls(a / scale, b) / scale
+    x = nnls_relative(a, seconds, weights)
     coefs: dict[str, dict[str, float]] = {}
     for (k, n), v in zip(columns, x):
         coefs.setdefault(k, {})[n] = float(v)
@@ -477,12 +483,7 @@ def scaled_design(rows: list) -> np.ndarray:
 def fit_scaled(rows: list, seconds: list[float], weights: list[float] | None = None) -> dict:
     """{"_global": {feature: s/unit}, family: {scaled, small, ops}} by non-negative least squares on
     relative error, as fit() does per kind."""
-    a, y = scaled_design(rows), np.asarray(seconds)
-    w = np.ones(len(y)) if weights is None else np.sqrt(np.asarray(weights, dtype=np.float64))
-    a, b = a / y[:, None] * w[:, None], w
-    scale = np.linalg.norm(a, axis=0)
-    scale[scale == 0] = 1.0
-    x = nnls(a / scale, b) / scale
+    x = nnls_relative(scaled_design(rows), seconds, weights)
     out = {"_global": dict(zip(GLOBAL_FEATURES, map(float, x[:len(GLOBAL_FEATURES)])))}
     rest = x[len(GLOBAL_FEATURES):]
     for i, f in enumerate(THREAD_FAMILIES):

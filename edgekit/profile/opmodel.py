@@ -79,19 +79,12 @@ def key(d: tuple) -> np.ndarray:
                      math.log2(max(taps, 1.0)), stride])
 
 
-def _nnls_relative(a: np.ndarray, seconds: np.ndarray) -> np.ndarray:
-    from .costmodel import nnls
-
-    a = a / seconds[:, None]
-    scale = np.linalg.norm(a, axis=0)
-    scale[scale == 0] = 1.0
-    return nnls(a / scale, np.ones(len(seconds))) / scale
-
-
 def fit_kind(op_type: str, precision: str, shapes: list[tuple], seconds: list[float]) -> dict:
     """{"tiles", "coefficients", "points"} for one kind from its grid probes (dims, seconds):
     the tile sizes whose linear fit has the smallest mean |log error|, and each probe's log
     measured/fitted ratio at its shape key (the nearest-probe corrections)."""
+    from .costmodel import nnls_relative  # costmodel imports this module
+
     y = np.asarray(seconds, dtype=np.float64)
     depthwise, fc = op_type == "DEPTHWISE_CONV_2D", op_type == "FULLY_CONNECTED"
     candidates = [(mr, nr, kr) for mr in ((1,) if depthwise or fc else ROW_TILES) for nr in COLUMN_TILES
@@ -99,7 +92,7 @@ def fit_kind(op_type: str, precision: str, shapes: list[tuple], seconds: list[fl
     best = None
     for tiles in candidates:
         a = np.array([features(op_type, precision, d, tiles) for d in shapes])
-        coefs = _nnls_relative(a, y)
+        coefs = nnls_relative(a, y)
         fitted = np.maximum(a @ coefs, 1e-12)
         miss = float(np.mean(np.abs(np.log(fitted / y))))
         if best is None or miss < best[0] - 1e-9:  # ties keep the smaller tiles (listed first)

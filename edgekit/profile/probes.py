@@ -11,7 +11,7 @@ overhead; other ops run once. The fit (edgekit.profile.costmodel) accounts for b
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import flatbuffers
 import numpy as np
@@ -430,14 +430,14 @@ def grid(counts: dict[str, int] = GRID_COUNTS, seed: int = 0) -> list[Probe]:
             while drawn < count:
                 p = _grid_shape(op, precision, rng)
                 if p is not None:
-                    out.append(Probe(f"grid_{op.lower()}_{drawn}_{precision}", p.op, precision, p.shape, cout=p.cout,
-                                     kernel=p.kernel, stride=p.stride, grid=True))
+                    out.append(replace(p, name=f"grid_{op.lower()}_{drawn}_{precision}"))
                     drawn += 1
     return out
 
 
-def is_grid_invoke(p: Probe) -> bool:
-    return p.name.startswith("grid_invoke_")
+def is_grid_invoke(name: str) -> bool:
+    """The grid's empty model (by probe name: measurements carry names)."""
+    return name.startswith("grid_invoke_")
 
 
 def is_stream(p: Probe) -> bool:
@@ -451,7 +451,7 @@ def weight_bytes(p: Probe) -> int:
 
 GRID = grid()
 # the reduced suite's grid: the first few draws of each, so a name always means one shape
-QUICK_GRID = [p for p in GRID if is_grid_invoke(p) or int(p.name.split("_")[-2]) < GRID_QUICK_COUNTS[
+QUICK_GRID = [p for p in GRID if is_grid_invoke(p.name) or int(p.name.split("_")[-2]) < GRID_QUICK_COUNTS[
     "CONV_2D_1x1" if p.op == "CONV_2D" and p.kernel == 1 else p.op]]
 SUITE = _suite() + GRID
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..tflite.graph import read_graph
 from . import costmodel, opmodel, timing
-from .probes import Probe, build, is_stream, suite, weight_bytes
+from .probes import Probe, build, is_grid_invoke, is_stream, suite, weight_bytes
 
 PROFILE_FORMAT = 1
 
@@ -206,11 +206,11 @@ def fit_threads(samples: list[dict], statistic: str = "min_median", band: bool =
 def fit_op_models(grid: list[dict], statistic: str) -> dict:
     """Kernel models (edgekit.profile.opmodel) per kind from the grid probes' invoke times, less the
     time an invoke of an empty model takes (it is paid once per network, not once per op)."""
-    invoke = {s["probe"].rsplit("_", 1)[-1]: s[f"{statistic}_ms"] / 1e3 for s in grid if s["probe"].startswith("grid_invoke_")}
+    invoke = {s["probe"].rsplit("_", 1)[-1]: s[f"{statistic}_ms"] / 1e3 for s in grid if is_grid_invoke(s["probe"])}
     by_kind: dict[str, tuple[str, list, list]] = {}
     for s in grid:
         ops = [op for op in s["graph"].ops if not costmodel.free(s["graph"], op)]
-        if s["probe"].startswith("grid_invoke_") or len(ops) != 1:
+        if is_grid_invoke(s["probe"]) or len(ops) != 1:
             continue
         op = ops[0]
         name = costmodel.kind(s["graph"], op)
