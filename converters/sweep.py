@@ -36,7 +36,7 @@ from edgekit.fileio import atomic_write_text
 from edgekit.recipes import COREML, FORMATS, TFLITE
 
 from .compress import split_recipe
-from .sweep_build import build_level, finished, not_run, prepare, row_path, variant_name  # noqa: F401
+from .sweep_build import KERAS_SUFFIXES, build_level, finished, not_run, prepare, row_path, variant_name  # noqa: F401
 
 DEFAULT_RECIPES = ("fp32", "fp16", "int8-weights", "int8")
 DEFAULT_COMPRESSIONS = ("none", "prune-channels-30+distill", "prune-channels-50+distill")
@@ -44,7 +44,6 @@ DEFAULT_COMPRESSIONS = ("none", "prune-channels-30+distill", "prune-channels-50+
 # digits_resnet it was the variant meeting #13's speed target (int8: 2.40x host, 1.75x emulated
 # rpi4 at -0.28 points); distill-40 because the default 15 epochs left it 2.5 points down.
 BLOCKS_COMPRESSION = "prune-blocks-50+distill-40"
-KERAS_SUFFIXES = (".keras", ".h5")
 # compressed on their torch.export graph (converters.compress.pytorch), converted as `edgekit convert` does
 TORCH_SUFFIXES = (".pt2", ".pt", ".pth", ".onnx")
 ACCEPTED = "a Keras (.keras, .h5), PyTorch (.pt2, TorchScript .pt) or ONNX (.onnx) model file"

@@ -111,9 +111,12 @@ class Context:
         return [(fmt, r, variant_name(compression, r, fmt)) for fmt in self.formats for r in self.recipes_for(fmt)]
 
 
+KERAS_SUFFIXES = (".keras", ".h5")
+
+
 def is_torch_source(opts) -> bool:
     """PyTorch (.pt2, TorchScript) and ONNX sources are compressed on their torch.export graph."""
-    return opts.model.suffix.lower() not in (".keras", ".h5")
+    return opts.model.suffix.lower() not in KERAS_SUFFIXES
 
 
 def prepare(opts, formats, devices, deadline, progress, done) -> Context:
