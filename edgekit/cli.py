@@ -82,6 +82,9 @@ def main(verbose: bool) -> None:
 
 
 def _progress(message: str) -> None:
+    from .interrupt import checkpoint
+
+    checkpoint()  # a signal some library swallowed stops the run here, at the next step
     click.echo(f"  {message}", err=True)
 
 
@@ -93,7 +96,7 @@ def _taking_back_outputs(command):
     @functools.wraps(command)
     def wrapper(**kwargs):
         from .fileio import recording_writes
-        from .interrupt import LateSignals, new_folders, now, remove_outputs, signals_as_interrupts
+        from .interrupt import LateSignals, new_folders, now, outputs_complete, remove_outputs, signals_as_interrupts
 
         created = new_folders(kwargs["out_dir"])
         if kwargs.get("report") is not None:
@@ -106,7 +109,7 @@ def _taking_back_outputs(command):
             return Interrupted(signum, f"interrupted by {signal.Signals(signum).name}; removed the {removed} "
                                        "output(s) this run had written, nothing partial is left")
 
-        with recording_writes() as written, signals_as_interrupts() as state:
+        with recording_writes() as written, signals_as_interrupts(after=late) as state:
             try:
                 result = command(**kwargs)
             except BaseException as e:
@@ -115,7 +118,7 @@ def _taking_back_outputs(command):
                 raise take_back(state.signum or signal.SIGINT) from None
             if state.signum is not None:  # raised inside a library that swallowed it: still an interrupt
                 raise take_back(state.signum)
-        late.arm()
+            outputs_complete()  # the command may have said so already, before its "done" line
         return result
 
     return wrapper
@@ -211,6 +214,9 @@ def convert(model, factory, input_shape, channels_last, to, quantize, calibratio
         if all(a.error_kind == "dependency" for a in result.failed):
             raise MissingDependencyError(summary)
         raise ConversionError(summary)
+    from .interrupt import outputs_complete
+
+    outputs_complete()
     click.echo(f"done in {time.perf_counter() - start:.1f}s. Next: edgekit inspect {result.artifacts[0].path}")
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -37,28 +38,72 @@ class Interrupted(KeyboardInterrupt):
 
 class _State:
     signum: int | None = None
+    complete: bool = False  # outputs_complete() was called: later signals keep the outputs
+
+
+_ACTIVE: list[_State] = []  # the innermost signals_as_interrupts block, for checkpoint()/outputs_complete()
 
 
 @contextmanager
-def signals_as_interrupts() -> Iterator[_State]:
+def signals_as_interrupts(after: "LateSignals | None" = None) -> Iterator[_State]:
     """Within the block, SIGINT and SIGTERM raise `Interrupted` in the main thread and are
-    remembered in the yielded state, even if some library swallows the exception."""
+    remembered in the yielded state, even if some library swallows the exception.
+
+    Once `outputs_complete()` has been called, a signal no longer interrupts: it is handed to
+    `after` (kept outputs, exit 128 + n) whose handlers stay installed when the block ends, so
+    there is no instant in which Python's default handlers are back (a SIGTERM there used to
+    kill the process, a SIGINT to print a KeyboardInterrupt traceback)."""
     state = _State()
     if threading.current_thread() is not threading.main_thread():  # signal.signal only works there
         yield state
         return
 
     def handler(signum, frame):
+        if state.complete and after is not None:
+            after.late.append(signum)
+            return
         if state.signum is None:
             state.signum = signum
         raise Interrupted(signum)
 
+    def unraisable(report):
+        # Raised inside a __del__ or a gc callback (TensorFlow's objects have many): Python prints
+        # "Exception ignored in ..." with a traceback and carries on. The signal is recorded in
+        # `state` and acted on at the next checkpoint; the traceback would only alarm.
+        if not isinstance(report.exc_value, Interrupted):
+            previous_unraisable(report)
+
     previous = {s: signal.signal(s, handler) for s in SIGNALS}
+    previous_unraisable, sys.unraisablehook = sys.unraisablehook, unraisable
+    _ACTIVE.append(state)
     try:
         yield state
     finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+        _ACTIVE.remove(state)
+        sys.unraisablehook = previous_unraisable
+        if state.complete and after is not None and state.signum is None:
+            after.arm()  # replaces our handlers directly: no default handler in between
+        else:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+
+def checkpoint() -> None:
+    """Raise `Interrupted` if a signal arrived that some library swallowed: long commands call it
+    between steps so the run stops at the next one instead of finishing work it will delete."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # a worker's progress line: the main thread is the one that stops the run
+    if _ACTIVE and _ACTIVE[-1].signum is not None and not _ACTIVE[-1].complete:
+        raise Interrupted(_ACTIVE[-1].signum)
+
+
+def outputs_complete() -> None:
+    """The command's outputs are all written and reported: from here on a signal keeps them (see
+    `LateSignals`). Called just before the final "done" line, so a run that says done never
+    deletes what it announced."""
+    checkpoint()
+    if _ACTIVE:
+        _ACTIVE[-1].complete = True
 
 
 @contextmanager
@@ -129,7 +174,9 @@ class LateSignals:
         atexit.register(self._exit)
 
     def arm(self) -> None:
-        """Called when the work has succeeded."""
+        """Called when the work has succeeded (by `signals_as_interrupts(after=...)` at its end)."""
+        if self.armed:
+            return
         self.armed = True
         if threading.current_thread() is threading.main_thread():
             for s in SIGNALS:
