@@ -539,3 +539,24 @@ def test_profile_without_kernel_models_keeps_the_linear_fit(artifacts, tmp_path)
     assert result.exit_code == 0, result.stderr
     [est] = json.loads(result.stdout)
     assert [o for o in est["ops"] if o["type"] == "CONV_2D" and o["ms"] > 0]
+
+
+def test_kernel_models_own_the_filter_and_activation_sizes_the_grid_timed():
+    """A 1 MB filter over 14x14 pixels overflows half of a 1 MB cache and is charged a sweep per row
+    of tiles; once the kernel grid (filters up to 1.5 MB, activations up to 4 MB) models the kind,
+    its price holds that, so only larger filters and activations are still charged model-wide."""
+    names = costmodel.GLOBAL_FEATURES
+    models = {"CONV_2D_1x1/fp32": {}}  # which kinds are modelled is all global_features asks
+
+    def swept_and_spilled(p: Probe, op_models=None):
+        glob = dict(zip(names, costmodel.global_features(read_graph(build(p)), 1 << 20, None, op_models)))
+        return glob["swept_weight_bytes"], glob["spilled_activation_bytes"]
+
+    within = Probe("c", "CONV_2D", "fp32", (1, 14, 14, 512), cout=512)         # 1.0 MB filter
+    beyond = Probe("c", "CONV_2D", "fp32", (1, 14, 14, 512), cout=1024)        # 2.1 MB filter
+    wide = Probe("c", "CONV_2D", "fp32", (1, 112, 112, 32), cout=64)           # 4.8 MB in + out
+    assert swept_and_spilled(within)[0] > 0 and swept_and_spilled(within, models)[0] == 0
+    assert swept_and_spilled(beyond, models)[0] == swept_and_spilled(beyond)[0] > 0
+    assert swept_and_spilled(wide, models)[1] == swept_and_spilled(wide)[1] > 0
+    narrow = Probe("c", "CONV_2D", "fp32", (1, 56, 56, 32), cout=64)           # 1.2 MB in + out
+    assert swept_and_spilled(narrow)[1] > 0 and swept_and_spilled(narrow, models)[1] == 0
