@@ -174,8 +174,9 @@ def global_features(graph: Graph, cache_bytes: int, curve: list | None = None,
     """Whole-model features. With op_models, an op the kernel grid models counts as swept or spilled
     only beyond the filter and activation sizes the grid timed: its price holds the rest, and
     counting it again charged MobileNetV1 fp32's 1 MB 14x14 layers ~1 ms more at two threads.
-    On the development networks (three timing runs) the median error went 5.5-5.7 % -> 3.9-4.9 % at
-    one thread and 6.7-6.8 % -> 5.5 % at two (benchmarks/profile_refit.py)."""
+    Development networks, timing runs 17-20 re-fitted (benchmarks/profile_refit.py): one thread,
+    median error 4.6-5.7 % -> 3.4-4.9 % (within +-10 %: 83-86 % -> 79-90 %); two threads, 62-79 %
+    -> 69-86 % within +-10 % (median 5.9-6.8 % -> 5.5-6.4 %)."""
     def count(indices, quantized=None):
         total = 0.0
         for i in indices:
