@@ -160,7 +160,7 @@ def main() -> None:
     for statistic in STATISTICS:
         summary[statistic] = {**scores(out, statistic),
                               "by_threads": {n: scores([o for o in out if o["threads"] == n], statistic) for n in threads},
-                              "probe_fit": {n: {k: v for k, v in e.items() if k not in ("coefficients", "residuals", "op_models", "thread_op_models")}
+                              "probe_fit": {n: {k: v for k, v in e.items() if k not in ("coefficients", "residuals", "op_models")}
                                             for n, e in devices[statistic].threads.items()}}
     print()
     for statistic in STATISTICS:

@@ -104,6 +104,11 @@ def plain(kind_name: str) -> str:
     return kind_name.replace(GRID_MARK, "")
 
 
+def is_modelled(graph: Graph, op: Op, op_models: dict | None) -> bool:
+    """Whether a kernel model prices this op: its kind is one the profile's op_models cover."""
+    return bool(op_models) and GRID_MARK in kind(graph, op, op_models)
+
+
 def modelled_seconds(graph: Graph, op: Op, op_models: dict) -> float:
     """The kernel model's time for this op in isolation (edgekit.profile.opmodel)."""
     name = plain(kind(graph, op, op_models))
@@ -163,7 +168,7 @@ def grid_covers(graph: Graph, op: Op, op_models: dict | None) -> tuple[float, fl
     """(filter bytes, activation bytes) up to which the kernel grid timed this op's kind: its kernel
     model's price already holds what such an op pays for a filter or activations beyond the cache.
     (0, 0) for ops the grid does not model."""
-    if not op_models or GRID_MARK not in kind(graph, op, op_models):
+    if not is_modelled(graph, op, op_models):
         return 0.0, 0.0
     filters = GRID_FC_WEIGHT_BYTES if op.type == "FULLY_CONNECTED" else GRID_WEIGHT_BYTES
     return filters, GRID_ACTIVATION_BYTES

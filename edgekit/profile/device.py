@@ -120,7 +120,7 @@ def _op_model_ok(kind_name, m) -> bool:
     return (kind_name.split("/")[-1] in ("fp32", "int8")
             and isinstance(tiles, list) and len(tiles) == 3
             and all(isinstance(t, int) and not isinstance(t, bool) and 1 <= t <= opmodel.MAX_TILE for t in tiles)
-            and isinstance(coefs, list) and len(coefs) == 5 and all(_number(c) and c >= 0 for c in coefs)
+            and isinstance(coefs, list) and len(coefs) == opmodel.N_FEATURES and all(_number(c) and c >= 0 for c in coefs)
             and isinstance(points, list)
             and all(isinstance(p, list) and len(p) == 6 and all(map(_number, p)) and abs(p[-1]) <= opmodel.MAX_LOG_RATIO + 1e-6
                     and all(abs(v) < 1e6 for v in p) for p in points))

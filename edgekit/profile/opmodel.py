@@ -38,6 +38,7 @@ HALF_DISTANCE = 1.0  # in doublings of a dimension: a probe twice as wide counts
 MAX_LOG_RATIO = math.log(3.0)  # a probe corrects its neighbours by at most 3x either way (as suite residuals)
 MAX_TILE = 4096
 MIN_PROBES = 6       # fewer grid probes of a kind: no model, the kind keeps the linear suite fit
+N_FEATURES = 5       # what features() returns per op: a profile's kernel model has one coefficient each
 
 
 def dims(graph: Graph, op: Op) -> tuple[float, float, float, float, float]:

@@ -125,7 +125,7 @@ def stream_curve(samples: list[dict], statistic: str, op_models: dict | None = N
         if op_models:
             graph = s["graph"]
             warm = sum(costmodel.modelled_seconds(graph, op, op_models) for op in graph.ops
-                       if not costmodel.free(graph, op) and costmodel.GRID_MARK in costmodel.kind(graph, op, op_models))
+                       if not costmodel.free(graph, op) and costmodel.is_modelled(graph, op, op_models))
             seconds = max(seconds - warm, seconds * 0.05)
         return seconds / s["stream_bytes"]
     points = sorted((s["stream_bytes"], beyond_ops(s)) for s in samples if s.get("stream_bytes"))
