@@ -1,6 +1,7 @@
-"""Re-fit and score `edgekit profile` offline from one timing run's raw measurements, in seconds.
+"""Re-fit and score `edgekit profile` offline from timing runs' raw measurements, in seconds.
 
     python benchmarks/profile_refit.py RAW.json [--set test|dev|all] [--statistic min_median] [--rows]
+    python benchmarks/profile_refit.py RAW.json RAW.json ... --stability [--json OUT.json]
 
 benchmarks/profile_accuracy.py --raw RAW.json stores what it timed: every probe's and every network's
 statistics per thread count (and the networks' paths). Probe graphs are rebuilt from the suite
@@ -8,10 +9,18 @@ statistics per thread count (and the networks' paths). Probe graphs are rebuilt 
 against the same measurements without timing anything again. The networks come in two sets: "dev"
 (benchmarks/profile_networks.py DEV_NETWORKS and other models, which the cost model may be tuned on)
 and "test" (the unseen networks the README reports: never tuned on).
+
+--stability re-fits several runs and splits each network's error into its bias (the mean over the runs:
+the cost model's own miss, the same every time) and its noise (the run-to-run deviation from that
+mean: the host). Within +-10 % is then counted three ways: as measured per run, with each network's
+bias removed (what a cost model without misses would score on this host), and with the noise removed
+(the bias alone). Stored runs: benchmarks/data/profile_runs/ (their networks are rebuilt by
+benchmarks/profile_accuracy.py --dev into benchmarks/.cache/profile).
 """
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import sys
 from pathlib import Path
@@ -39,6 +48,12 @@ def save_raw(path: Path, samples: list[dict], refs: dict, nets: dict[str, tuple[
     path.write_text(json.dumps(doc, indent=1))
 
 
+def _portable(path: Path) -> str:
+    """A network path inside this checkout is stored relative to it, so stored runs refit anywhere."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def spec(p) -> list:
     """What a probe name stood for when it was timed: re-fitting old measurements against a suite whose
     drawn kernel-grid shapes changed would pair times with the wrong shapes."""
@@ -50,7 +65,10 @@ def load_raw(path: Path) -> tuple[list[dict], list[dict], dict]:
     from edgekit.profile.probes import SUITE, build
     from edgekit.tflite.graph import read_graph
 
-    doc = json.loads(Path(path).read_text())
+    text = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    doc = json.loads(text)
+    for net in doc["networks"]:  # stored relative to the checkout (or absolute, from older runs)
+        net["path"] = str(ROOT / net["path"])
     by_name = {p.name: p for p in SUITE}
     # probes the suite has since dropped or redrawn are left out: the fit sees what `profile run` would time
     changed = {s["probe"] for s in doc["probes"] if s.get("spec") and s["probe"] in by_name and s["spec"] != spec(by_name[s["probe"]])}
@@ -109,14 +127,69 @@ def summary_lines(cases: list[dict], label: str) -> list[str]:
     return lines
 
 
+def stability(runs: dict[str, list[dict]]) -> dict:
+    """Per set and thread count: each network's error in every run, its bias (mean) and noise (standard
+    deviation over the runs), and the share within +-10 % as measured per run, with biases removed and
+    with noise removed. runs: run name -> evaluate()'s cases (the same networks in each)."""
+    errors: dict[tuple, dict[str, float]] = {}
+    for name, cases in runs.items():
+        for c in cases:
+            errors.setdefault((c["set"], c["threads"], c["network"]), {})[name] = 100 * c["error"]
+    out = {}
+    for set_name, threads in sorted({k[:2] for k in errors}):
+        nets = {k[2]: v for k, v in errors.items() if k[:2] == (set_name, threads) and len(v) == len(runs)}
+        table = np.array([[v[r] for r in runs] for v in nets.values()])
+        bias = table.mean(axis=1, keepdims=True)
+        out[f"{set_name}/{threads}"] = {
+            "networks": {n: {"errors_pct": [round(v[r], 1) for r in runs], "bias_pct": round(float(b), 1),
+                             "noise_sd_pct": round(float(sd), 1)}
+                         for (n, v), b, sd in zip(nets.items(), bias[:, 0], table.std(axis=1))},
+            "within_10pct_per_run": [round(float(x), 3) for x in (abs(table) <= 10).mean(axis=0)],
+            "within_10pct_bias_removed": [round(float(x), 3) for x in (abs(table - bias) <= 10).mean(axis=0)],
+            "within_10pct_noise_removed": round(float((abs(bias) <= 10).mean()), 3),
+            "median_noise_sd_pct": round(float(np.median(table.std(axis=1))), 1),
+            "median_abs_bias_pct": round(float(np.median(abs(bias))), 1)}
+    return out
+
+
+def stability_lines(result: dict, runs: list[str]) -> list[str]:
+    lines = []
+    for key, r in result.items():
+        lines.append(f"{key}: within +-10 % per run {' '.join(f'{100 * x:.0f}%' for x in r['within_10pct_per_run'])}; "
+                     f"bias removed {' '.join(f'{100 * x:.0f}%' for x in r['within_10pct_bias_removed'])}; "
+                     f"noise removed {100 * r['within_10pct_noise_removed']:.0f}%; median |bias| "
+                     f"{r['median_abs_bias_pct']}%, median noise sd {r['median_noise_sd_pct']}%")
+        lines.append(f"  {'network':<40} {' '.join(f'{n[:7]:>7}' for n in runs)}    bias  noise")
+        for n, v in sorted(r["networks"].items(), key=lambda kv: -abs(kv[1]["bias_pct"])):
+            lines.append(f"  {n:<40} {' '.join(f'{e:+7.1f}' for e in v['errors_pct'])} {v['bias_pct']:+7.1f} {v['noise_sd_pct']:6.1f}")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("raw", type=Path)
+    parser.add_argument("raw", type=Path, nargs="+")
     parser.add_argument("--set", default="dev", choices=("test", "dev", "all"))
     parser.add_argument("--statistic", default="min_median", choices=("min_median", "p50", "p10"))
     parser.add_argument("--rows", action="store_true", help="print every network's error")
+    parser.add_argument("--stability", action="store_true",
+                        help="several runs: each network's error split into bias (mean over runs) and noise")
+    parser.add_argument("--json", type=Path, help="with --stability: write the table as JSON")
     args = parser.parse_args()
-    samples, networks, _ = load_raw(args.raw)
+    if args.stability:
+        runs = {}
+        for i, raw in enumerate(args.raw, 1):
+            print(f"[{i}/{len(args.raw)}] re-fitting {raw.name}", file=sys.stderr, flush=True)
+            samples, networks, _ = load_raw(raw)
+            runs[raw.name.split(".")[0]] = evaluate(samples, [n for n in networks if args.set == "all" or n["set"] == args.set],
+                                                    args.statistic)
+        result = stability(runs)
+        print("\n".join(stability_lines(result, list(runs))))
+        if args.json:
+            args.json.write_text(json.dumps({"runs": list(runs), "statistic": args.statistic, **result}, indent=1))
+        return
+    if len(args.raw) != 1:
+        parser.error("one RAW file, or several with --stability")
+    samples, networks, _ = load_raw(args.raw[0])
     chosen = [n for n in networks if args.set == "all" or n["set"] == args.set]
     cases = evaluate(samples, chosen, args.statistic)
     if args.rows:

@@ -256,6 +256,52 @@ def test_partitions_count_runs_of_delegated_ops():
     assert costmodel.partitions(alone) == 0
 
 
+def _conv_hswish_chain(precision: str, interleaved: bool, n: int = 3, hw: int = 8, c: int = 32) -> bytes:
+    """n 1x1 convolutions and n HARD_SWISHes, alternating or all convolutions first."""
+    from edgekit.profile.probes import _Builder, _layer
+
+    b = _Builder(precision, 0)
+    x = x0 = b.act([1, hw, hw, c], scale=0.05)
+    conv = [Probe("", "CONV_2D", precision, (), cout=c)] * n
+    hswish = [Probe("", "HARD_SWISH", precision, ())] * n
+    for p in ([q for pair in zip(conv, hswish) for q in pair] if interleaved else conv + hswish):
+        x = _layer(b, p, x)
+    return b.finish([x0], [x])
+
+
+def test_boundary_values_count_tensors_crossing_the_delegate():
+    """int8 HARD_SWISH runs on the reference kernels: alternating with three 1x1 convolutions, five
+    8x8x32 tensors cross between XNNPACK and the reference kernels (the last one is the model's
+    output, read by nobody); with the convolutions first, one does. fp32 HARD_SWISH is delegated."""
+    values = 8 * 8 * 32
+    assert costmodel.boundary_values(read_graph(_conv_hswish_chain("int8", True))) == 5 * values
+    assert costmodel.boundary_values(read_graph(_conv_hswish_chain("int8", False))) == values
+    assert costmodel.boundary_values(read_graph(_conv_hswish_chain("fp32", True))) == 0
+
+
+def test_a_profile_written_before_a_whole_model_feature_still_loads(two_thread_profile, artifacts, tmp_path):
+    """Profiles written before boundary_values was measured lack it at both thread counts: they load and
+    cost it at 0 (the same estimate as with a 0 coefficient); a negative one is still refused."""
+    data = json.loads(two_thread_profile.read_text())
+    model = artifacts / "digits_cnn_int8.tflite"
+    for entry in data["threads"].values():
+        (entry.get("scaling") or entry["coefficients"])["_global"]["boundary_values"] = 0.0
+    zero = tmp_path / "zero.json"
+    zero.write_text(json.dumps(data))
+    for entry in data["threads"].values():
+        del (entry.get("scaling") or entry["coefficients"])["_global"]["boundary_values"]
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(data))
+    for threads in ("1", "2"):
+        ests = [run_cli("emulate", model, "--target", p, "--threads", threads, "--json") for p in (zero, old)]
+        assert all(r.exit_code == 0 for r in ests), ests[1].stderr
+        assert json.loads(ests[0].stdout)[0]["estimate_ms"] == json.loads(ests[1].stdout)[0]["estimate_ms"]
+    data["threads"]["2"]["scaling"]["_global"]["boundary_values"] = -1.0
+    old.write_text(json.dumps(data))
+    result = run_cli("emulate", model, "--target", old, "--threads", "2")
+    assert result.exit_code == 2 and "'threads.2.scaling'" in result.stderr
+
+
 def _interpreter_partitions(data: bytes) -> tuple[int, set[int]]:
     """The interpreter's own answer: DELEGATE nodes, and the original nodes XNNPACK took."""
     from ai_edge_litert.interpreter import Interpreter

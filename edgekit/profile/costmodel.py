@@ -50,9 +50,9 @@ GRID_MARK = "@grid"
 # most convolutions) runs slower at 2 threads than at 1 here (1.67 ms vs 1.52 ms)
 GLOBAL_FEATURES = ("invokes", "quantized_io", "input_values_float", "input_values_quantized",
                    "output_values_float", "output_values_quantized", "cold_weight_bytes", "swept_weight_bytes",
-                   "spilled_activation_bytes", "partitions")
+                   "spilled_activation_bytes", "partitions", "boundary_values")
 # features added after profiles were first written: a profile without them costs them at 0
-LATER_GLOBAL_FEATURES = {"partitions"}
+LATER_GLOBAL_FEATURES = {"partitions", "boundary_values"}
 # int8 ops this runtime (ai-edge-litert 2.x) leaves to the reference kernels, as measured by the probes:
 # 6-60x the per-value cost of their fp32 form and no speed-up at 2 threads (the delegated ones gain).
 # SOFTMAX and a RELU of its own (not fused into a convolution: NASNet's 48 ReLUs before its separable
@@ -203,7 +203,8 @@ def global_features(graph: Graph, cache_bytes: int, curve: list | None = None,
                   if op.costed and op.op_class != "view"
                   and op.bytes_in + op.bytes_out > max(cache_bytes / 2, covered[op.index][1]))
     return np.array([1.0, 1.0 if q_in or q_out else 0.0, count(graph.inputs, False), q_in,
-                     count(graph.outputs, False), q_out, cold, swept, spilled, partitions(graph)])
+                     count(graph.outputs, False), q_out, cold, swept, spilled, partitions(graph),
+                     boundary_values(graph)])
 
 
 def shape_math(graph: Graph, op: Op) -> bool:
@@ -236,6 +237,32 @@ def delegated(graph: Graph, op: Op) -> bool:
     return not (op.type == "RESHAPE" and len(op.inputs) > 1 and not graph.tensors[op.inputs[1]].constant)
 
 
+def _delegate_sides(graph: Graph) -> dict[int, bool]:
+    """Per op index: whether it runs inside an XNNPACK partition (views go with the delegated side)."""
+    return {op.index: op.costed and delegated(graph, op) for op in graph.ops}
+
+
+def boundary_values(graph: Graph) -> float:
+    """Values of the tensors that cross between an XNNPACK partition and the reference kernels (produced
+    on one side, read on the other). A crossing costs in proportion to its size, more at two threads,
+    where the partition's output is split over both cores' caches and the one-thread reference op reads
+    it all (and the next partition's worker reads back its half): [1x1 conv -> int8 HARD_SWISH] x 8
+    against the same 8 convs then the 8 HARD_SWISHes (one crossing), 32 channels, here: ~0 per crossing
+    up to 8x8, 4 us at 16x16, 16 us at 32x32, 31 us at 48x48 with two threads (0.4 ns per value), 15 us
+    at 48x48 with one. A partition count alone priced MobileNetV3 int8 (22 partitions around its
+    HARD_SWISHes, ~1 M values crossing) 12-15 % too fast at two threads. Development networks, timing
+    runs 17-22 re-fitted (benchmarks/profile_refit.py): one thread 79-90 % -> 83-90 % within +-10 %
+    (median 3.2-5.7 % -> 2.9-5.3 %), two threads 69-86 % -> 72-90 % (median 5.2-6.4 % -> 3.9-6.3 %), not
+    worse in any run; fitted 0.04-0.10 ns per value at one thread, 0.18-0.21 at two."""
+    side = _delegate_sides(graph)
+    readers: dict[int, set[bool]] = {}
+    for op in graph.ops:
+        for t in op.inputs:
+            readers.setdefault(t, set()).add(side[op.index])
+    return float(sum(np.prod(graph.tensors[t].shape) if graph.tensors[t].shape else 1.0
+                     for op in graph.ops for t in op.outputs if (not side[op.index]) in readers.get(t, ())))
+
+
 def partitions(graph: Graph) -> float:
     """How many XNNPACK partitions the interpreter makes. TFLite groups nodes in waves: every node of
     the current side (delegated or not) whose inputs are ready joins the wave, then the side flips, so
@@ -243,7 +270,7 @@ def partitions(graph: Graph) -> float:
     one each: NASNet fp32 16 partitions where counting runs in file order says 21, int8 37 where it
     says 87. Views go with the delegated side (a reshape to a constant shape is delegated)."""
     ops = graph.ops
-    side = {op.index: op.costed and delegated(graph, op) for op in ops}
+    side = _delegate_sides(graph)
     producer = {t: op.index for op in ops for t in op.outputs}
     needs = {op.index: {producer[t] for t in op.inputs if t in producer} for op in ops}
     done: set[int] = set()

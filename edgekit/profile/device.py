@@ -79,7 +79,7 @@ def _validated(raw, where: str) -> MeasuredDevice:
             raise bad(f"'threads.{n}.coefficients'", "an object with '_global' and per-op-kind coefficients")
         for k, c in coefs.items():
             names = costmodel.GLOBAL_FEATURES if k == "_global" else costmodel.family(k)
-            required = [f for f in names if not (k == "_global" and f in costmodel.LATER_GLOBAL_FEATURES and f not in c)]
+            required = [f for f in names if not _later(k, f, c)]
             if not isinstance(c, dict) or any(not _number(c.get(f)) or c[f] < 0 for f in required):
                 raise bad(f"'threads.{n}.coefficients.{k}'", f"non-negative numbers for {', '.join(names)}")
         curve = entry.get("stream_curve", [])
@@ -102,7 +102,8 @@ def _validated(raw, where: str) -> MeasuredDevice:
                 raise bad(f"'threads.{n}.base_threads'", "a measured thread count without its own scaling")
             groups = [("_global", costmodel.GLOBAL_FEATURES)] + [(f, costmodel.THREAD_FEATURES) for f in costmodel.THREAD_FAMILIES]
             if not isinstance(scaling, dict) or any(
-                    not isinstance(scaling.get(g), dict) or any(not _number(scaling[g].get(f)) or scaling[g][f] < 0 for f in names)
+                    not isinstance(scaling.get(g), dict) or any(not _number(scaling[g].get(f)) or scaling[g][f] < 0
+                                                                for f in names if not _later(g, f, scaling[g]))
                     for g, names in groups):
                 raise bad(f"'threads.{n}.scaling'", "non-negative numbers per thread family (edgekit.profile.costmodel)")
         band = entry.get("band_log")
@@ -124,6 +125,12 @@ def _op_model_ok(kind_name, m) -> bool:
             and isinstance(points, list)
             and all(isinstance(p, list) and len(p) == 6 and all(map(_number, p)) and abs(p[-1]) <= opmodel.MAX_LOG_RATIO + 1e-6
                     and all(abs(v) < 1e6 for v in p) for p in points))
+
+
+def _later(group: str, feature: str, coefficients) -> bool:
+    """A whole-model feature added after this profile was written: it may be missing (costed at 0)."""
+    return (group == "_global" and feature in costmodel.LATER_GLOBAL_FEATURES
+            and isinstance(coefficients, dict) and feature not in coefficients)
 
 
 def _number(v) -> bool:
