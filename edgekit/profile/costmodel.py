@@ -250,10 +250,10 @@ def boundary_values(graph: Graph) -> float:
     against the same 8 convs then the 8 HARD_SWISHes (one crossing), 32 channels, here: ~0 per crossing
     up to 8x8, 4 us at 16x16, 16 us at 32x32, 31 us at 48x48 with two threads (0.4 ns per value), 15 us
     at 48x48 with one. A partition count alone priced MobileNetV3 int8 (22 partitions around its
-    HARD_SWISHes, ~1 M values crossing) 12-15 % too fast at two threads. Development networks, timing
-    runs 17-22 re-fitted (benchmarks/profile_refit.py): one thread 79-90 % -> 83-90 % within +-10 %
-    (median 3.2-5.7 % -> 2.9-5.3 %), two threads 69-86 % -> 72-90 % (median 5.2-6.4 % -> 3.9-6.3 %), not
-    worse in any run; fitted 0.04-0.10 ns per value at one thread, 0.18-0.21 at two."""
+    HARD_SWISHes) 12-15 % too fast at two threads. Development networks, the seven stored timing runs
+    re-fitted (benchmarks/profile_refit.py): within +-10 % at one thread 76-90 % -> 79-90 %, at two
+    59-86 % -> 66-90 %, better or equal in every run; fitted 0.04-0.10 ns per value at one thread,
+    0.18-0.21 at two."""
     side = _delegate_sides(graph)
     readers: dict[int, set[bool]] = {}
     for op in graph.ops:
