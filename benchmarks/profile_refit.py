@@ -130,6 +130,12 @@ def summary_lines(cases: list[dict], label: str) -> list[str]:
     return lines
 
 
+def refit(raw: Path, set_name: str, statistic: str) -> list[dict]:
+    """One stored run re-fitted and scored on its networks of `set_name` ("all": every network)."""
+    samples, networks, _ = load_raw(raw)
+    return evaluate(samples, [n for n in networks if set_name == "all" or n["set"] == set_name], statistic)
+
+
 def stability(runs: dict[str, list[dict]]) -> dict:
     """Per set and thread count: each network's error in every run, its bias (mean) and noise (standard
     deviation over the runs), and the share within +-10 % as measured per run, with biases removed and
@@ -182,9 +188,7 @@ def main() -> None:
         runs = {}
         for i, raw in enumerate(args.raw, 1):
             print(f"[{i}/{len(args.raw)}] re-fitting {raw.name}", file=sys.stderr, flush=True)
-            samples, networks, _ = load_raw(raw)
-            runs[raw.name.split(".")[0]] = evaluate(samples, [n for n in networks if args.set == "all" or n["set"] == args.set],
-                                                    args.statistic)
+            runs[raw.name.split(".")[0]] = refit(raw, args.set, args.statistic)
         result = stability(runs)
         print("\n".join(stability_lines(result, list(runs))))
         if args.json:
@@ -192,9 +196,7 @@ def main() -> None:
         return
     if len(args.raw) != 1:
         parser.error("one RAW file, or several with --stability")
-    samples, networks, _ = load_raw(args.raw[0])
-    chosen = [n for n in networks if args.set == "all" or n["set"] == args.set]
-    cases = evaluate(samples, chosen, args.statistic)
+    cases = refit(args.raw[0], args.set, args.statistic)
     if args.rows:
         for c in sorted(cases, key=lambda c: (c["network"], c["threads"])):
             print(f"{c['set']:>4} {c['network']:<44} {c['threads']} {c[args.statistic + '_ms']:9.3f} "
