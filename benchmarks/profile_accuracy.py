@@ -59,9 +59,9 @@ def dev_networks() -> dict[str, Path]:
     exist, the committed fp16 sample and the sparse test CNN."""
     import shutil
 
-    from profile_networks import CACHE, DEV_NETWORKS, artifacts
+    from profile_networks import CACHE, DEV_NETWORKS, MEDIAPIPE_DEV, artifacts, mediapipe
 
-    nets = artifacts(DEV_NETWORKS)
+    nets = {**artifacts(DEV_NETWORKS), **mediapipe(MEDIAPIPE_DEV)}
     (CACHE / "dev").mkdir(parents=True, exist_ok=True)
     for name, rel in DEV_FILES.items():
         kept, source = CACHE / "dev" / f"{name}.tflite", ROOT / "benchmarks/.cache" / rel
@@ -75,9 +75,9 @@ def dev_networks() -> dict[str, Path]:
 
 
 def networks() -> dict[str, Path]:
-    from profile_networks import artifacts
+    from profile_networks import MEDIAPIPE_TEST, artifacts, mediapipe
 
-    nets = artifacts()
+    nets = {**artifacts(), **mediapipe(MEDIAPIPE_TEST)}
     nets["digits_cnn_fp32"] = ROOT / "sample_models/artifacts/digits_cnn_fp32.tflite"
     nets["digits_cnn_int8"] = ROOT / "sample_models/artifacts/digits_cnn_int8.tflite"
     nets["hand_recrop_fp32"] = ROOT / "tests/data/hand_recrop.tflite"

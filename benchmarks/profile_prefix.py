@@ -28,16 +28,20 @@ sys.path.insert(0, str(ROOT))
 
 
 def prefix(data: bytes, k: int) -> bytes:
-    """The model's first k ops as a model of their own."""
+    """The model's first k ops as a model of their own. Weights dequantized or densified at load
+    (fp16 and sparse models) are never its outputs: XNNPACK takes them as static and refuses to plan
+    a model that exports them."""
+    from edgekit.tflite.graph import read_graph
     from edgekit.tflite.reader import TFLITE_IDENTIFIER, schema
 
+    static = {t.index for t in read_graph(data).tensors if t.constant}
     s = schema()
     model = s.ModelT.InitFromObj(s.Model.GetRootAs(data, 0))
     sg = model.subgraphs[0]
     kept, rest = sg.operators[:k], sg.operators[k:]
     produced = {int(t) for op in kept for t in op.outputs}
     needed = {int(t) for op in rest for t in op.inputs if t >= 0} | {int(t) for t in sg.outputs}
-    sg.operators, sg.outputs = kept, np.array(sorted(produced & needed), dtype=np.int32)
+    sg.operators, sg.outputs = kept, np.array(sorted((produced & needed) - static), dtype=np.int32)
     builder = flatbuffers.Builder(1 << 20)
     builder.Finish(model.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
     return bytes(builder.Output())

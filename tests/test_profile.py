@@ -6,6 +6,7 @@ import math
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,7 +36,7 @@ def test_every_probe_builds_and_runs():
     for p in SUITE:
         model = Model(build(p), p.name, threads=1)
         model.run([np.zeros(i.shape, np.float32) for i in model.inputs])
-        if p.op in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+        if p.op in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV"):
             assert read_graph(build(p)).total_macs > 0, p.name
 
 
@@ -354,6 +355,22 @@ def test_partitions_match_the_interpreter_on_the_probe_networks():
         if p.name.startswith("net_") or p.op in ("SOFTMAX", "HARD_SWISH", "CONCATENATION", "RELU"):
             data = build(p)
             assert costmodel.partitions(read_graph(data)) == _interpreter_partitions(data)[0], p.name
+
+
+def test_mediapipe_transposed_convolution_is_costed_as_the_builtin_the_delegate_runs():
+    """MediaPipe's custom Convolution2DTransposeBias (the selfie segmenter's last op: its 128x128x16
+    map to the 256x256 mask, ~0.9 ms of ~3 here) is XNNPACK's deconvolution, as TRANSPOSE_CONV is:
+    costed as that kind with its multiply-accumulates, not left out, and delegated, as the
+    interpreter's DELEGATE nodes say; the suite times the builtin form."""
+    data = (Path(__file__).parent / "data" / "selfie_segmentation.tflite").read_bytes()
+    graph = read_graph(data)
+    op = next(op for op in graph.ops if op.type == "Convolution2DTransposeBias")
+    assert "CUSTOM" not in graph.uncosted and op.costed
+    assert op.macs == 128 * 128 * 16 * 2 * 2 * 1  # every input value, times the kernel's taps and outputs
+    assert costmodel.kind(graph, op) == "TRANSPOSE_CONV/fp32"
+    assert costmodel.family("TRANSPOSE_CONV/fp32") == costmodel.CONV_FEATURES
+    assert op.index in _interpreter_partitions(data)[1] and costmodel.delegated(graph, op)
+    assert any(p.op == "TRANSPOSE_CONV" and p.precision == precision for p in SUITE for precision in ("fp32", "int8"))
 
 
 def test_an_unmeasured_reference_kernel_op_is_costed_like_the_measured_ones():

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from ..tflite.graph import Graph, Op
+from ..tflite.graph import COSTED_CUSTOM_OPS, Graph, Op
 from . import opmodel
 from .probes import GRID_ACTIVATION_BYTES, GRID_FC_WEIGHT_BYTES, GRID_WEIGHT_BYTES
 
@@ -77,7 +77,7 @@ FREE = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS", "SHAPE"}  # views: no data moved (c
 def kind(graph: Graph, op: Op, op_models: dict | None = None) -> str:
     """The op's cost kind, "BASE/precision"; with op_models (a profile's kernel models), a kind they
     cover is "BASE@grid/precision"."""
-    base = op.type
+    base = COSTED_CUSTOM_OPS.get(op.type, op.type)
     if op.type == "CONV_2D" and len(op.inputs) > 1:
         shape = graph.tensors[op.inputs[1]].shape
         x = graph.tensors[op.inputs[0]].shape
@@ -295,7 +295,8 @@ def shape_key(graph: Graph, op: Op) -> list[float]:
     kernel taps, stride. Ops of one kind and nearby keys run the same XNNPACK microkernel path with
     the same tiling remainders, so they miss the linear cost by about the same factor."""
     out = graph.tensors[op.outputs[0]].shape if op.outputs else ()
-    x = graph.tensors[op.inputs[0]].shape if op.inputs else ()
+    data = 2 if op.type == "TRANSPOSE_CONV" else 0  # its inputs: output shape, filter, data
+    x = graph.tensors[op.inputs[data]].shape if len(op.inputs) > data else ()
     cin = float(x[-1]) if len(x) else 1.0
     cout = float(out[-1]) if len(out) else 1.0
     taps, stride = 1.0, 1.0

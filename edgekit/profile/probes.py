@@ -204,6 +204,19 @@ def _layer(b: _Builder, p: Probe, x: int) -> int:
         opt = s.ConcatenationOptionsT()
         opt.axis = 3
         b.op("CONCATENATION", [x, first], [y], "ConcatenationOptions", opt, 2 if b.int8 else 1)
+    elif p.op == "RESIZE_BILINEAR":  # x2 upsampling, as decoders and feature pyramids do
+        size = b.tensor([2], "int32", np.array([2 * h, 2 * w], np.int32))
+        y = b.act([n, 2 * h, 2 * w, c], scale=b.scale_of(x) if b.int8 else None)
+        b.op("RESIZE_BILINEAR", [x, size], [y], "ResizeBilinearOptions", s.ResizeBilinearOptionsT(), 2 if b.int8 else 1)
+    elif p.op == "TRANSPOSE_CONV":  # SAME padding: stride x the input's size
+        oh, ow = h * p.stride, w * p.stride
+        shape = b.tensor([4], "int32", np.array([n, oh, ow, p.cout], np.int32))
+        f, fs = b.weights([p.cout, p.kernel, p.kernel, c], 0)
+        bias = b.bias(p.cout, x, fs)
+        y = b.act([n, oh, ow, p.cout], scale=0.05)
+        opt = s.TransposeConvOptionsT()
+        opt.padding, opt.strideH, opt.strideW = SAME, p.stride, p.stride
+        b.op("TRANSPOSE_CONV", [shape, f, x, bias], [y], "TransposeConvOptions", opt, 3)
     elif p.op == "SOFTMAX":
         y = b.act([1, c], scale=1 / 256, zero_point=-128)
         opt = s.SoftmaxOptionsT()
@@ -355,6 +368,18 @@ def _suite() -> list[Probe]:
     # channels at 56-14 px (2 threads: 69 % -> 55 % within +-10 %)
     add("net_192_w24", "NETWORK", (1, 192, 192, 3), cout=24, kernel=0)
     add("softmax_1000", "SOFTMAX", (1, 1000))
+    # upsampling in segmentation and detection heads (MediaPipe's selfie segmenter, palm and pose
+    # detectors): bilinear x2 resizes, and transposed convolutions from a wide narrow-channel map to
+    # a one-channel mask up to 256-channel 8x8 maps (their builtin form; MediaPipe's custom
+    # Convolution2DTransposeBias is XNNPACK's same deconvolution and is costed as this kind)
+    add("resize_bilinear_x2_16x128", "RESIZE_BILINEAR", (1, 16, 16, 128))
+    add("resize_bilinear_x2_64x16", "RESIZE_BILINEAR", (1, 64, 64, 16), repeat=2)
+    add("tconv2x2s2_64x16to1", "TRANSPOSE_CONV", (1, 64, 64, 16), cout=1, kernel=2, stride=2)
+    add("tconv2x2s2_128x8to8", "TRANSPOSE_CONV", (1, 128, 128, 8), cout=8, kernel=2, stride=2)
+    add("tconv2x2s2_32x64to32", "TRANSPOSE_CONV", (1, 32, 32, 64), cout=32, kernel=2, stride=2)
+    add("tconv3x3s2_16x128to64", "TRANSPOSE_CONV", (1, 16, 16, 128), cout=64, kernel=3, stride=2)
+    add("tconv4x4s2_8x256to128", "TRANSPOSE_CONV", (1, 8, 8, 256), cout=128, kernel=4, stride=2)
+    add("tconv2x2s2_16x32to16", "TRANSPOSE_CONV", (1, 16, 16, 32), cout=16, kernel=2, stride=2)
     # weight streaming at growing footprints: 1x1 convolutions over 2x2 pixels whose 16.8 MB fp32
     # filters are read once per inference; how the time per byte grows once the footprint leaves each
     # cache level (a server's L3, a phone's system cache) is the device's streaming curve
@@ -387,12 +412,19 @@ GRID_WEIGHT_BYTES = 1.5e6    # convolutions; larger filters are the streaming pr
 # without a cap the grid's activations alone came to 410 MB (peak RSS 3.4 GB here, 2.1 GB before the grid)
 GRID_ACTIVATION_BYTES = 4e6
 GRID_FC_WEIGHT_BYTES = 8e6   # classifiers (1280 x 1000 fp32 is 5 MB) stream their weights every call
+# Image stems (3 input channels, stride 2) at the resolutions networks take them: the drawn grid has
+# few stems, and none above 112 px, and the kernel model missed the ones networks have by 20-50 %
+# (MediaPipe's face detector 5x5 128 px -> 24 channels: 0.135 ms estimated, 0.201 measured in the
+# network; the suite's 3x3 256 px -> 8 probe 36 % under). Drawn apart, so the main draws keep their shapes.
+GRID_STEMS = 12
+GRID_STEM_RESOLUTIONS = (96, 128, 160, 192, 224, 256)
+GRID_STEM_CHANNELS = (8, 16, 24, 32, 48, 64)
 
 
 def _grid_shape(op: str, precision: str, rng: np.random.Generator) -> Probe | None:
     """One drawn shape, or None when it falls outside the time and size limits."""
-    value_bytes = 1 if precision == "int8" else 4
     if op == "FULLY_CONNECTED":
+        value_bytes = 1 if precision == "int8" else 4
         cin, cout = int(rng.choice(GRID_FEATURES)), int(rng.choice(GRID_CHANNELS + GRID_FEATURES))
         if cin * cout * value_bytes > GRID_FC_WEIGHT_BYTES:
             return None
@@ -407,6 +439,12 @@ def _grid_shape(op: str, precision: str, rng: np.random.Generator) -> Probe | No
             cin, stride = 3, 2
     else:
         kernel, cout = int(rng.choice((3, 3, 3, 5))), cin
+    return _grid_probe(op, precision, h, cin, cout, kernel, stride)
+
+
+def _grid_probe(op: str, precision: str, h: int, cin: int, cout: int, kernel: int, stride: int) -> Probe | None:
+    """The grid probe of this shape, or None when it falls outside the time and size limits."""
+    value_bytes = 1 if precision == "int8" else 4
     out = -(-h // stride)
     depth = 1 if op == "DEPTHWISE_CONV_2D" else cin
     macs, weights = out * out * cout * kernel * kernel * depth, cout * kernel * kernel * depth * value_bytes
@@ -416,6 +454,11 @@ def _grid_shape(op: str, precision: str, rng: np.random.Generator) -> Probe | No
         return None
     return Probe("", op.replace("_1x1", ""), precision, (1, h, h, cin), cout=cout, kernel=kernel, stride=stride,
                  grid=True)
+
+
+def _grid_stem(precision: str, rng: np.random.Generator) -> Probe | None:
+    h, cout = int(rng.choice(GRID_STEM_RESOLUTIONS)), int(rng.choice(GRID_STEM_CHANNELS))
+    return _grid_probe("CONV_2D", precision, h, 3, cout, int(rng.choice((3, 3, 5, 7))), 2)
 
 
 def grid(counts: dict[str, int] = GRID_COUNTS, seed: int = 0) -> list[Probe]:
@@ -432,6 +475,12 @@ def grid(counts: dict[str, int] = GRID_COUNTS, seed: int = 0) -> list[Probe]:
                 if p is not None:
                     out.append(replace(p, name=f"grid_{op.lower()}_{drawn}_{precision}"))
                     drawn += 1
+        stems, seen = np.random.default_rng([seed, precision == "int8", 1]), set()
+        while len(seen) < GRID_STEMS:
+            p = _grid_stem(precision, stems)
+            if p is not None and (p.shape, p.cout, p.kernel) not in seen:
+                out.append(replace(p, name=f"grid_stem_{len(seen)}_{precision}"))
+                seen.add((p.shape, p.cout, p.kernel))
     return out
 
 
@@ -451,8 +500,8 @@ def weight_bytes(p: Probe) -> int:
 
 GRID = grid()
 # the reduced suite's grid: the first few draws of each, so a name always means one shape
-QUICK_GRID = [p for p in GRID if is_grid_invoke(p.name) or int(p.name.split("_")[-2]) < GRID_QUICK_COUNTS[
-    "CONV_2D_1x1" if p.op == "CONV_2D" and p.kernel == 1 else p.op]]
+QUICK_GRID = [p for p in GRID if is_grid_invoke(p.name) or not p.name.startswith("grid_stem_") and int(
+    p.name.split("_")[-2]) < GRID_QUICK_COUNTS["CONV_2D_1x1" if p.op == "CONV_2D" and p.kernel == 1 else p.op]]
 SUITE = _suite() + GRID
 
 

@@ -24,6 +24,11 @@ OP_CLASS = {
 }
 # ops the cost model has no sensible estimate for; listed as not costed
 UNCOSTED = {"CUSTOM", "WHILE", "IF", "CALL_ONCE", "DELEGATE", "CALL"}
+# custom ops the stock runtime runs as a builtin's kernel (edgekit.tflite.info.RUNTIME_CUSTOM_OPS):
+# named by their custom code and costed as that builtin. MediaPipe's transposed convolution (inputs:
+# data, filter, bias) is XNNPACK's deconvolution, as TRANSPOSE_CONV is; left uncosted, the one that
+# upsamples the selfie segmenter's 128x128x16 map to its 256x256 mask (0.9 ms of 3 here) cost nothing
+COSTED_CUSTOM_OPS = {"Convolution2DTransposeBias": "TRANSPOSE_CONV"}
 
 
 @dataclass
@@ -82,6 +87,10 @@ def read_graph(data: bytes, origin: str = "model") -> Graph:
 def _read_graph(data: bytes, origin: str) -> Graph:
     model = root(data, origin)
     codes = opcode_names(model, unknown="UNKNOWN")
+    for i, name in enumerate(codes):
+        custom = model.OperatorCodes(i).CustomCode() if name == "CUSTOM" else None
+        if custom and custom.decode(errors="replace") in COSTED_CUSTOM_OPS:
+            codes[i] = custom.decode()
     dtypes = dtype_names()
     sg = model.Subgraphs(0)
     tensors = []
@@ -128,12 +137,17 @@ def _pool_window(op) -> int:
 
 def _fold_constant_dequantize(raw_ops: list[tuple], tensors: list[Tensor]) -> set[int]:
     """fp16 models store weights as float16 constants feeding DEQUANTIZE, whose float32 output
-    feeds the convolution. The runtime dequantizes them once when the model is prepared, so for
-    costing that output is a constant: without this an fp16 model's convolutions had no weights
-    and cost 0 multiply-accumulates (12 of 14 MediaPipe models, ResNet50 fp16 "4.9x faster")."""
+    feeds the convolution; sparse models store them compressed, feeding DENSIFY (then DEQUANTIZE when
+    they are fp16 too). The runtime evaluates both once, when the model is prepared (TFLite's DENSIFY
+    keeps its dense copy; XNNPACK takes such weights as static), so for costing their outputs are
+    constants: without this an fp16 model's convolutions had no weights and cost 0 multiply-accumulates
+    (12 of 14 MediaPipe models, ResNet50 fp16 "4.9x faster"), and a sparse one's still did (MediaPipe's
+    pose_detection and sparse face detector: 38 and 46 DENSIFY -> DEQUANTIZE chains; the sparse test
+    CNN estimated 34 % too fast). Ops come in execution order, so a chain folds link by link."""
     folded = set()
     for index, op_type, inputs, outputs in raw_ops:
-        if op_type == "DEQUANTIZE" and len(inputs) == 1 and tensors[inputs[0]].constant and len(outputs) == 1:
+        if (op_type in ("DEQUANTIZE", "DENSIFY") and len(inputs) == 1 and tensors[inputs[0]].constant
+                and len(outputs) == 1):
             tensors[outputs[0]].constant = True
             folded.add(index)
     return folded
@@ -145,7 +159,7 @@ def _folded_op(index: int, op_type: str, inputs: list[int], outputs: list[int]) 
 
 
 def _cost_op(index: int, op_type: str, inputs: list[int], outputs: list[int], tensors: list[Tensor]) -> Op:
-    op = Op(index, op_type, OP_CLASS.get(op_type, "elementwise"), inputs, outputs)
+    op = Op(index, op_type, OP_CLASS.get(COSTED_CUSTOM_OPS.get(op_type, op_type), "elementwise"), inputs, outputs)
     ins = [tensors[i] for i in inputs]
     outs = [tensors[i] for i in outputs]
     op.bytes_in = sum(t.nbytes for t in ins if not t.constant)
@@ -159,8 +173,8 @@ def _cost_op(index: int, op_type: str, inputs: list[int], outputs: list[int], te
     if op_type in ("CONV_2D",) and weights is not None and len(weights.shape) == 4:
         _, kh, kw, cin = weights.shape
         op.macs = out_elems * kh * kw * cin
-    elif op_type == "TRANSPOSE_CONV" and len(ins) > 2:
-        filt, data = ins[1], ins[2]
+    elif op_type in ("TRANSPOSE_CONV", "Convolution2DTransposeBias") and len(ins) > 2:
+        filt, data = (ins[1], ins[2]) if op_type == "TRANSPOSE_CONV" else (ins[1], ins[0])
         if len(filt.shape) == 4:
             cout, kh, kw, _ = filt.shape
             op.macs = float(np.prod(data.shape)) * kh * kw * cout
