@@ -498,7 +498,14 @@ def predict_seconds_terms(terms: dict[str, np.ndarray], coefs: dict) -> float:
 # and the invoke, I/O and cache terms are refitted: 3 numbers per family instead of ~5 per op kind.
 SMALL_OP_SECONDS = 1e-4
 THREAD_FAMILIES = ("gemm/fp32", "gemm/int8", "dw/fp32", "dw/int8", "elementwise/fp32", "elementwise/int8",
-                   "reference")
+                   "reference", "transposed/fp32", "transposed/int8")
+# transposed: XNNPACK's deconvolution splits over threads unlike a convolution: the suite's 2x2 fp32
+# probes gain nothing at two threads, its 3x3 and 4x4 ones 1.6-1.9x, and MediaPipe's selfie
+# segmenter's 2x2 one (128x128x16 -> 256x256x1) took 0.94 ms at one thread, 0.88 at two (prefix
+# timing). Scaled with the GEMMs, those probes pulled the GEMM scaling: development networks at two
+# threads 77/57/66 % within +-10 % in runs 26-28, 80/57/74 % with a family of their own.
+# A profile written before a family has no scaling for it: such ops take the family they then had.
+LATER_THREAD_FAMILIES = {"transposed/fp32": "gemm/fp32", "transposed/int8": "gemm/int8"}
 THREAD_FEATURES = ("scaled", "small", "ops")
 
 
@@ -506,9 +513,16 @@ def thread_family(graph: Graph, op: Op) -> str:
     if not delegated(graph, op):
         return "reference"
     base, precision = kind(graph, op).split("/")
-    if base.startswith("CONV_2D") or base in ("FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV"):
+    if base == "TRANSPOSE_CONV":
+        return f"transposed/{precision}"
+    if base.startswith("CONV_2D") or base in ("FULLY_CONNECTED", "BATCH_MATMUL"):
         return f"gemm/{precision}"
     return f"{'dw' if base.startswith('DEPTHWISE_CONV_2D') else 'elementwise'}/{precision}"
+
+
+def family_scaling(scaling: dict, family_name: str) -> dict:
+    """A thread family's scaling, or for a profile written before the family, the one it then took."""
+    return scaling.get(family_name) or scaling[LATER_THREAD_FAMILIES[family_name]]
 
 
 def scaled_rows(graph: Graph, base: dict, cache_bytes: int, curve: list | None) -> tuple[np.ndarray, list]:
@@ -536,11 +550,15 @@ def scaled_design(rows: list) -> np.ndarray:
 def fit_scaled(rows: list, seconds: list[float], weights: list[float] | None = None) -> dict:
     """{"_global": {feature: s/unit}, family: {scaled, small, ops}} by non-negative least squares on
     relative error, as fit() does per kind."""
-    x = nnls_relative(scaled_design(rows), seconds, weights)
+    design = scaled_design(rows)
+    x = nnls_relative(design, seconds, weights)
     out = {"_global": dict(zip(GLOBAL_FEATURES, map(float, x[:len(GLOBAL_FEATURES)])))}
-    rest = x[len(GLOBAL_FEATURES):]
+    rest, measured = x[len(GLOBAL_FEATURES):], design[:, len(GLOBAL_FEATURES):].any(axis=0)
     for i, f in enumerate(THREAD_FAMILIES):
-        out[f] = dict(zip(THREAD_FEATURES, map(float, rest[i * len(THREAD_FEATURES):(i + 1) * len(THREAD_FEATURES)])))
+        columns = slice(i * len(THREAD_FEATURES), (i + 1) * len(THREAD_FEATURES))
+        if f in LATER_THREAD_FAMILIES and not measured[columns].any():
+            continue  # no probe of this family (a --quick suite): its ops take the family they belong to
+        out[f] = dict(zip(THREAD_FEATURES, map(float, rest[columns])))
     return out
 
 
@@ -548,7 +566,7 @@ def scaled_seconds(rows, scaling: dict) -> float:
     glob, ops = rows
     total = sum(scaling["_global"].get(n, 0.0) * v for n, v in zip(GLOBAL_FEATURES, glob))
     for f, feats in ops:
-        total += sum(scaling[f].get(n, 0.0) * v for n, v in zip(THREAD_FEATURES, feats))
+        total += sum(family_scaling(scaling, f).get(n, 0.0) * v for n, v in zip(THREAD_FEATURES, feats))
     return float(total)
 
 
@@ -556,5 +574,5 @@ def scaled_op_seconds(graph: Graph, op: Op, base: dict, scaling: dict) -> float:
     t = op_seconds(graph, op, base["coefficients"], base.get("residuals"), base.get("op_models"))
     if t <= 0:
         return 0.0
-    c = scaling[thread_family(graph, op)]
+    c = family_scaling(scaling, thread_family(graph, op))
     return c["scaled"] * t + c["small"] * min(t, SMALL_OP_SECONDS) + c["ops"]

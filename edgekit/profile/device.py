@@ -100,7 +100,10 @@ def _validated(raw, where: str) -> MeasuredDevice:
             base = threads.get(str(entry.get("base_threads")))
             if not isinstance(base, dict) or base is entry or "scaling" in base:
                 raise bad(f"'threads.{n}.base_threads'", "a measured thread count without its own scaling")
-            groups = [("_global", costmodel.GLOBAL_FEATURES)] + [(f, costmodel.THREAD_FEATURES) for f in costmodel.THREAD_FAMILIES]
+            # a family added since the profile was written may be missing (its ops take the older family's)
+            groups = [("_global", costmodel.GLOBAL_FEATURES)] + [
+                (f, costmodel.THREAD_FEATURES) for f in costmodel.THREAD_FAMILIES
+                if not (f in costmodel.LATER_THREAD_FAMILIES and isinstance(scaling, dict) and f not in scaling)]
             if not isinstance(scaling, dict) or any(
                     not isinstance(scaling.get(g), dict) or any(not _number(scaling[g].get(f)) or scaling[g][f] < 0
                                                                 for f in names if not _later(g, f, scaling[g]))
