@@ -8,7 +8,8 @@
    one core), so load drift on a shared host reaches probes and references alike.
 2. Unseen networks: keras.applications MobileNetV2 / MobileNetV3Small / EfficientNetB0 / ResNet50 at
    small inputs converted by `edgekit convert` to fp32 and int8 (benchmarks/profile_networks.py), the
-   committed sample digits_cnn fp32/int8 and the MediaPipe hand_recrop model.
+   committed sample digits_cnn fp32/int8, the MediaPipe hand_recrop model and six more of MediaPipe's
+   own models (profile_networks.MEDIAPIPE_TEST, from its PyPI wheel).
 3. Profiles are fitted to each statistic of the same run (min_median: the lowest block median, the
    default; p50 over all runs, as `edgekit bench` prints; p10) and each network is estimated with the
    profile of the statistic it is compared under. Printed: per network and thread count, the measured
@@ -16,7 +17,8 @@
    share within +-10 %, the median |error|; the spread of the block medians (how noisy the host was);
    the host load average before and after; the probe-timing wall time (what `profile run` costs).
 4. --dev also times the development networks (dev_networks(): other keras.applications at small
-   inputs, MobileNets at 224, InceptionV3, NASNetMobile, DenseNet121, small CNNs; fp32, fp16, int8)
+   inputs, MobileNets at 224, InceptionV3, NASNetMobile, DenseNet121, small CNNs; fp32, fp16, int8;
+   the MediaPipe siblings of the unseen ones, profile_networks.MEDIAPIPE_DEV)
    and scores them apart: cost-model changes are chosen on them and on the probes, never on the
    networks above, which stay the unseen test set. --raw stores every measurement so
    benchmarks/profile_refit.py can re-fit and re-score a changed cost model in seconds.
