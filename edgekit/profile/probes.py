@@ -413,9 +413,10 @@ GRID_WEIGHT_BYTES = 1.5e6    # convolutions; larger filters are the streaming pr
 GRID_ACTIVATION_BYTES = 4e6
 GRID_FC_WEIGHT_BYTES = 8e6   # classifiers (1280 x 1000 fp32 is 5 MB) stream their weights every call
 # Image stems (3 input channels, stride 2) at the resolutions networks take them: the drawn grid has
-# few stems, and none above 112 px, and the kernel model missed the ones networks have by 20-50 %
-# (MediaPipe's face detector 5x5 128 px -> 24 channels: 0.135 ms estimated, 0.201 measured in the
-# network; the suite's 3x3 256 px -> 8 probe 36 % under). Drawn apart, so the main draws keep their shapes.
+# few stems, and none above 112 px, and the kernel model missed the ones networks have by 20-40 %
+# (the suite's 3x3 256 px -> 8 probe 36 % under; MediaPipe's face detector 5x5 128 px -> 24 channels
+# 0.135 ms estimated, 0.201 in the network - 0.156 with these stems: 24 channels take a slower path
+# than 16 or 32 here, which tile counts cannot say). Drawn apart, so the main draws keep their shapes.
 GRID_STEMS = 12
 GRID_STEM_RESOLUTIONS = (96, 128, 160, 192, 224, 256)
 GRID_STEM_CHANNELS = (8, 16, 24, 32, 48, 64)
