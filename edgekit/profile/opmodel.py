@@ -39,6 +39,15 @@ MAX_LOG_RATIO = math.log(3.0)  # a probe corrects its neighbours by at most 3x e
 MAX_TILE = 4096
 MIN_PROBES = 6       # fewer grid probes of a kind: no model, the kind keeps the linear suite fit
 N_FEATURES = 5       # what features() returns per op: a profile's kernel model has one coefficient each
+# A wider microkernel for wide layers: XNNPACK picks its GEMM kernel by the layer's width. Here fp32
+# convolutions (3x3 28x28x32, invoke alone) cost 75 us at 8 or 16 output channels, 151 at 24, 97 at 32,
+# ~198 at 40-64, ~300 at 80-96, 409 at 128: a 16-wide kernel below 32 channels (24 = two of its tiles),
+# a 32-wide one from 32 on, whose tile costs 1.3x a 16-wide one (0.65x per column). With one NR of 16
+# the model priced 32 channels as 24 and 64 as 48. Found after the tiles: a width above NR and what
+# its columns cost against NR's, kept where it fits the grid clearly better.
+WIDE_TILES = (32, 64)
+WIDE_WEIGHTS = (0.5, 0.6, 0.65, 0.7, 0.8, 0.9)
+WIDE_SEARCH = 12  # tile sizes (the best fitting without a wide kernel) tried with one
 
 
 def dims(graph: Graph, op: Op) -> tuple[float, float, float, float, float]:
@@ -57,19 +66,24 @@ def dims(graph: Graph, op: Op) -> tuple[float, float, float, float, float]:
     return m, n, max(k, 1.0), taps, stride
 
 
-def features(op_type: str, precision: str, d: tuple, tiles: tuple[int, int, int]) -> np.ndarray:
-    """[1, tiled multiply-accumulates, input reads, output bytes, filter reads]."""
+def features(op_type: str, precision: str, d: tuple, tiles: tuple[int, int, int],
+             wide: tuple[int, float] | None = None) -> np.ndarray:
+    """[1, tiled multiply-accumulates, input reads, output bytes, filter reads]; wide: (width, cost
+    per column against an NR-wide one) of the kernel a convolution at least that wide takes."""
     m, n, k, taps, stride = d
     mr, nr, kr = tiles
     value_bytes = 1.0 if precision == "int8" else 4.0
     row_tiles, col_tiles = math.ceil(m / mr), math.ceil(n / nr)
+    columns = col_tiles * nr
+    if wide and n >= wide[0] and op_type == "CONV_2D":
+        columns = math.ceil(n / wide[0]) * wide[0] * wide[1]
     if op_type == "DEPTHWISE_CONV_2D":  # channels in tiles of NR, every pixel; filter bytes once
         return np.array([1.0, m * col_tiles * nr * taps, m * stride * stride * n * value_bytes,
                          m * n * value_bytes, n * taps * value_bytes])
     if op_type == "FULLY_CONNECTED":
         return np.array([1.0, col_tiles * nr * k, k * value_bytes, n * value_bytes, n * k * value_bytes])
     k = taps * math.ceil(k / taps / kr) * kr  # each tap's input channels padded to KR
-    return np.array([1.0, row_tiles * mr * col_tiles * nr * k, m * k * value_bytes, m * n * value_bytes,
+    return np.array([1.0, row_tiles * mr * columns * k, m * k * value_bytes, m * n * value_bytes,
                      row_tiles * n * k * value_bytes])
 
 
@@ -90,25 +104,36 @@ def fit_kind(op_type: str, precision: str, shapes: list[tuple], seconds: list[fl
     depthwise, fc = op_type == "DEPTHWISE_CONV_2D", op_type == "FULLY_CONNECTED"
     candidates = [(mr, nr, kr) for mr in ((1,) if depthwise or fc else ROW_TILES) for nr in COLUMN_TILES
                   for kr in ((1,) if depthwise or fc else DEPTH_TILES)]
-    best = None
-    for tiles in candidates:
-        a = np.array([features(op_type, precision, d, tiles) for d in shapes])
+    def trial(tiles, wide=None):
+        a = np.array([features(op_type, precision, d, tiles, wide) for d in shapes])
         coefs = nnls_relative(a, y)
         fitted = np.maximum(a @ coefs, 1e-12)
-        miss = float(np.mean(np.abs(np.log(fitted / y))))
-        if best is None or miss < best[0] - 1e-9:  # ties keep the smaller tiles (listed first)
-            best = (miss, tiles, coefs, fitted)
-    _, tiles, coefs, fitted = best
+        return float(np.mean(np.abs(np.log(fitted / y)))), tiles, wide, coefs, fitted
+
+    plain = [trial(tiles) for tiles in candidates]
+    best = min(plain, key=lambda r: r[0])  # ties keep the smaller tiles (listed first)
+    if op_type == "CONV_2D":  # a wide kernel on the best few tile sizes, only where it fits clearly better
+        bar = best[0] * 0.98
+        for tiles in [r[1] for r in sorted(plain, key=lambda r: r[0])[:WIDE_SEARCH]]:
+            for width in (w for w in WIDE_TILES if w > tiles[1]):
+                for weight in WIDE_WEIGHTS:
+                    result = trial(tiles, (width, weight))
+                    if result[0] < min(best[0], bar):
+                        best = result
+    miss, tiles, wide, coefs, fitted = best
     points = [[*map(lambda v: round(float(v), 3), key(d)),
                round(float(np.clip(math.log(s / f), -MAX_LOG_RATIO, MAX_LOG_RATIO)), 4)]
               for d, s, f in zip(shapes, y, fitted)]
-    return {"tiles": list(tiles), "coefficients": [float(c) for c in coefs], "points": points,
-            "fit_mean_abs_log_error": round(best[0], 4)}
+    entry = {"tiles": list(tiles), "coefficients": [float(c) for c in coefs], "points": points,
+             "fit_mean_abs_log_error": round(miss, 4)}
+    return {**entry, "wide": list(wide)} if wide else entry
 
 
 def predict(entry: dict, op_type: str, precision: str, d: tuple) -> float:
     """Seconds for one op of this kind: the tiled linear cost times the nearest probes' correction."""
-    base = float(np.dot(entry["coefficients"], features(op_type, precision, d, tuple(entry["tiles"]))))
+    wide = entry.get("wide")
+    base = float(np.dot(entry["coefficients"], features(op_type, precision, d, tuple(entry["tiles"]),
+                                                        tuple(wide) if wide else None)))
     points = entry.get("points") or []
     if not points or base <= 0:
         return max(base, 0.0)
