@@ -95,7 +95,7 @@ def _validated(raw, where: str) -> MeasuredDevice:
         if not isinstance(models, dict) or any(not _op_model_ok(k, m) for k, m in models.items()):
             raise bad(f"'threads.{n}.op_models'", "an object of op kind -> {tiles: 3 positive integers, "
                       "coefficients: 5 non-negative numbers, points: lists of 5 shape key numbers and a log ratio within +-log 3, "
-                      "optionally wide: [width, cost per column > 0] and remainder > 0}")
+                      "optionally wide: [width, cost per column > 0]}")
         scaling = entry.get("scaling")
         if scaling is not None:
             base = threads.get(str(entry.get("base_threads")))
@@ -126,9 +126,6 @@ def _op_model_ok(kind_name, m) -> bool:
     if wide is not None and not (isinstance(wide, list) and len(wide) == 2 and isinstance(wide[0], int)
                                  and not isinstance(wide[0], bool) and 1 <= wide[0] <= opmodel.MAX_TILE
                                  and _number(wide[1]) and 0 < wide[1] <= 16):
-        return False
-    remainder = m.get("remainder")  # likewise optional
-    if remainder is not None and not (_number(remainder) and 0 < remainder <= 16):
         return False
     return (kind_name.split("/")[-1] in ("fp32", "int8")
             and isinstance(tiles, list) and len(tiles) == 3

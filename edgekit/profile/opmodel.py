@@ -48,10 +48,6 @@ N_FEATURES = 5       # what features() returns per op: a profile's kernel model 
 WIDE_TILES = (32, 64)
 WIDE_WEIGHTS = (0.5, 0.6, 0.65, 0.7, 0.8, 0.9)
 WIDE_SEARCH = 12  # tile sizes (the best fitting without a wide kernel) tried with one
-# Depthwise kernels take channels NR at a time and the rest (fewer than NR) on a slower path: fp32 3x3
-# depthwise at 56x56 (invoke alone) costs 21 us at 8 channels, 16 at 16, 33 at 24, 26 at 32, 97 at 72,
-# 68 at 64. Found like the wide kernel: what a partial tile costs against a full one.
-REMAINDER_WEIGHTS = (0.5, 0.75, 1.25, 1.5, 2.0, 2.5, 3.0)
 
 
 def dims(graph: Graph, op: Op) -> tuple[float, float, float, float, float]:
@@ -71,10 +67,9 @@ def dims(graph: Graph, op: Op) -> tuple[float, float, float, float, float]:
 
 
 def features(op_type: str, precision: str, d: tuple, tiles: tuple[int, int, int],
-             wide: tuple[int, float] | None = None, remainder: float | None = None) -> np.ndarray:
+             wide: tuple[int, float] | None = None) -> np.ndarray:
     """[1, tiled multiply-accumulates, input reads, output bytes, filter reads]; wide: (width, cost
-    per column against an NR-wide one) of the kernel a convolution at least that wide takes;
-    remainder: what a depthwise layer's last, partial tile of channels costs against a full one."""
+    per column against an NR-wide one) of the kernel a convolution at least that wide takes."""
     m, n, k, taps, stride = d
     mr, nr, kr = tiles
     value_bytes = 1.0 if precision == "int8" else 4.0
@@ -83,9 +78,7 @@ def features(op_type: str, precision: str, d: tuple, tiles: tuple[int, int, int]
     if wide and n >= wide[0] and op_type == "CONV_2D":
         columns = math.ceil(n / wide[0]) * wide[0] * wide[1]
     if op_type == "DEPTHWISE_CONV_2D":  # channels in tiles of NR, every pixel; filter bytes once
-        if remainder and n % nr:
-            columns = (n // nr) * nr + nr * remainder
-        return np.array([1.0, m * columns * taps, m * stride * stride * n * value_bytes,
+        return np.array([1.0, m * col_tiles * nr * taps, m * stride * stride * n * value_bytes,
                          m * n * value_bytes, n * taps * value_bytes])
     if op_type == "FULLY_CONNECTED":
         return np.array([1.0, col_tiles * nr * k, k * value_bytes, n * value_bytes, n * k * value_bytes])
@@ -111,11 +104,11 @@ def fit_kind(op_type: str, precision: str, shapes: list[tuple], seconds: list[fl
     depthwise, fc = op_type == "DEPTHWISE_CONV_2D", op_type == "FULLY_CONNECTED"
     candidates = [(mr, nr, kr) for mr in ((1,) if depthwise or fc else ROW_TILES) for nr in COLUMN_TILES
                   for kr in ((1,) if depthwise or fc else DEPTH_TILES)]
-    def trial(tiles, wide=None, remainder=None):
-        a = np.array([features(op_type, precision, d, tiles, wide, remainder) for d in shapes])
+    def trial(tiles, wide=None):
+        a = np.array([features(op_type, precision, d, tiles, wide) for d in shapes])
         coefs = nnls_relative(a, y)
         fitted = np.maximum(a @ coefs, 1e-12)
-        return float(np.mean(np.abs(np.log(fitted / y)))), tiles, (wide, remainder), coefs, fitted
+        return float(np.mean(np.abs(np.log(fitted / y)))), tiles, wide, coefs, fitted
 
     plain = [trial(tiles) for tiles in candidates]
     best = min(plain, key=lambda r: r[0])  # ties keep the smaller tiles (listed first)
@@ -127,27 +120,20 @@ def fit_kind(op_type: str, precision: str, shapes: list[tuple], seconds: list[fl
                     result = trial(tiles, (width, weight))
                     if result[0] < min(best[0], bar):
                         best = result
-    if depthwise:  # a partial tile of channels priced apart, likewise
-        bar = best[0] * 0.98
-        for tiles in [r[1] for r in sorted(plain, key=lambda r: r[0])[:WIDE_SEARCH]]:
-            for weight in REMAINDER_WEIGHTS:
-                result = trial(tiles, remainder=weight)
-                if result[0] < min(best[0], bar):
-                    best = result
-    miss, tiles, (wide, remainder), coefs, fitted = best
+    miss, tiles, wide, coefs, fitted = best
     points = [[*map(lambda v: round(float(v), 3), key(d)),
                round(float(np.clip(math.log(s / f), -MAX_LOG_RATIO, MAX_LOG_RATIO)), 4)]
               for d, s, f in zip(shapes, y, fitted)]
     entry = {"tiles": list(tiles), "coefficients": [float(c) for c in coefs], "points": points,
              "fit_mean_abs_log_error": round(miss, 4)}
-    return {**entry, **({"wide": list(wide)} if wide else {}), **({"remainder": remainder} if remainder else {})}
+    return {**entry, "wide": list(wide)} if wide else entry
 
 
 def predict(entry: dict, op_type: str, precision: str, d: tuple) -> float:
     """Seconds for one op of this kind: the tiled linear cost times the nearest probes' correction."""
     wide = entry.get("wide")
     base = float(np.dot(entry["coefficients"], features(op_type, precision, d, tuple(entry["tiles"]),
-                                                        tuple(wide) if wide else None, entry.get("remainder"))))
+                                                        tuple(wide) if wide else None)))
     points = entry.get("points") or []
     if not points or base <= 0:
         return max(base, 0.0)
