@@ -27,14 +27,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def prefix(data: bytes, k: int) -> bytes:
-    """The model's first k ops as a model of their own. Weights dequantized or densified at load
-    (fp16 and sparse models) are never its outputs: XNNPACK takes them as static and refuses to plan
-    a model that exports them."""
-    from edgekit.tflite.graph import read_graph
+def prefix(data: bytes, k: int, static: set[int]) -> bytes:
+    """The model's first k ops as a model of their own. static: tensors the graph reader takes as
+    constants - weights dequantized or densified at load (fp16 and sparse models) are never a prefix's
+    outputs: XNNPACK takes them as static and refuses to plan a model that exports them."""
     from edgekit.tflite.reader import TFLITE_IDENTIFIER, schema
 
-    static = {t.index for t in read_graph(data).tensors if t.constant}
     s = schema()
     model = s.ModelT.InitFromObj(s.Model.GetRootAs(data, 0))
     sg = model.subgraphs[0]
@@ -106,7 +104,8 @@ def main() -> None:
     estimate = estimate_measured(graph, load_profile(args.profile), args.threads)
     op_ms = {o.index: o.ms for o in estimate.ops}
     rounds, core = 5, pin_core()
-    timers = {k: Invoke(prefix(data, k), args.threads, core) for k in cuts}
+    static = {t.index for t in graph.tensors if t.constant}
+    timers = {k: Invoke(prefix(data, k, static), args.threads, core) for k in cuts}
     load = os.getloadavg()
     for _ in range(rounds):
         for t in timers.values():

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from ..tflite.graph import COSTED_CUSTOM_OPS, Graph, Op
+from ..tflite.graph import COSTED_CUSTOM_OPS, Graph, Op, data_input
 from . import opmodel
 from .probes import GRID_ACTIVATION_BYTES, GRID_FC_WEIGHT_BYTES, GRID_WEIGHT_BYTES
 
@@ -295,7 +295,7 @@ def shape_key(graph: Graph, op: Op) -> list[float]:
     kernel taps, stride. Ops of one kind and nearby keys run the same XNNPACK microkernel path with
     the same tiling remainders, so they miss the linear cost by about the same factor."""
     out = graph.tensors[op.outputs[0]].shape if op.outputs else ()
-    data = 2 if op.type == "TRANSPOSE_CONV" else 0  # its inputs: output shape, filter, data
+    data = data_input(op.type)
     x = graph.tensors[op.inputs[data]].shape if len(op.inputs) > data else ()
     cin = float(x[-1]) if len(x) else 1.0
     cout = float(out[-1]) if len(out) else 1.0

@@ -74,15 +74,13 @@ def features(op_type: str, precision: str, d: tuple, tiles: tuple[int, int, int]
     mr, nr, kr = tiles
     value_bytes = 1.0 if precision == "int8" else 4.0
     row_tiles, col_tiles = math.ceil(m / mr), math.ceil(n / nr)
-    columns = col_tiles * nr
-    if wide and n >= wide[0] and op_type == "CONV_2D":
-        columns = math.ceil(n / wide[0]) * wide[0] * wide[1]
     if op_type == "DEPTHWISE_CONV_2D":  # channels in tiles of NR, every pixel; filter bytes once
         return np.array([1.0, m * col_tiles * nr * taps, m * stride * stride * n * value_bytes,
                          m * n * value_bytes, n * taps * value_bytes])
     if op_type == "FULLY_CONNECTED":
         return np.array([1.0, col_tiles * nr * k, k * value_bytes, n * value_bytes, n * k * value_bytes])
     k = taps * math.ceil(k / taps / kr) * kr  # each tap's input channels padded to KR
+    columns = math.ceil(n / wide[0]) * wide[0] * wide[1] if wide and n >= wide[0] else col_tiles * nr
     return np.array([1.0, row_tiles * mr * columns * k, m * k * value_bytes, m * n * value_bytes,
                      row_tiles * n * k * value_bytes])
 

@@ -31,6 +31,12 @@ UNCOSTED = {"CUSTOM", "WHILE", "IF", "CALL_ONCE", "DELEGATE", "CALL"}
 COSTED_CUSTOM_OPS = {"Convolution2DTransposeBias": "TRANSPOSE_CONV"}
 
 
+def data_input(op_type: str) -> int:
+    """Which input holds the data an op reads: TRANSPOSE_CONV takes (output shape, filter, data);
+    every other op here, MediaPipe's transposed convolution included, takes the data first."""
+    return 2 if op_type == "TRANSPOSE_CONV" else 0
+
+
 @dataclass
 class Tensor:
     index: int
@@ -88,9 +94,9 @@ def _read_graph(data: bytes, origin: str) -> Graph:
     model = root(data, origin)
     codes = opcode_names(model, unknown="UNKNOWN")
     for i, name in enumerate(codes):
-        custom = model.OperatorCodes(i).CustomCode() if name == "CUSTOM" else None
-        if custom and custom.decode(errors="replace") in COSTED_CUSTOM_OPS:
-            codes[i] = custom.decode()
+        if name == "CUSTOM":
+            custom = (model.OperatorCodes(i).CustomCode() or b"").decode(errors="replace")
+            codes[i] = custom if custom in COSTED_CUSTOM_OPS else name
     dtypes = dtype_names()
     sg = model.Subgraphs(0)
     tensors = []
@@ -174,7 +180,7 @@ def _cost_op(index: int, op_type: str, inputs: list[int], outputs: list[int], te
         _, kh, kw, cin = weights.shape
         op.macs = out_elems * kh * kw * cin
     elif op_type in ("TRANSPOSE_CONV", "Convolution2DTransposeBias") and len(ins) > 2:
-        filt, data = (ins[1], ins[2]) if op_type == "TRANSPOSE_CONV" else (ins[1], ins[0])
+        filt, data = ins[1], ins[data_input(op_type)]
         if len(filt.shape) == 4:
             cout, kh, kw, _ = filt.shape
             op.macs = float(np.prod(data.shape)) * kh * kw * cout
