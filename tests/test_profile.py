@@ -497,6 +497,72 @@ def test_depthwise_kernels_over_25_taps_are_costed_from_their_own_probes():
     assert costmodel.predict_seconds_terms(costmodel.graph_terms(graph, cache), without) * 1e3 < measured / 3
 
 
+def _elementwise_chain(precision: str, steps: list[str], shape=(1, 16, 16, 32)) -> bytes:
+    """A model of ADDs (of the running value and the model's second input), RELUs and concatenations,
+    in order; "ADD+RELU" is an ADD with a fused RELU, "ADD|" an ADD whose output is read twice."""
+    from edgekit.profile.probes import _Builder
+    b = _Builder(precision, 0)
+    x0, x1 = b.act(list(shape)), b.act(list(shape))
+    x, extra = x0, []
+    for step in steps:
+        if step.startswith("ADD"):
+            y = b.act(list(shape), scale=0.1)
+            opt = b.s.AddOptionsT()
+            opt.fusedActivationFunction = 1 if step == "ADD+RELU" else 0
+            b.op("ADD", [x, x1], [y], "AddOptions", opt, 2 if b.int8 else 1)
+            if step == "ADD|":
+                extra.append(y)
+        elif step == "RELU":
+            y = b.act(list(shape), scale=0.1)
+            b.op("RELU", [x], [y])
+        else:  # CONCATENATION with the model's second input: the chain goes on twice as wide
+            wide = b.act([*shape[:3], shape[3] * 2], scale=0.1)
+            opt = b.s.ConcatenationOptionsT()
+            opt.axis = 3
+            b.op("CONCATENATION", [x, x1], [wide], "ConcatenationOptions", opt, 1)
+            y, shape = wide, (*shape[:3], shape[3] * 2)
+        x = y
+    return b.finish([x0, x1], [x, *extra])
+
+
+def test_float_clamps_fuse_into_the_op_before_them_as_xnnpack_fuses_them():
+    """A float RELU costs nothing when the op that produces its input can clamp its own output and
+    nothing else reads it (XNNPACK fuses it there); an ADD that then clamps, fused by its options or by
+    a RELU after it, is the clamped kind. A RELU after a concatenation, after an ADD whose output is
+    read twice, or any int8 one, stays an op of its own."""
+    def costed(precision, steps):
+        graph = read_graph(_elementwise_chain(precision, steps))
+        return [costmodel.kind(graph, op) for op in graph.ops if not costmodel.free(graph, op)]
+
+    assert costed("fp32", ["ADD+RELU"]) == ["ADD_clamped/fp32"]
+    assert costed("fp32", ["ADD", "RELU"]) == ["ADD_clamped/fp32"]
+    assert costed("fp32", ["ADD"]) == ["ADD/fp32"]
+    assert costed("fp32", ["RELU", "RELU", "RELU"]) == ["RELU/fp32"]
+    assert costed("fp32", ["ADD|", "RELU"]) == ["ADD/fp32", "RELU/fp32"]
+    assert costed("fp32", ["CONCATENATION", "RELU"]) == ["CONCATENATION/fp32", "RELU/fp32"]
+    assert costed("int8", ["ADD+RELU"]) == ["ADD/int8"]
+    assert costed("int8", ["ADD", "RELU"]) == ["ADD/int8", "RELU/int8"]
+
+
+def test_a_clamped_float_add_is_measured_and_costed_dearer_than_a_plain_one():
+    """This runtime's float ADD with a fused RELU runs a slower kernel than a plain ADD (here 1.5-3x
+    at 56x56x32): the suite's clamped ADD probes measure it, and a fit with them prices a residual
+    block's ADD -> RELU (the RELU fused) above the plain ADD of the same shape."""
+    from edgekit.profile.run import fit_threads, measure
+
+    probes = [p for p in SUITE if p.precision == "fp32" and (p.op == "ADD" or p.name.startswith("io_"))]
+    assert {p.name for p in probes if p.activation} == {"add_relu_56x32_fp32", "add_relu_14x256_fp32"}
+    samples = {s["probe"]: s for s in measure(probes, [1], 0.1, rounds=2)}
+    assert samples["add_relu_56x32_fp32"]["min_median_ms"] > samples["add_56x32_fp32"]["min_median_ms"]
+
+    coefs = fit_threads(list(samples.values()), band=False)["coefficients"]
+    assert {"ADD/fp32", "ADD_clamped/fp32"} <= set(coefs)
+    def op_seconds(steps):
+        graph = read_graph(_elementwise_chain("fp32", steps, (1, 64, 64, 24)))
+        return sum(costmodel.op_seconds(graph, op, coefs) for op in graph.ops)
+    assert op_seconds(["ADD", "RELU"]) == op_seconds(["ADD+RELU"]) > 1.3 * op_seconds(["ADD"]) > 0
+
+
 def test_a_per_channel_mul_is_costed_from_the_chained_broadcast_probes():
     """A MUL of a feature map by a per-channel vector (DenseNet's batch-norm scale, an SE gate) is a
     kind of its own, a scalar factor is not; the chained broadcast probes measure it several times

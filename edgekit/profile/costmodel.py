@@ -72,6 +72,43 @@ GEMM_TILE_PIXELS = 4
 MAX_UNIPASS_DEPTHWISE_TAPS = 25
 DEFAULT_CACHE_BYTES = 1 << 20
 FREE = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS", "SHAPE"}  # views: no data moved (class "view" in graph.py)
+# Float clamps. XNNPACK fuses a clamp into the op that produces its input when that op can clamp its own
+# output and nothing else reads it: a RELU after a convolution, a pool or another clamp costs nothing
+# (four chained fp32 RELUs at 64x64x24 take 8.5 us, one takes 8.5). A float ADD, SUB or MUL that clamps,
+# fused or by its options, runs a slower kernel: ADD 56x56x32 10 us, with a RELU 30 us, 14x14x256
+# 5.5 -> 9.5 us, 112x112x16 74 -> 132 us (int8: 18 -> 22 us, the requantization clamps anyway). Priced
+# as kinds of their own ("ADD_clamped"): MediaPipe's residual ADD -> RELU and Keras ResNet's ADD+RELU
+# were costed as plain ADDs and a near-free RELU.
+CLAMPS = {"RELU", "RELU6", "RELU_N1_TO_1", "RELU_0_TO_1"}
+CLAMPING_PRODUCERS = {"ADD", "SUB", "MUL", "DIV", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED",
+                      "TRANSPOSE_CONV", "AVERAGE_POOL_2D", "MAX_POOL_2D"} | CLAMPS
+CLAMPED_KINDS = {"ADD", "SUB", "MUL"}
+CLAMPED_SUFFIX = "_clamped"
+
+
+def clamp_fusion(graph: Graph) -> tuple[frozenset, frozenset]:
+    """(float clamp ops fused into their producer, float ops that clamp their output) by op index;
+    computed once per graph (kind() asks for every op)."""
+    cached = graph.__dict__.get("_clamp_fusion")
+    if cached is not None:
+        return cached
+    producer = {t: op for op in graph.ops for t in op.outputs}
+    readers: dict[int, int] = {}
+    for op in graph.ops:
+        for t in op.inputs:
+            readers[t] = readers.get(t, 0) + 1
+    fused, clamping = set(), {op.index for op in graph.ops if op.activation and op.precision != "int8"}
+    for op in graph.ops:
+        if op.type not in CLAMPS or op.precision == "int8" or not op.inputs:
+            continue
+        source = producer.get(op.inputs[0])
+        if (source is not None and COSTED_CUSTOM_OPS.get(source.type, source.type) in CLAMPING_PRODUCERS
+                and source.precision != "int8" and readers.get(op.inputs[0]) == 1
+                and op.inputs[0] not in graph.outputs):
+            fused.add(op.index)
+            clamping.add(source.index)
+    graph.__dict__["_clamp_fusion"] = result = (frozenset(fused), frozenset(clamping))
+    return result
 
 
 def kind(graph: Graph, op: Op, op_models: dict | None = None) -> str:
@@ -89,6 +126,8 @@ def kind(graph: Graph, op: Op, op_models: dict | None = None) -> str:
             base = "CONV_2D_1x1"
     if op.type == "MUL" and len(op.inputs) == 2 and broadcast(graph, op):
         base = "MUL_broadcast"
+    elif op.type in CLAMPED_KINDS and op.index in clamp_fusion(graph)[1]:
+        base = op.type + CLAMPED_SUFFIX
     if op.type == "DEPTHWISE_CONV_2D" and len(op.inputs) > 1:
         shape = graph.tensors[op.inputs[1]].shape
         if len(shape) == 4 and shape[1] * shape[2] > MAX_UNIPASS_DEPTHWISE_TAPS:
@@ -214,8 +253,10 @@ def shape_math(graph: Graph, op: Op) -> bool:
 
 
 def free(graph: Graph, op: Op) -> bool:
-    """Ops the cost model charges nothing for: views, folded constants and shape arithmetic."""
-    return not op.costed or op.op_class == "view" or op.type in FREE or shape_math(graph, op)
+    """Ops the cost model charges nothing for: views, folded constants, shape arithmetic and float
+    clamps fused into the op before them."""
+    return (not op.costed or op.op_class == "view" or op.type in FREE or shape_math(graph, op)
+            or op.index in clamp_fusion(graph)[0])
 
 
 def delegated(graph: Graph, op: Op) -> bool:
@@ -448,6 +489,9 @@ def fallback(coefs: dict, kind_name: str) -> dict[str, float]:
         return {"modelled": 1.0}
     if base == "MUL_broadcast" and coefs.get(f"MUL/{precision}"):
         return coefs[f"MUL/{precision}"]  # a profile written before the split: as it then was
+    if base.endswith(CLAMPED_SUFFIX) and coefs.get(f"{base.removesuffix(CLAMPED_SUFFIX)}/{precision}"):
+        # a profile written before the clamped kinds: as the plain op (an underestimate: see CLAMPS)
+        return coefs[f"{base.removesuffix(CLAMPED_SUFFIX)}/{precision}"]
     if base == "DEPTHWISE_CONV_2D_multipass" and coefs.get(f"DEPTHWISE_CONV_2D/{precision}"):
         # a profile written before the 7x7 probes: their multiply-accumulates at the other depthwise
         # layers' rate, as then costed (an underestimate: the rate is 13-50x that)

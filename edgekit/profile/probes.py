@@ -18,7 +18,7 @@ import numpy as np
 
 from ..tflite.reader import TFLITE_IDENTIFIER, schema as _schema
 
-RELU6 = 3
+RELU, RELU6 = 1, 3
 SAME, VALID = 0, 1
 
 
@@ -33,6 +33,7 @@ class Probe:
     stride: int = 1
     repeat: int = 1
     broadcast: bool = False  # MUL by a per-channel vector (squeeze-and-excitation), a second input
+    activation: bool = False  # ADD, MUL: a fused RELU (edgekit.profile.costmodel.CLAMPED_KINDS)
     core: bool = False   # in the reduced suite (tests, --quick)
     grid: bool = False   # a kernel-model probe (edgekit.profile.opmodel): one thread, interpreter invoke alone
 
@@ -164,6 +165,7 @@ def _layer(b: _Builder, p: Probe, x: int) -> int:
     elif p.op in ("ADD", "MUL"):
         y = b.act([n, h, w, c], scale=0.1 if p.op == "ADD" else 0.0025 * 10)
         opt = s.AddOptionsT() if p.op == "ADD" else s.MulOptionsT()
+        opt.fusedActivationFunction = RELU if p.activation else 0
         b.op(p.op, [x, x], [y], "AddOptions" if p.op == "ADD" else "MulOptions", opt, 2 if b.int8 else 1)
     elif p.op == "LOGISTIC":
         y = b.act([n, h, w, c], scale=1 / 256, zero_point=-128)
@@ -351,6 +353,10 @@ def _suite() -> list[Probe]:
         add(f"{op.lower()}{chained}_56x32", op, (1, 56, 56, 32), repeat=rep, core=op in ("ADD", "MEAN"), **kw)
         add(f"{op.lower()}{chained}_14x256", op, (1, 14, 14, 256), repeat=rep, **kw)
     add("mean_7x1280", "MEAN", (1, 7, 7, 1280))
+    # a float ADD with a fused RELU runs a slower kernel than a plain one (edgekit.profile.costmodel.CLAMPS):
+    # residual blocks end in one (Keras ResNet's ADD+RELU, MediaPipe's ADD -> RELU)
+    add("add_relu_56x32", "ADD", (1, 56, 56, 32), repeat=4, activation=True)
+    add("add_relu_14x256", "ADD", (1, 14, 14, 256), repeat=4, activation=True)
     # a ReLU not fused into a convolution (NASNet's before each separable convolution) and a 3x3
     # stride-1 average pool with SAME padding (Inception's and NASNet's branches; XNNPACK averages
     # each border pixel over its own count): chained, so their time is not lost in the I/O terms

@@ -62,6 +62,7 @@ class Op:
     window: int = 1             # pooling ops: input values read per output value (filter height x width)
     precision: str = "fp32"     # fp32 | int8 | hybrid (int8 weights, float math) | int16 | fp16
     costed: bool = True
+    activation: bool = False    # ADD, SUB, MUL: a fused activation (RELU, RELU6, ...) clamps the output
 
 
 @dataclass
@@ -120,6 +121,8 @@ def _read_graph(data: bytes, origin: str) -> Graph:
     for op in ops:
         if op.type in _POOLS:
             op.window = _pool_window(sg.Operators(op.index))
+        if op.type in _ACTIVATION_OPTIONS:
+            op.activation = _fused_activation(sg.Operators(op.index), _ACTIVATION_OPTIONS[op.type])
     graph = Graph(tensors, ops, [int(i) for i in sg.InputsAsNumpy()], [int(i) for i in sg.OutputsAsNumpy()], len(data))
     graph.weight_bytes = sum(t.nbytes for t in tensors if t.constant)
     graph.uncosted = sorted({op.type for op in ops if not op.costed})
@@ -139,6 +142,20 @@ def _pool_window(op) -> int:
     opts = schema().Pool2DOptions()
     opts.Init(table.Bytes, table.Pos)
     return max(1, int(opts.FilterHeight()) * int(opts.FilterWidth()))
+
+
+# binary elementwise ops whose options carry a fused activation, and those options' table name
+_ACTIVATION_OPTIONS = {"ADD": "AddOptions", "SUB": "SubOptions", "MUL": "MulOptions"}
+
+
+def _fused_activation(op, options: str) -> bool:
+    """Whether the op's options fuse an activation (any but NONE) into its output."""
+    table = op.BuiltinOptions()
+    if table is None:
+        return False
+    opts = getattr(schema(), options)()
+    opts.Init(table.Bytes, table.Pos)
+    return int(opts.FusedActivationFunction()) != 0
 
 
 def _fold_constant_dequantize(raw_ops: list[tuple], tensors: list[Tensor]) -> set[int]:
