@@ -353,6 +353,9 @@ def _suite() -> list[Probe]:
         add(f"{op.lower()}{chained}_56x32", op, (1, 56, 56, 32), repeat=rep, core=op in ("ADD", "MEAN"), **kw)
         add(f"{op.lower()}{chained}_14x256", op, (1, 14, 14, 256), repeat=rep, **kw)
     add("mean_7x1280", "MEAN", (1, 7, 7, 1280))
+    # a residual ADD at a segmenter's or detector's resolution (MediaPipe's 128x128x16): the two sizes
+    # above (50 K and 100 K values) left an ADD's cost per value to trade against the I/O terms
+    add("add_128x16", "ADD", (1, 128, 128, 16), repeat=4)
     # a float ADD with a fused RELU runs a slower kernel than a plain one (edgekit.profile.costmodel.CLAMPS):
     # residual blocks end in one (Keras ResNet's ADD+RELU, MediaPipe's ADD -> RELU)
     add("add_relu_56x32", "ADD", (1, 56, 56, 32), repeat=4, activation=True)
