@@ -26,7 +26,6 @@ import os
 import sys
 from pathlib import Path
 
-import flatbuffers
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,11 +36,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 def isolated(data: bytes, index: int, static: set[int], clamp: int | None = None) -> bytes:
     """Op `index` of the model as a model of its own, with the ops that make its constant inputs;
     clamp: the index of a RELU that XNNPACK fuses into it, which comes along (its output is the model's)."""
-    from edgekit.tflite.reader import TFLITE_IDENTIFIER, schema
+    from profile_prefix import packed, unpacked
 
-    s = schema()
-    model = s.ModelT.InitFromObj(s.Model.GetRootAs(data, 0))
-    sg = model.subgraphs[0]
+    model, sg = unpacked(data)
     target = sg.operators[index]
     producer = {int(t): op for op in sg.operators for t in op.outputs}
     kept: list = []
@@ -64,9 +61,7 @@ def isolated(data: bytes, index: int, static: set[int], clamp: int | None = None
     sg.operators = kept + [target] + ([last] if clamp is not None else [])
     sg.inputs = np.array(inputs, dtype=np.int32)
     sg.outputs = np.array([int(t) for t in last.outputs], dtype=np.int32)
-    builder = flatbuffers.Builder(1 << 20)
-    builder.Finish(model.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
-    return bytes(builder.Output())
+    return packed(model)
 
 
 def main() -> None:

@@ -27,22 +27,34 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def unpacked(data: bytes):
+    """The model in object form and its subgraph 0 (operators, inputs, outputs), to cut it smaller."""
+    from edgekit.tflite.reader import schema
+
+    s = schema()
+    model = s.ModelT.InitFromObj(s.Model.GetRootAs(data, 0))
+    return model, model.subgraphs[0]
+
+
+def packed(model) -> bytes:
+    """An object-form model (unpacked) as .tflite bytes again."""
+    from edgekit.tflite.reader import TFLITE_IDENTIFIER
+
+    builder = flatbuffers.Builder(1 << 20)
+    builder.Finish(model.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
+    return bytes(builder.Output())
+
+
 def prefix(data: bytes, k: int, static: set[int]) -> bytes:
     """The model's first k ops as a model of their own. static: tensors the graph reader takes as
     constants - weights dequantized or densified at load (fp16 and sparse models) are never a prefix's
     outputs: XNNPACK takes them as static and refuses to plan a model that exports them."""
-    from edgekit.tflite.reader import TFLITE_IDENTIFIER, schema
-
-    s = schema()
-    model = s.ModelT.InitFromObj(s.Model.GetRootAs(data, 0))
-    sg = model.subgraphs[0]
+    model, sg = unpacked(data)
     kept, rest = sg.operators[:k], sg.operators[k:]
     produced = {int(t) for op in kept for t in op.outputs}
     needed = {int(t) for op in rest for t in op.inputs if t >= 0} | {int(t) for t in sg.outputs}
     sg.operators, sg.outputs = kept, np.array(sorted((produced & needed) - static), dtype=np.int32)
-    builder = flatbuffers.Builder(1 << 20)
-    builder.Finish(model.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
-    return bytes(builder.Output())
+    return packed(model)
 
 
 class Invoke:

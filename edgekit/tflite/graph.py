@@ -132,16 +132,23 @@ def _read_graph(data: bytes, origin: str) -> Graph:
 _POOLS = {"AVERAGE_POOL_2D", "MAX_POOL_2D", "L2_POOL_2D"}
 
 
+def _builtin_options(op, table: str):
+    """The op's builtin options read as schema table `table` (Pool2DOptions, AddOptions, ...), or
+    None when the op has none."""
+    data = op.BuiltinOptions()
+    if data is None:
+        return None
+    opts = getattr(schema(), table)()
+    opts.Init(data.Bytes, data.Pos)
+    return opts
+
+
 def _pool_window(op) -> int:
     """Filter height x width of a pooling op (its Pool2DOptions), 1 when the options are missing.
     A 3x3 stride-1 pool reads 9 values per output where a 3x3 stride-2 one reads 9 per 4 inputs:
     costed by values alone, Inception's and NASNet's stride-1 pools came out ~4x too cheap."""
-    table = op.BuiltinOptions()
-    if table is None:
-        return 1
-    opts = schema().Pool2DOptions()
-    opts.Init(table.Bytes, table.Pos)
-    return max(1, int(opts.FilterHeight()) * int(opts.FilterWidth()))
+    opts = _builtin_options(op, "Pool2DOptions")
+    return 1 if opts is None else max(1, int(opts.FilterHeight()) * int(opts.FilterWidth()))
 
 
 # binary elementwise ops whose options carry a fused activation, and those options' table name
@@ -150,12 +157,8 @@ _ACTIVATION_OPTIONS = {"ADD": "AddOptions", "SUB": "SubOptions", "MUL": "MulOpti
 
 def _fused_activation(op, options: str) -> bool:
     """Whether the op's options fuse an activation (any but NONE) into its output."""
-    table = op.BuiltinOptions()
-    if table is None:
-        return False
-    opts = getattr(schema(), options)()
-    opts.Init(table.Bytes, table.Pos)
-    return int(opts.FusedActivationFunction()) != 0
+    opts = _builtin_options(op, options)
+    return opts is not None and int(opts.FusedActivationFunction()) != 0
 
 
 def _fold_constant_dequantize(raw_ops: list[tuple], tensors: list[Tensor]) -> set[int]:
