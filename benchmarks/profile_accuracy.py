@@ -86,6 +86,18 @@ def networks() -> dict[str, Path]:
     return nets
 
 
+def cpu_name() -> str:
+    """The host's CPU as /proc/cpuinfo names it, with its family and model numbers: a virtual machine's
+    "AMD EPYC" alone does not say which generation (run 37 came on a Zen 1, 4-7x slower than the host of
+    the runs before it, which they did not record)."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines() if ":" in line)
+    except OSError:
+        return "unknown"
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    return f"{fields.get('model name', '?')} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
+
+
 def main() -> None:
     from edgekit.emulator import estimate
     from edgekit.tflite.graph import read_graph
@@ -119,7 +131,7 @@ def main() -> None:
     if args.raw:
         from profile_refit import save_raw
         save_raw(args.raw, samples, refs, {**{k: (p, "test") for k, p in nets.items()}, **{k: (p, "dev") for k, p in dev.items()}},
-                 {"load_avg_before": load_before, "load_avg_after": load_after, "wall_seconds": wall,
+                 {"cpu": cpu_name(), "load_avg_before": load_before, "load_avg_after": load_after, "wall_seconds": wall,
                   "probe_seconds": probe_seconds, "rounds": args.rounds})
     dev_refs = {key: ref for key, ref in refs.items() if key[0] in dev}
     refs = {key: ref for key, ref in refs.items() if key[0] in nets}

@@ -69,6 +69,11 @@ def load_raw(path: Path) -> tuple[list[dict], list[dict], dict]:
     doc = json.loads(text)
     for net in doc["networks"]:  # stored relative to the checkout (or absolute, from older runs)
         net["path"] = str(ROOT / net["path"])
+    # a network another benchmark builds (benchmarks/.cache) may not be built in this checkout yet
+    missing = sorted({net["network"] for net in doc["networks"] if not Path(net["path"]).exists()})
+    if missing:
+        print(f"{path}: {len(missing)} networks not built here, left out: {', '.join(missing)}", file=sys.stderr)
+        doc["networks"] = [net for net in doc["networks"] if net["network"] not in missing]
     by_name = {p.name: p for p in SUITE}
     # probes the suite has since dropped or redrawn are left out: the fit sees what `profile run` would time
     changed = {s["probe"] for s in doc["probes"] if s.get("spec") and s["probe"] in by_name and s["spec"] != spec(by_name[s["probe"]])}
@@ -136,18 +141,40 @@ def refit(raw: Path, set_name: str, statistic: str) -> list[dict]:
     return evaluate(samples, [n for n in networks if set_name == "all" or n["set"] == set_name], statistic)
 
 
-def stability(runs: dict[str, list[dict]]) -> dict:
+def noise_sources(measured: np.ndarray, estimated: np.ndarray) -> dict:
+    """Where the run-to-run noise of the errors comes from. measured, estimated: ms, one row per network,
+    one column per run. The host's speed of the day (the median over networks of how much slower than
+    its own mean each one ran) is taken out of both, what is left is each side's own noise: the
+    networks' (the host's noise within a run) and the estimates' (the fit's instability on that run's
+    probes). The share within +-10 % with stable estimates (each network's estimate fixed at its median
+    over the runs, moved only by the host's speed of the day) is what a fit that no probe noise reached
+    would score, misses and all."""
+    log_m, log_e = np.log(measured), np.log(estimated)
+    speed = np.median(log_m - log_m.mean(axis=1, keepdims=True), axis=0)
+    stable = np.median(log_e - speed, axis=1, keepdims=True) + speed
+    return {"median_measured_sd_pct": round(float(np.median((log_m - speed).std(axis=1))) * 100, 1),
+            "median_estimate_sd_pct": round(float(np.median((log_e - speed).std(axis=1))) * 100, 1),
+            "within_10pct_stable_estimate": [round(float(x), 3) for x in
+                                             (np.abs(np.exp(stable - log_m) - 1) <= 0.10).mean(axis=0)]}
+
+
+def stability(runs: dict[str, list[dict]], statistic: str = "min_median") -> dict:
     """Per set and thread count: each network's error in every run, its bias (mean) and noise (standard
     deviation over the runs), and the share within +-10 % as measured per run, with biases removed and
-    with noise removed. runs: run name -> evaluate()'s cases (the same networks in each)."""
+    with noise removed; and where the noise comes from (noise_sources). runs: run name -> evaluate()'s
+    cases (the same networks in each)."""
     errors: dict[tuple, dict[str, float]] = {}
+    times: dict[tuple, dict[str, tuple[float, float]]] = {}
     for name, cases in runs.items():
         for c in cases:
-            errors.setdefault((c["set"], c["threads"], c["network"]), {})[name] = 100 * c["error"]
+            key = (c["set"], c["threads"], c["network"])
+            errors.setdefault(key, {})[name] = 100 * c["error"]
+            times.setdefault(key, {})[name] = (c[f"{statistic}_ms"], c["estimate_ms"])
     out = {}
     for set_name, threads in sorted({k[:2] for k in errors}):
         nets = {k[2]: v for k, v in errors.items() if k[:2] == (set_name, threads) and len(v) == len(runs)}
         table = np.array([[v[r] for r in runs] for v in nets.values()])
+        pairs = np.array([[times[(set_name, threads, n)][r] for r in runs] for n in nets])
         bias = table.mean(axis=1, keepdims=True)
         out[f"{set_name}/{threads}"] = {
             "networks": {n: {"errors_pct": [round(v[r], 1) for r in runs], "bias_pct": round(float(b), 1),
@@ -157,7 +184,8 @@ def stability(runs: dict[str, list[dict]]) -> dict:
             "within_10pct_bias_removed": [round(float(x), 3) for x in (abs(table - bias) <= 10).mean(axis=0)],
             "within_10pct_noise_removed": round(float((abs(bias) <= 10).mean()), 3),
             "median_noise_sd_pct": round(float(np.median(table.std(axis=1))), 1),
-            "median_abs_bias_pct": round(float(np.median(abs(bias))), 1)}
+            "median_abs_bias_pct": round(float(np.median(abs(bias))), 1),
+            **noise_sources(pairs[:, :, 0], pairs[:, :, 1])}
     return out
 
 
@@ -168,6 +196,9 @@ def stability_lines(result: dict, runs: list[str]) -> list[str]:
                      f"bias removed {' '.join(f'{100 * x:.0f}%' for x in r['within_10pct_bias_removed'])}; "
                      f"noise removed {100 * r['within_10pct_noise_removed']:.0f}%; median |bias| "
                      f"{r['median_abs_bias_pct']}%, median noise sd {r['median_noise_sd_pct']}%")
+        lines.append(f"  noise, the host's speed of the day taken out: networks sd {r['median_measured_sd_pct']}%, "
+                     f"estimates sd {r['median_estimate_sd_pct']}%; within +-10 % with stable estimates "
+                     f"{' '.join(f'{100 * x:.0f}%' for x in r['within_10pct_stable_estimate'])}")
         lines.append(f"  {'network':<40} {' '.join(f'{n[:7]:>7}' for n in runs)}    bias  noise")
         for n, v in sorted(r["networks"].items(), key=lambda kv: -abs(kv[1]["bias_pct"])):
             lines.append(f"  {n:<40} {' '.join(f'{e:+7.1f}' for e in v['errors_pct'])} {v['bias_pct']:+7.1f} {v['noise_sd_pct']:6.1f}")
@@ -189,7 +220,7 @@ def main() -> None:
         for i, raw in enumerate(args.raw, 1):
             print(f"[{i}/{len(args.raw)}] re-fitting {raw.name}", file=sys.stderr, flush=True)
             runs[raw.name.split(".")[0]] = refit(raw, args.set, args.statistic)
-        result = stability(runs)
+        result = stability(runs, args.statistic)
         print("\n".join(stability_lines(result, list(runs))))
         if args.json:
             args.json.write_text(json.dumps({"runs": list(runs), "statistic": args.statistic, **result}, indent=1))
