@@ -546,7 +546,7 @@ def test_float_clamps_fuse_into_the_op_before_them_as_xnnpack_fuses_them():
 
 def test_a_clamped_float_add_is_measured_and_costed_dearer_than_a_plain_one():
     """This runtime's float ADD with a fused RELU runs a slower kernel than a plain ADD (1.5-3x at
-    56x56x32 on the AVX-512 host it was found on): the suite's clamped ADD probes measure it, and a fit
+    56x56x32 on the host it was found on): the suite's clamped ADD probes measure it, and a fit
     with them prices a residual block's ADD -> RELU (the RELU fused) above the plain ADD of the same
     shape. (On a Zen 1 host the fit on these few probes gives the plain ADD's time to the input and
     output terms and prices it at 0: the clamped one must still cost something.)"""
@@ -569,7 +569,7 @@ def test_a_clamped_float_add_is_measured_and_costed_dearer_than_a_plain_one():
 def test_a_per_channel_mul_is_costed_from_the_chained_broadcast_probes():
     """A MUL of a feature map by a per-channel vector (DenseNet's batch-norm scale, an SE gate) is a
     kind of its own, a scalar factor is not; the chained broadcast probes measure it dearer per value
-    than a same-shape MUL (~3x on the AVX-512 host it was found on, 1.2-1.3x on a Zen 1), and a fit
+    than a same-shape MUL (~3x on the host it was found on, 1.2-1.3x on a Zen 1), and a fit
     with them estimates an unseen DenseNet-like block of such MULs within 30 % where the same-shape
     MUL line is far too cheap."""
     from edgekit.profile.run import fit_threads, measure
@@ -612,7 +612,6 @@ def test_a_per_channel_mul_is_costed_from_the_chained_broadcast_probes():
     same_shape = {k: c for k, c in coefs.items() if not k.startswith("MUL_broadcast")}
     old_ops = costmodel.predict_seconds_terms(costmodel.graph_terms(graph, cache), same_shape) * 1e3 - glob
     assert old_ops < (measured - glob) / 1.5
-
 
 
 # -- kernel models (edgekit.profile.opmodel) ----------------------------------------------------------
