@@ -566,6 +566,69 @@ def test_a_clamped_float_add_is_measured_and_costed_dearer_than_a_plain_one():
     assert op_seconds(["ADD+RELU"]) > 0
 
 
+
+def _padded(precision: str, pad: str, after: str, h: int = 56, c: int = 16) -> bytes:
+    """A PAD ("border": one pixel around, "channels": 4 more channels) read by `after`: "dw" a VALID 3x3
+    depthwise convolution, "dw+add" that and an ADD (two readers), "add" an ADD alone, "out" nothing
+    (the pad is the model's output); "same" is the SAME depthwise convolution without a pad."""
+    from edgekit.profile.probes import VALID, SAME, _Builder
+
+    b = _Builder(precision, 0)
+    s = b.s
+    x = y = b.act([1, h, h, c])
+    if pad != "none":
+        border, extra = (1, 0) if pad == "border" else (0, 4)
+        pads = b.tensor([4, 2], "int32", np.array([[0, 0], [border] * 2, [border] * 2, [0, extra]], np.int32))
+        y = b.act([1, h + 2 * border, h + 2 * border, c + extra])
+        b.op("PAD", [x, pads], [y], version=2 if b.int8 else 1)
+    outputs = [y] if after == "out" else []
+    if after in ("dw", "dw+add", "same"):
+        width = c + (4 if pad == "channels" else 0)
+        f, fs = b.weights([1, 3, 3, width], 3)
+        out = b.act([1, h, h, width])  # VALID after a 1-pixel border, SAME otherwise: h x h either way
+        opt = s.DepthwiseConv2DOptionsT()
+        opt.padding = VALID if pad == "border" else SAME
+        opt.strideH, opt.strideW, opt.depthMultiplier = 1, 1, 1
+        b.op("DEPTHWISE_CONV_2D", [y, f, b.bias(width, y, fs)], [out], "DepthwiseConv2DOptions", opt, 3 if b.int8 else 1)
+        outputs.append(out)
+    if after in ("add", "dw+add"):
+        out = b.act(list(b.tensors[y].shape))
+        b.op("ADD", [y, y], [out], "AddOptions", s.AddOptionsT(), 2 if b.int8 else 1)
+        outputs.append(out)
+    return b.finish([x], outputs)
+
+
+def test_a_border_pad_fuses_into_the_convolution_after_it_as_xnnpack_fuses_it():
+    """XNNPACK folds a PAD of height and width into the convolution that alone reads it: the model
+    PAD -> VALID depthwise runs in the time of the SAME depthwise alone (this runtime, fp32 and int8),
+    and the cost model charges such a pad nothing. A channel pad, a pad read twice or by another op,
+    and a pad that is the model's output are not folded."""
+    def fused(precision, pad, after):
+        graph = read_graph(_padded(precision, pad, after))
+        return [op.type for op in graph.ops if op.index in costmodel.pad_fusion(graph)]
+    for precision in ("fp32", "int8"):
+        assert fused(precision, "border", "dw") == ["PAD"]
+        assert fused(precision, "border", "dw+add") == []
+        assert fused(precision, "border", "add") == []
+        assert fused(precision, "border", "out") == []
+        assert fused(precision, "channels", "dw") == []
+    graph = read_graph(_padded("fp32", "border", "dw"))
+    assert [op.type for op in graph.ops if not costmodel.free(graph, op)] == ["DEPTHWISE_CONV_2D"]
+
+    from edgekit.profile.timing import Timed, pin_core
+    import tempfile
+    core, timers = pin_core(), {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, pad, after in (("pad+dw", "border", "dw"), ("same", "none", "same"), ("pad", "border", "out")):
+            path = Path(tmp) / f"{name.replace('+', '_')}.tflite"
+            path.write_bytes(_padded("fp32", pad, after, h=112, c=32))
+            timers[name] = Timed(path, 1, core, invoke_only=True)
+        for _ in range(3):
+            for t in timers.values():
+                t.block(0.1)
+    ms = {name: t.stats()["min_median_ms"] for name, t in timers.items()}
+    assert ms["pad+dw"] < ms["same"] + 0.5 * ms["pad"], ms
+
 def test_a_per_channel_mul_is_costed_from_the_chained_broadcast_probes():
     """A MUL of a feature map by a per-channel vector (DenseNet's batch-norm scale, an SE gate) is a
     kind of its own, a scalar factor is not; the chained broadcast probes measure it dearer per value
