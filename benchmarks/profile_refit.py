@@ -163,23 +163,20 @@ def stability(runs: dict[str, list[dict]], statistic: str = "min_median") -> dic
     deviation over the runs), and the share within +-10 % as measured per run, with biases removed and
     with noise removed; and where the noise comes from (noise_sources). runs: run name -> evaluate()'s
     cases (the same networks in each)."""
-    errors: dict[tuple, dict[str, float]] = {}
-    times: dict[tuple, dict[str, tuple[float, float]]] = {}
+    times: dict[tuple, dict[str, tuple[float, float]]] = {}  # (set, threads, network) -> run -> (measured, estimate)
     for name, cases in runs.items():
         for c in cases:
-            key = (c["set"], c["threads"], c["network"])
-            errors.setdefault(key, {})[name] = 100 * c["error"]
-            times.setdefault(key, {})[name] = (c[f"{statistic}_ms"], c["estimate_ms"])
+            times.setdefault((c["set"], c["threads"], c["network"]), {})[name] = (c[f"{statistic}_ms"], c["estimate_ms"])
     out = {}
-    for set_name, threads in sorted({k[:2] for k in errors}):
-        nets = {k[2]: v for k, v in errors.items() if k[:2] == (set_name, threads) and len(v) == len(runs)}
-        table = np.array([[v[r] for r in runs] for v in nets.values()])
-        pairs = np.array([[times[(set_name, threads, n)][r] for r in runs] for n in nets])
+    for set_name, threads in sorted({k[:2] for k in times}):
+        nets = {k[2]: v for k, v in times.items() if k[:2] == (set_name, threads) and len(v) == len(runs)}
+        pairs = np.array([[v[r] for r in runs] for v in nets.values()])
+        table = 100 * (pairs[:, :, 1] / pairs[:, :, 0] - 1)  # each case's error, as evaluate() gives it
         bias = table.mean(axis=1, keepdims=True)
         out[f"{set_name}/{threads}"] = {
-            "networks": {n: {"errors_pct": [round(v[r], 1) for r in runs], "bias_pct": round(float(b), 1),
+            "networks": {n: {"errors_pct": [round(float(e), 1) for e in row], "bias_pct": round(float(b), 1),
                              "noise_sd_pct": round(float(sd), 1)}
-                         for (n, v), b, sd in zip(nets.items(), bias[:, 0], table.std(axis=1))},
+                         for n, row, b, sd in zip(nets, table, bias[:, 0], table.std(axis=1))},
             "within_10pct_per_run": [round(float(x), 3) for x in (abs(table) <= 10).mean(axis=0)],
             "within_10pct_bias_removed": [round(float(x), 3) for x in (abs(table - bias) <= 10).mean(axis=0)],
             "within_10pct_noise_removed": round(float((abs(bias) <= 10).mean()), 3),

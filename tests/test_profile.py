@@ -566,11 +566,10 @@ def test_a_clamped_float_add_is_measured_and_costed_dearer_than_a_plain_one():
     assert op_seconds(["ADD+RELU"]) > 0
 
 
-
 def _padded(precision: str, pad: str, after: str, h: int = 56, c: int = 16) -> bytes:
     """A PAD ("border": one pixel around, "channels": 4 more channels) read by `after`: "dw" a VALID 3x3
     depthwise convolution, "dw+add" that and an ADD (two readers), "add" an ADD alone, "out" nothing
-    (the pad is the model's output); "same" is the SAME depthwise convolution without a pad."""
+    (the pad is the model's output); pad "none" with "same": the SAME depthwise convolution alone."""
     from edgekit.profile.probes import VALID, SAME, _Builder
 
     b = _Builder(precision, 0)
@@ -598,7 +597,7 @@ def _padded(precision: str, pad: str, after: str, h: int = 56, c: int = 16) -> b
     return b.finish([x], outputs)
 
 
-def test_a_border_pad_fuses_into_the_convolution_after_it_as_xnnpack_fuses_it():
+def test_a_border_pad_fuses_into_the_convolution_after_it_as_xnnpack_fuses_it(tmp_path):
     """XNNPACK folds a PAD of height and width into the convolution that alone reads it: the model
     PAD -> VALID depthwise runs in the time of the SAME depthwise alone (this runtime, fp32 and int8),
     and the cost model charges such a pad nothing. A channel pad, a pad read twice or by another op,
@@ -616,18 +615,17 @@ def test_a_border_pad_fuses_into_the_convolution_after_it_as_xnnpack_fuses_it():
     assert [op.type for op in graph.ops if not costmodel.free(graph, op)] == ["DEPTHWISE_CONV_2D"]
 
     from edgekit.profile.timing import Timed, pin_core
-    import tempfile
     core, timers = pin_core(), {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, pad, after in (("pad+dw", "border", "dw"), ("same", "none", "same"), ("pad", "border", "out")):
-            path = Path(tmp) / f"{name.replace('+', '_')}.tflite"
-            path.write_bytes(_padded("fp32", pad, after, h=112, c=32))
-            timers[name] = Timed(path, 1, core, invoke_only=True)
-        for _ in range(3):
-            for t in timers.values():
-                t.block(0.1)
+    for name, pad, after in (("pad+dw", "border", "dw"), ("same", "none", "same"), ("pad", "border", "out")):
+        path = tmp_path / f"{name.replace('+', '_')}.tflite"
+        path.write_bytes(_padded("fp32", pad, after, h=112, c=32))
+        timers[name] = Timed(path, 1, core, invoke_only=True)
+    for _ in range(3):
+        for t in timers.values():
+            t.block(0.1)
     ms = {name: t.stats()["min_median_ms"] for name, t in timers.items()}
     assert ms["pad+dw"] < ms["same"] + 0.5 * ms["pad"], ms
+
 
 def test_a_per_channel_mul_is_costed_from_the_chained_broadcast_probes():
     """A MUL of a feature map by a per-channel vector (DenseNet's batch-norm scale, an SE gate) is a

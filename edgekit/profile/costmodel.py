@@ -15,6 +15,7 @@ its per-op times per thread family (fit_scaled, below). numpy only: this runs on
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -86,29 +87,43 @@ CLAMPED_KINDS = {"ADD", "SUB", "MUL"}
 CLAMPED_SUFFIX = "_clamped"
 
 
-def clamp_fusion(graph: Graph) -> tuple[frozenset, frozenset]:
-    """(float clamp ops fused into their producer, float ops that clamp their output) by op index;
-    computed once per graph (kind() asks for every op)."""
-    cached = graph.__dict__.get("_clamp_fusion")
-    if cached is not None:
-        return cached
-    producer = {t: op for op in graph.ops for t in op.outputs}
-    readers: dict[int, int] = {}
+def _once_per_graph(fusion):
+    """Compute fusion(graph) once and keep it on the graph object: kind() and free() ask for every op."""
+    key = f"_{fusion.__name__}"
+
+    @functools.wraps(fusion)
+    def cached(graph: Graph):
+        if key not in graph.__dict__:
+            graph.__dict__[key] = fusion(graph)
+        return graph.__dict__[key]
+    return cached
+
+
+def _readers(graph: Graph) -> dict[int, list[Op]]:
+    """Tensor index -> the ops that read it (what a fusion asks: does one op alone read this?)."""
+    readers: dict[int, list[Op]] = {}
     for op in graph.ops:
         for t in op.inputs:
-            readers[t] = readers.get(t, 0) + 1
+            readers.setdefault(t, []).append(op)
+    return readers
+
+
+@_once_per_graph
+def clamp_fusion(graph: Graph) -> tuple[frozenset, frozenset]:
+    """(float clamp ops fused into their producer, float ops that clamp their output) by op index."""
+    producer = {t: op for op in graph.ops for t in op.outputs}
+    readers = _readers(graph)
     fused, clamping = set(), {op.index for op in graph.ops if op.activation and op.precision != "int8"}
     for op in graph.ops:
         if op.type not in CLAMPS or op.precision == "int8" or not op.inputs:
             continue
         source = producer.get(op.inputs[0])
         if (source is not None and COSTED_CUSTOM_OPS.get(source.type, source.type) in CLAMPING_PRODUCERS
-                and source.precision != "int8" and readers.get(op.inputs[0]) == 1
+                and source.precision != "int8" and len(readers.get(op.inputs[0], [])) == 1
                 and op.inputs[0] not in graph.outputs):
             fused.add(op.index)
             clamping.add(source.index)
-    graph.__dict__["_clamp_fusion"] = result = (frozenset(fused), frozenset(clamping))
-    return result
+    return frozenset(fused), frozenset(clamping)
 
 
 def kind(graph: Graph, op: Op, op_models: dict | None = None) -> str:
@@ -260,15 +275,10 @@ def shape_math(graph: Graph, op: Op) -> bool:
 PADDED_BY = {"CONV_2D", "DEPTHWISE_CONV_2D"}
 
 
+@_once_per_graph
 def pad_fusion(graph: Graph) -> frozenset:
-    """PAD ops XNNPACK folds into the convolution after them, by op index; computed once per graph."""
-    cached = graph.__dict__.get("_pad_fusion")
-    if cached is not None:
-        return cached
-    readers: dict[int, list[Op]] = {}
-    for op in graph.ops:
-        for t in op.inputs:
-            readers.setdefault(t, []).append(op)
+    """PAD ops XNNPACK folds into the convolution after them, by op index."""
+    readers = _readers(graph)
     fused = set()
     for op in graph.ops:
         if op.type != "PAD" or not op.inputs or not op.outputs:
@@ -279,8 +289,7 @@ def pad_fusion(graph: Graph) -> frozenset:
         if (spatial and len(after) == 1 and after[0].type in PADDED_BY and after[0].inputs[0] == op.outputs[0]
                 and op.outputs[0] not in graph.outputs):
             fused.add(op.index)
-    graph.__dict__["_pad_fusion"] = result = frozenset(fused)
-    return result
+    return frozenset(fused)
 
 
 def free(graph: Graph, op: Op) -> bool:
