@@ -375,6 +375,43 @@ def test_mediapipe_transposed_convolution_is_costed_as_the_builtin_the_delegate_
     assert any(p.op == "TRANSPOSE_CONV" and p.precision == precision for p in SUITE for precision in ("fp32", "int8"))
 
 
+def test_a_transposed_convolution_is_priced_in_the_output_tiles_of_the_convolution_kernels(tmp_path):
+    """XNNPACK runs a stride-2 transposed convolution as 2x2 sub-convolutions on its GEMM kernels, so
+    an output narrower than the kernels' NR columns costs a whole tile: on this runtime a 2x2
+    deconvolution to 1 channel takes most of what one to 8 channels takes (raw multiply-accumulates
+    say 1/8; measured on a Zen 1: 694 vs 697 us). With the device's convolution tiles known (its kernel
+    models), the kind is priced in tiled multiply-accumulates and output pixels."""
+    graph = read_graph((Path(__file__).parent / "data" / "selfie_segmentation.tflite").read_bytes())
+    op = next(op for op in graph.ops if op.type == "Convolution2DTransposeBias")
+    models = {"CONV_2D/fp32": {"tiles": [1, 8, 1]}}
+    assert costmodel.kind(graph, op) == "TRANSPOSE_CONV/fp32"  # no kernel model: raw multiply-accumulates
+    assert costmodel.kind(graph, op, models) == "TRANSPOSE_CONV_tiled/fp32"
+    assert costmodel.family("TRANSPOSE_CONV_tiled/fp32") == costmodel.TRANSPOSED_FEATURES
+    assert costmodel.thread_family(graph, op) == "transposed/fp32"
+    # 128x128x16 -> 256x256x1, 2x2 stride 2: four sub-convolutions of 128x128 pixels, one tap each
+    assert costmodel.transposed_work(graph, op, (1, 1, 1)) == (op.macs, 256 * 256)
+    assert costmodel.transposed_work(graph, op, (1, 8, 1)) == (8 * op.macs, 256 * 256)
+    assert costmodel.transposed_work(graph, op, (1, 8, 32))[0] == 8 * 2 * op.macs  # 16 inputs padded to 32
+    assert costmodel.transposed_work(graph, op, (3, 8, 1))[1] == 4 * 128 * 129  # rows of 128 in tiles of 3
+    features = costmodel.op_features(graph, op, costmodel.TRANSPOSED_FEATURES, models)
+    assert list(features) == [1.0, 8 * op.macs, 256 * 256, op.bytes_weights]
+    # 3x3 stride 2: sub-kernels of 2x2, 2x1, 1x2 and 1x1 taps use each of the 9 taps once
+    three = read_graph(build(Probe("t", "TRANSPOSE_CONV", "fp32", (1, 16, 16, 8), cout=8, kernel=3, stride=2)))
+    assert costmodel.transposed_work(three, three.ops[0], (1, 1, 1)) == (32 * 32 * 8 * 9 * 8 / 4, 32 * 32)
+
+    from edgekit.profile.timing import Timed, pin_core
+    core, timers = pin_core(), {}
+    for cout in (1, 8):
+        path = tmp_path / f"to{cout}.tflite"
+        path.write_bytes(build(Probe(f"to{cout}", "TRANSPOSE_CONV", "fp32", (1, 64, 64, 16), cout=cout, kernel=2, stride=2)))
+        timers[cout] = Timed(path, 1, core, invoke_only=True)
+    for _ in range(3):
+        for t in timers.values():
+            t.block(0.1)
+    ms = {cout: t.stats()["min_median_ms"] for cout, t in timers.items()}
+    assert ms[1] > 0.5 * ms[8], ms
+
+
 def test_an_unmeasured_reference_kernel_op_is_costed_like_the_measured_ones():
     """An int8 op the delegate leaves out that no probe measured (a lone RELU6) takes the median of the
     measured reference-kernel kinds, not of all elementwise kinds (mostly delegated, 10-300x cheaper)."""

@@ -33,6 +33,14 @@ FC_FEATURES = ("ops", "macs", "weight_bytes")
 # at every shape measured, so two probes per precision fix it; with the five convolution features,
 # two probes left the fit free to pick a per-pixel cost (NASNet fp32 estimated -15 % in some runs, +200 % in others)
 MULTIPASS_FEATURES = ("ops", "macs")
+# A transposed convolution, once the device's convolution kernels are known (a profile with kernel
+# models): multiply-accumulates in their tiles (transposed_work) and output pixels. XNNPACK runs it on
+# the convolution GEMMs, so an output narrower than their NR columns costs a whole tile, and each output
+# pixel costs much besides: 2x2 stride-2 fp32 deconvolutions of 64x64x16 take 694, 697, 760 and 1186 us
+# to 1, 8, 16 and 32 channels here (NR 8; raw multiply-accumulates say 1:8:16:32). Priced by raw ones,
+# the portrait selfie segmenter's 16 -> 1 channel mask layer was 0.59x its time alone (1.63 of 2.76 ms).
+TRANSPOSED_FEATURES = ("ops", "tiled_macs", "pixels", "weight_bytes")
+TILED_TRANSPOSED = "TRANSPOSE_CONV_tiled"
 ELEMENTWISE_FEATURES = ("ops", "values")
 # a kind the device's kernel grid models (edgekit.profile.opmodel): its op time as that model predicts
 # it for the op in isolation, scaled by one fitted factor (what being inside a network changes). Such
@@ -150,6 +158,8 @@ def kind(graph: Graph, op: Op, op_models: dict | None = None) -> str:
     precision = "int8" if op.precision == "int8" else "fp32"
     if op_models and f"{base}/{precision}" in op_models:
         return f"{base}{GRID_MARK}/{precision}"
+    if base == "TRANSPOSE_CONV" and op_models and f"CONV_2D/{precision}" in op_models:
+        return f"{TILED_TRANSPOSED}/{precision}"
     return f"{base}/{precision}"
 
 
@@ -184,6 +194,8 @@ def family(kind_name: str) -> tuple[str, ...]:
         return MODELLED_FEATURES
     if base == "DEPTHWISE_CONV_2D_multipass":
         return MULTIPASS_FEATURES
+    if base == TILED_TRANSPOSED:
+        return TRANSPOSED_FEATURES
     if base.startswith("CONV_2D") or base.startswith("DEPTHWISE_CONV_2D") or base == "TRANSPOSE_CONV":
         return CONV_FEATURES
     if base in ("FULLY_CONNECTED", "BATCH_MATMUL"):
@@ -196,9 +208,35 @@ def _pixels(graph: Graph, op: Op) -> float:
     return float(np.prod(out[:-1])) if len(out) > 1 else 1.0
 
 
+def transposed_work(graph: Graph, op: Op, tiles: tuple[int, int, int]) -> tuple[float, float]:
+    """(tiled multiply-accumulates, output pixels in rows of MR) of a transposed convolution as XNNPACK
+    runs it: with a stride above 1 and no larger than the kernel, stride x stride sub-convolutions, each
+    an indirect GEMM over its 1 / stride^2 of the output pixels (rows of out_w / stride in tiles of MR)
+    with its share of the kernel's taps (all sub-kernels together: every tap once), output channels in
+    tiles of NR and input channels padded to KR - the tiles of the device's CONV_2D kernel model, as
+    the same GEMM kernels run it (XNNPACK src/operators/deconvolution-nhwc.c)."""
+    mr, nr, kr = tiles
+    out = graph.tensors[op.outputs[0]].shape
+    x = graph.tensors[op.inputs[data_input(op.type)]].shape
+    w = graph.tensors[op.inputs[1]].shape
+    if len(out) != 4 or len(x) != 4 or len(w) != 4 or not x[1] or not x[2]:
+        return op.macs, _pixels(graph, op)
+    sh, sw = max(1, round(out[1] / x[1])), max(1, round(out[2] / x[2]))
+    if sh > w[1] or sw > w[2]:  # a stride beyond the kernel: one indirect GEMM over every output pixel
+        sh = sw = 1
+    rows = math.ceil(out[1] / sh) * math.ceil(out[2] / sw / mr) * mr  # per sub-convolution
+    columns = math.ceil(out[3] / nr) * nr
+    depth = w[1] * w[2] * math.ceil(x[3] / kr) * kr  # summed over the sub-convolutions
+    return float(rows * columns * depth), float(rows * sh * sw)
+
+
 def op_features(graph: Graph, op: Op, names: tuple[str, ...], op_models: dict | None = None) -> np.ndarray:
     if names == MODELLED_FEATURES:
         return np.array([modelled_seconds(graph, op, op_models)])
+    if names == TRANSPOSED_FEATURES:
+        precision = "int8" if op.precision == "int8" else "fp32"
+        macs, outputs = transposed_work(graph, op, tuple(op_models[f"CONV_2D/{precision}"]["tiles"]))
+        return np.array([1.0, macs, outputs, op.bytes_weights])
     elements = op.elements or (op.bytes_in + op.bytes_out)
     if op.window > 1:  # a pool reads its window per output value (edgekit.tflite.graph._pool_window)
         out = graph.tensors[op.outputs[0]].shape if op.outputs else ()
@@ -527,6 +565,12 @@ def fallback(coefs: dict, kind_name: str) -> dict[str, float]:
     base, precision = kind_name.split("/")[0], kind_name.split("/")[-1]
     if base.endswith(GRID_MARK):  # no suite probe of this kind: the kernel model's time as it is
         return {"modelled": 1.0}
+    if base == TILED_TRANSPOSED and coefs.get(f"TRANSPOSE_CONV/{precision}"):
+        # a profile written before the tiled form: its rates, each multiply-accumulate of a tile at the raw
+        # per-MAC one (dearer than then for outputs narrower than NR; its activation-bytes term is left out)
+        c = coefs[f"TRANSPOSE_CONV/{precision}"]
+        return {"ops": c.get("ops", 0.0), "tiled_macs": c.get("macs", 0.0), "pixels": c.get("pixels", 0.0),
+                "weight_bytes": c.get("weight_bytes", 0.0)}
     if base == "MUL_broadcast" and coefs.get(f"MUL/{precision}"):
         return coefs[f"MUL/{precision}"]  # a profile written before the split: as it then was
     if base.endswith(CLAMPED_SUFFIX) and coefs.get(f"{base.removesuffix(CLAMPED_SUFFIX)}/{precision}"):
@@ -597,7 +641,7 @@ def thread_family(graph: Graph, op: Op) -> str:
     if not delegated(graph, op):
         return "reference"
     base, precision = kind(graph, op).split("/")
-    if base == "TRANSPOSE_CONV":
+    if base.startswith("TRANSPOSE_CONV"):
         return f"transposed/{precision}"
     if base.startswith("CONV_2D") or base in ("FULLY_CONNECTED", "BATCH_MATMUL"):
         return f"gemm/{precision}"
