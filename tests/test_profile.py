@@ -785,6 +785,31 @@ def test_kernel_model_finds_a_wider_kernel_for_wide_layers():
         assert price[c] == pytest.approx(device(d), rel=0.02), c
 
 
+def test_kernel_model_finds_a_narrow_kernel_for_narrow_layers():
+    """A device like a Zen 1's fp32 convolutions: an 8-wide kernel up to 8 output channels, a 16-wide
+    one above whose columns cost 1.25x (measured, 3x3 28x28x32: 8 channels 123 us, 16: 250, 24 and 32:
+    503, 64: 996). The fit finds the 16-wide kernel among the wider ones, so 24 channels cost what 32
+    do - three 8-wide tiles priced MediaPipe's 24-channel face detector stem at 0.68x its time."""
+    from edgekit.profile import opmodel
+    from edgekit.profile.probes import GRID
+
+    def dims(p):
+        g = read_graph(build(p))
+        return opmodel.dims(g, g.ops[0])
+
+    def device(d):
+        return float(np.dot([2e-6, 2e-12, 0, 0, 0], opmodel.features("CONV_2D", "fp32", d, (4, 8, 1), (16, 1.25))))
+
+    shapes = [dims(p) for p in GRID if p.op == "CONV_2D" and p.kernel > 1 and p.precision == "fp32"]
+    entry = opmodel.fit_kind("CONV_2D", "fp32", shapes, [device(d) for d in shapes])
+    assert tuple(entry["tiles"]) == (4, 8, 1) and entry["wide"] == [16, 1.25]
+    layer = {c: dims(Probe("u", "CONV_2D", "fp32", (1, 28, 28, 32), cout=c, kernel=3)) for c in (8, 16, 24, 32, 40, 64)}
+    price = {c: opmodel.predict(entry, "CONV_2D", "fp32", d) for c, d in layer.items()}
+    assert price[24] == pytest.approx(price[32], rel=0.02) and price[16] > 1.5 * price[8]
+    for c, d in layer.items():
+        assert price[c] == pytest.approx(device(d), rel=0.02), c
+
+
 def test_quick_profile_models_kernels_from_its_grid(quick_profile, artifacts):
     """The kernel grid is timed at one thread only and gives every modelled kind a model; those kinds'
     suite coefficients are one factor on the model's time, and an estimate's convolutions cost exactly
