@@ -94,6 +94,8 @@ def test_emulate_refuses_a_thread_count_not_profiled(quick_profile, artifacts):
     (lambda d: d["threads"]["1"]["op_models"]["CONV_2D/fp32"].update(tiles=[10 ** 400, 1, 1]), "'threads.1.op_models'"),
     (lambda d: d["threads"]["1"]["op_models"]["CONV_2D/fp32"].update(wide=[32, -0.5]), "'threads.1.op_models'"),
     (lambda d: d["threads"]["1"]["op_models"]["CONV_2D/fp32"].update(wide="32"), "'threads.1.op_models'"),
+    (lambda d: d["threads"]["1"].update(spill={"threshold": -1.0, "excess": True}), "'threads.1.spill'"),
+    (lambda d: d["threads"]["1"].update(spill={"threshold": 1.0, "excess": "yes"}), "'threads.1.spill'"),
 ])
 def test_wrong_profile_fields_are_one_line(quick_profile, artifacts, tmp_path, mutate, field):
     data = json.loads(quick_profile.read_text())
@@ -458,7 +460,9 @@ def test_a_profile_written_before_a_thread_family_scales_its_ops_as_it_then_did(
     data["threads"]["1"]["coefficients"]["TRANSPOSE_CONV/fp32"] = dict.fromkeys(costmodel.CONV_FEATURES, 0.0) | {"macs": 1e-9}
     scaling = data["threads"]["2"]["scaling"]
     for precision in ("fp32", "int8"):
-        scaling[f"transposed/{precision}"] = {"scaled": 1.0, "small": 0.0, "ops": 0.0}  # no speed-up
+        # a family of its own that prices them far from any GEMM scaling a quick fit may find (3x their
+        # one-thread time: with "no speed-up", a noisy fit's GEMM scaling near 1 made the two alike)
+        scaling[f"transposed/{precision}"] = {"scaled": 3.0, "small": 0.0, "ops": 0.0}
     other = tmp_path / "other.json"
     other.write_text(json.dumps(data))
     for precision in ("fp32", "int8"):
@@ -472,7 +476,7 @@ def test_a_profile_written_before_a_thread_family_scales_its_ops_as_it_then_did(
     ests = [run_cli("emulate", selfie, "--target", p, "--threads", "2", "--json") for p in (same, old, other)]
     assert all(r.exit_code == 0 for r in ests), ests[1].stderr
     same_ms, old_ms, other_ms = (json.loads(r.stdout)[0]["estimate_ms"] for r in ests)
-    assert same_ms == old_ms < other_ms - 0.1  # and a family of its own prices them (the 1 ms op unsplit)
+    assert same_ms == old_ms < other_ms - 0.1  # and a family of its own prices them (the 1 ms op, 3x)
 
 
 def test_more_threads_scale_the_one_thread_op_costs(two_thread_profile, artifacts):
@@ -852,6 +856,37 @@ def test_profile_without_kernel_models_keeps_the_linear_fit(artifacts, tmp_path)
     assert result.exit_code == 0, result.stderr
     [est] = json.loads(result.stdout)
     assert [o for o in est["ops"] if o["type"] == "CONV_2D" and o["ms"] > 0]
+
+
+def test_the_fit_finds_where_activations_spill_on_this_device():
+    """Spill rules: every op over half the cache pays for all the bytes it moves, or ops pay for the
+    bytes beyond the cache or beyond twice it (a 1-pixel pad of 64x64x24 fp32 moves 0.8 MB: over half
+    of a 512 KB L2 and over it, not over twice it; one of 14x14x256, 0.46 MB, only over half). The
+    one-thread fit keeps the rule its probes miss least: given probe times that follow one rule, it
+    finds that rule; a profile without a rule (written before) takes the first."""
+    from edgekit.profile import run
+
+    cache = 512 * 1024
+    pads = [read_graph(build(Probe("p", "PAD", "fp32", shape))) for shape in ((1, 64, 64, 24), (1, 14, 14, 256))]
+    for g in pads:
+        del g.ops[1:]  # the first pad of each chain alone
+    moved = [g.ops[0].bytes_in + g.ops[0].bytes_out for g in pads]
+    covered = {0: (0.0, 0.0)}
+    by_rule = [[costmodel.spilled_bytes(g, cache, covered, rule) for g in pads] for rule in costmodel.SPILL_RULES]
+    assert by_rule == [moved, [moved[0] - cache, 0.0], [0.0, 0.0]]
+    assert costmodel.spilled_bytes(pads[0], cache, covered) == moved[0]  # no rule: the first
+
+    probes = [p for p in SUITE if p.precision == "fp32" and not p.grid
+              and p.op in ("ADD", "MUL", "PAD", "HARD_SWISH", "LOGISTIC", "CONCATENATION", "RESHAPE")]
+    graphs = [read_graph(build(p)) for p in probes]
+    for truth in costmodel.SPILL_RULES:
+        samples, secs = [], []
+        for p, g in zip(probes, graphs):
+            values = sum(op.elements for op in g.ops if not costmodel.free(g, op))
+            spilled = costmodel.global_features(g, cache, spill=truth)[costmodel.GLOBAL_FEATURES.index("spilled_activation_bytes")]
+            samples.append({"probe": p.name, "graph": g, "cache_bytes": cache})
+            secs.append(2e-6 + 1e-10 * values + 3e-10 * spilled)
+        assert run.fit_spill(samples, secs, [1.0] * len(secs), None, None) == truth
 
 
 def test_kernel_models_own_the_filter_and_activation_sizes_the_grid_timed():

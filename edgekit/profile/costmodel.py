@@ -80,6 +80,18 @@ GEMM_TILE_PIXELS = 4
 # count measured (6x6, 7x7 and 9x9 alike). Costed as a kind of its own, fitted on probes with 7x7 kernels
 MAX_UNIPASS_DEPTHWISE_TAPS = 25
 DEFAULT_CACHE_BYTES = 1 << 20
+# Activations beyond the cache (spilled_bytes): an op whose input and output bytes together exceed a
+# threshold reads and writes them from the next cache level. Where that threshold lies, and whether an
+# op pays for all its bytes or for those beyond it, is the device's: on the host of runs 17-36 (2 MB
+# L2) every op over half the cache, all its bytes (development networks within +-10 %, runs 26-33, one
+# thread 91/94/85/79/64/79/61 % against 85/88/82/73/67/73/64 % for the bytes beyond the whole cache);
+# on the Zen 1 of runs 37-41 (512 KB L2: a 1-pixel pad of 64x64x24 fp32, 0.8 MB moved, costs 0.91 ns per
+# value, one of 14x14x256, 0.46 MB, 0.19) the bytes beyond it (one thread 97/97/94 -> 97/100/97 % at
+# twice the cache, two threads 94/88/85 -> 94/88/82 %, medians 2.9/3.3/3.0 -> 2.7/2.8/3.2 %). So the
+# one-thread fit tries each rule and keeps the one its probes miss least (edgekit.profile.run.fit_spill),
+# which picks those two on those hosts; a profile written before keeps the first.
+SPILL_RULES = ({"threshold": 0.5, "excess": False}, {"threshold": 1.0, "excess": True},
+               {"threshold": 2.0, "excess": True})
 FREE = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS", "SHAPE"}  # views: no data moved (class "view" in graph.py)
 # Float clamps. XNNPACK fuses a clamp into the op that produces its input when that op can clamp its own
 # output and nothing else reads it: a RELU after a convolution, a pool or another clamp costs nothing
@@ -266,8 +278,21 @@ def grid_covers(graph: Graph, op: Op, op_models: dict | None) -> tuple[float, fl
     return filters, GRID_ACTIVATION_BYTES
 
 
+def spilled_bytes(graph: Graph, cache_bytes: int, covered: dict, spill: dict | None = None) -> float:
+    """Activation bytes read and written beyond the cache under a spill rule (SPILL_RULES; None: the
+    first). An op the kernel grid models counts only beyond the activations the grid timed (covered)."""
+    rule = spill or SPILL_RULES[0]
+    limit = rule["threshold"] * cache_bytes
+    total = 0.0
+    for op in graph.ops:
+        moved = op.bytes_in + op.bytes_out
+        if op.costed and op.op_class != "view" and moved > max(limit, covered[op.index][1]):
+            total += moved - limit if rule["excess"] else moved
+    return total
+
+
 def global_features(graph: Graph, cache_bytes: int, curve: list | None = None,
-                    op_models: dict | None = None) -> np.ndarray:
+                    op_models: dict | None = None, spill: dict | None = None) -> np.ndarray:
     """Whole-model features. With op_models, an op the kernel grid models counts as swept or spilled
     only beyond the filter and activation sizes the grid timed: its price holds the rest, and
     counting it again charged MobileNetV1 fp32's 1 MB 14x14 layers ~1 ms more at two threads.
@@ -289,11 +314,9 @@ def global_features(graph: Graph, cache_bytes: int, curve: list | None = None,
     swept = sum(op.bytes_weights * math.ceil(_pixels(graph, op) / GEMM_TILE_PIXELS)
                 for op in gemm if op.bytes_weights > max(cache_bytes / 2, covered[op.index][0]))
     q_in, q_out = count(graph.inputs, True), count(graph.outputs, True)
-    # an op whose input and output together overflow half the cache (the filter lives there too) reads
-    # and writes them from the next level: big fp32 activations of the expand layers in a network
-    spilled = sum(op.bytes_in + op.bytes_out for op in graph.ops
-                  if op.costed and op.op_class != "view"
-                  and op.bytes_in + op.bytes_out > max(cache_bytes / 2, covered[op.index][1]))
+    # an op whose input and output overflow the cache reads and writes them from the next level: big
+    # fp32 activations of the expand layers in a network (SPILL_RULES)
+    spilled = spilled_bytes(graph, cache_bytes, covered, spill)
     return np.array([1.0, 1.0 if q_in or q_out else 0.0, count(graph.inputs, False), q_in,
                      count(graph.outputs, False), q_out, cold, swept, spilled, partitions(graph),
                      boundary_values(graph)])
@@ -458,14 +481,14 @@ def transferable(residuals: list | None) -> list | None:
 
 
 def op_rows(graph: Graph, cache_bytes: int = DEFAULT_CACHE_BYTES, curve: list | None = None,
-            op_models: dict | None = None):
+            op_models: dict | None = None, spill: dict | None = None):
     """The global features and, per costed op, (kind, features, shape key): what terms sum."""
     ops = []
     for op in graph.ops:
         if not free(graph, op):
             k = kind(graph, op, op_models)
             ops.append((k, op_features(graph, op, family(k), op_models), shape_key(graph, op)))
-    return global_features(graph, cache_bytes, curve, op_models), ops
+    return global_features(graph, cache_bytes, curve, op_models, spill), ops
 
 
 def terms_of(rows, residuals: list | None = None) -> dict[str, np.ndarray]:
@@ -477,10 +500,11 @@ def terms_of(rows, residuals: list | None = None) -> dict[str, np.ndarray]:
 
 
 def graph_terms(graph: Graph, cache_bytes: int = DEFAULT_CACHE_BYTES, curve: list | None = None,
-                residuals: list | None = None, op_models: dict | None = None) -> dict[str, np.ndarray]:
+                residuals: list | None = None, op_models: dict | None = None,
+                spill: dict | None = None) -> dict[str, np.ndarray]:
     """Summed features per kind (and "_global"): the fit's design row and the estimate's input;
     with residuals, each op's features scaled by its local correction."""
-    return terms_of(op_rows(graph, cache_bytes, curve, op_models), residuals)
+    return terms_of(op_rows(graph, cache_bytes, curve, op_models, spill), residuals)
 
 
 def probe_residuals(rows: list, seconds: list[float], coefs: dict) -> list:
@@ -661,7 +685,7 @@ def scaled_rows(graph: Graph, base: dict, cache_bytes: int, curve: list | None) 
         t = op_seconds(graph, op, base["coefficients"], base.get("residuals"), base.get("op_models"))
         if t > 0:
             ops.append((thread_family(graph, op), np.array([t, min(t, SMALL_OP_SECONDS), 1.0])))
-    return global_features(graph, cache_bytes, curve, base.get("op_models")), ops
+    return global_features(graph, cache_bytes, curve, base.get("op_models"), base.get("spill")), ops
 
 
 def scaled_design(rows: list) -> np.ndarray:

@@ -91,6 +91,10 @@ def _validated(raw, where: str) -> MeasuredDevice:
                 not isinstance(r, list) or len(r) != 3 or not isinstance(r[0], str) or not isinstance(r[1], list)
                 or not all(map(_number, r[1])) or not _number(r[2]) or r[2] <= 0 for r in res):
             raise bad(f"'threads.{n}.residuals'", "a list of [op kind, shape key numbers, ratio > 0]")
+        spill = entry.get("spill")  # absent in profiles written before the rules: the first rule
+        if spill is not None and not (isinstance(spill, dict) and _number(spill.get("threshold"))
+                                      and spill["threshold"] > 0 and isinstance(spill.get("excess"), bool)):
+            raise bad(f"'threads.{n}.spill'", "an object with a threshold > 0 (of the cache) and excess true or false")
         models = entry.get("op_models", {})
         if not isinstance(models, dict) or any(not _op_model_ok(k, m) for k, m in models.items()):
             raise bad(f"'threads.{n}.op_models'", "an object of op kind -> {tiles: 3 positive integers, "
@@ -164,7 +168,8 @@ def estimate_measured(graph, device: MeasuredDevice, threads: int):
                for op in graph.ops]
     else:
         models = entry.get("op_models")
-        terms = costmodel.graph_terms(graph, device.cache_bytes, entry.get("stream_curve"), residuals, models)
+        terms = costmodel.graph_terms(graph, device.cache_bytes, entry.get("stream_curve"), residuals, models,
+                                      entry.get("spill"))
         total = costmodel.predict_seconds_terms(terms, coefs) * 1e3
         ops = [OpEstimate(op.index, op.type, op.precision,
                           costmodel.op_seconds(graph, op, coefs, residuals, models) * 1e3, "measured")

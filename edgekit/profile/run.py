@@ -149,10 +149,11 @@ def fit_threads(samples: list[dict], statistic: str = "min_median", band: bool =
     # more threads: the one-thread curve (streaming is bound by memory, not by the cores; the kernel
     # model prices one-thread op times)
     curve = base["stream_curve"] if base and op_models else stream_curve(samples, statistic, op_models)
-    rows = [costmodel.op_rows(s["graph"], s["cache_bytes"], curve, op_models) for s in samples]
-    plain = [costmodel.terms_of(r) for r in rows]
     secs = [s[f"{statistic}_ms"] / 1e3 for s in samples]
     weights = [NETWORK_WEIGHT if s["probe"].startswith("net_") else 1.0 for s in samples]
+    spill = base.get("spill") if base else fit_spill(samples, secs, weights, curve, op_models)
+    rows = [costmodel.op_rows(s["graph"], s["cache_bytes"], curve, op_models, spill) for s in samples]
+    plain = [costmodel.terms_of(r) for r in rows]
     # Local corrections only at one thread. With more, a single-op probe also pays the thread pool's
     # per-invoke wake-up and per-op barriers, which an op inside a network mostly does not: the
     # corrections carried that into networks (held-out synthetic networks at 2 threads: median error
@@ -180,7 +181,7 @@ def fit_threads(samples: list[dict], statistic: str = "min_median", band: bool =
 
     everyone = list(range(len(rows)))
     # the per-kind fit is stored at every thread count (what profiles before "scaling" estimated with)
-    entry = {**per_kind(everyone), "stream_curve": curve}
+    entry = {**per_kind(everyone), "stream_curve": curve, "spill": spill}
     if op_models:  # every entry whose coefficients name @grid kinds carries the models they scale
         entry["op_models"] = op_models
     if scaled is not None:
@@ -201,6 +202,23 @@ def fit_threads(samples: list[dict], statistic: str = "min_median", band: bool =
             # a band at least +-5 %: the timing noise of a busy device alone is of that order
             "band_log": {"low": round(min(-0.05, float(np.percentile(log_err, 10))), 4),
                          "high": round(max(0.05, float(np.percentile(log_err, 90))), 4)}}
+
+
+def fit_spill(samples: list[dict], secs: list[float], weights: list[float], curve: list | None,
+              op_models: dict | None) -> dict:
+    """The spill rule (edgekit.profile.costmodel.SPILL_RULES) whose per-kind fit misses the probes
+    least (median |log error|, in sample); ties keep the earlier rule (a suite where no probe's
+    activations exceed the cache fits every rule alike)."""
+    best = None
+    for rule in costmodel.SPILL_RULES:
+        plain = [costmodel.terms_of(costmodel.op_rows(s["graph"], s["cache_bytes"], curve, op_models, rule))
+                 for s in samples]
+        coefs = costmodel.fit(plain, secs, weights)
+        fitted = np.array([costmodel.predict_seconds_terms(t, coefs) for t in plain])
+        miss = float(np.median(np.abs(np.log(np.maximum(fitted, 1e-12) / np.array(secs)))))
+        if best is None or miss < best[0]:
+            best = (miss, rule)
+    return dict(best[1])
 
 
 def fit_op_models(grid: list[dict], statistic: str) -> dict:
