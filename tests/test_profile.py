@@ -764,11 +764,10 @@ def test_kernel_model_finds_the_tile_sizes_a_device_computes_in(precision, tiles
     assert max(misses) > 0.1  # the tiled model: within 2 % on each (above)
 
 
-def test_kernel_model_finds_a_wider_kernel_for_wide_layers():
-    """A device like this host's fp32 convolutions: a 16-wide kernel below 32 output channels, a
-    32-wide one from 32 on whose columns cost 0.65x (measured: 8/16 channels 75 us, 24: 151, 32: 97,
-    64: 197). The fit names both widths, so 24 channels cost more than 32, as on the device, and
-    shapes it never saw are priced within 2 %."""
+def _fitted_conv_device(tiles: tuple, wide: tuple) -> tuple:
+    """The fp32 kxk convolution kernel model fitted on the grid's shapes as timed by a device whose
+    kernels have these (MR, NR, KR) tiles and this (width, cost per column) wider kernel; with the
+    device's own price of a 3x3 28x28x32 layer at each output channel count: (entry, price, device)."""
     from edgekit.profile import opmodel
     from edgekit.profile.probes import GRID
 
@@ -777,16 +776,25 @@ def test_kernel_model_finds_a_wider_kernel_for_wide_layers():
         return opmodel.dims(g, g.ops[0])
 
     def device(d):
-        return float(np.dot([2e-6, 2e-12, 0, 0, 0], opmodel.features("CONV_2D", "fp32", d, (7, 16, 1), (32, 0.65))))
+        return float(np.dot([2e-6, 2e-12, 0, 0, 0], opmodel.features("CONV_2D", "fp32", d, tiles, wide)))
 
     shapes = [dims(p) for p in GRID if p.op == "CONV_2D" and p.kernel > 1 and p.precision == "fp32"]
     entry = opmodel.fit_kind("CONV_2D", "fp32", shapes, [device(d) for d in shapes])
-    assert tuple(entry["tiles"]) == (7, 16, 1) and entry["wide"] == [32, 0.65]
     layer = {c: dims(Probe("u", "CONV_2D", "fp32", (1, 28, 28, 32), cout=c, kernel=3)) for c in (8, 16, 24, 32, 40, 64, 96)}
     price = {c: opmodel.predict(entry, "CONV_2D", "fp32", d) for c, d in layer.items()}
+    return entry, price, {c: device(d) for c, d in layer.items()}
+
+
+def test_kernel_model_finds_a_wider_kernel_for_wide_layers():
+    """A device like the first host's fp32 convolutions: a 16-wide kernel below 32 output channels, a
+    32-wide one from 32 on whose columns cost 0.65x (measured: 8/16 channels 75 us, 24: 151, 32: 97,
+    64: 197). The fit names both widths, so 24 channels cost more than 32, as on the device, and
+    shapes it never saw are priced within 2 %."""
+    entry, price, device = _fitted_conv_device((7, 16, 1), (32, 0.65))
+    assert tuple(entry["tiles"]) == (7, 16, 1) and entry["wide"] == [32, 0.65]
     assert price[8] == pytest.approx(price[16], rel=0.02) and price[24] > 1.4 * price[32]
-    for c, d in layer.items():
-        assert price[c] == pytest.approx(device(d), rel=0.02), c
+    for c in price:
+        assert price[c] == pytest.approx(device[c], rel=0.02), c
 
 
 def test_kernel_model_finds_a_narrow_kernel_for_narrow_layers():
@@ -794,24 +802,11 @@ def test_kernel_model_finds_a_narrow_kernel_for_narrow_layers():
     one above whose columns cost 1.25x (measured, 3x3 28x28x32: 8 channels 123 us, 16: 250, 24 and 32:
     503, 64: 996). The fit finds the 16-wide kernel among the wider ones, so 24 channels cost what 32
     do - three 8-wide tiles priced MediaPipe's 24-channel face detector stem at 0.68x its time."""
-    from edgekit.profile import opmodel
-    from edgekit.profile.probes import GRID
-
-    def dims(p):
-        g = read_graph(build(p))
-        return opmodel.dims(g, g.ops[0])
-
-    def device(d):
-        return float(np.dot([2e-6, 2e-12, 0, 0, 0], opmodel.features("CONV_2D", "fp32", d, (4, 8, 1), (16, 1.25))))
-
-    shapes = [dims(p) for p in GRID if p.op == "CONV_2D" and p.kernel > 1 and p.precision == "fp32"]
-    entry = opmodel.fit_kind("CONV_2D", "fp32", shapes, [device(d) for d in shapes])
+    entry, price, device = _fitted_conv_device((4, 8, 1), (16, 1.25))
     assert tuple(entry["tiles"]) == (4, 8, 1) and entry["wide"] == [16, 1.25]
-    layer = {c: dims(Probe("u", "CONV_2D", "fp32", (1, 28, 28, 32), cout=c, kernel=3)) for c in (8, 16, 24, 32, 40, 64)}
-    price = {c: opmodel.predict(entry, "CONV_2D", "fp32", d) for c, d in layer.items()}
     assert price[24] == pytest.approx(price[32], rel=0.02) and price[16] > 1.5 * price[8]
-    for c, d in layer.items():
-        assert price[c] == pytest.approx(device(d), rel=0.02), c
+    for c in price:
+        assert price[c] == pytest.approx(device[c], rel=0.02), c
 
 
 def test_quick_profile_models_kernels_from_its_grid(quick_profile, artifacts):
