@@ -146,6 +146,12 @@ def clamp_fusion(graph: Graph) -> tuple[frozenset, frozenset]:
     return frozenset(fused), frozenset(clamping)
 
 
+def cost_precision(op: Op) -> str:
+    """The precision an op is priced at: int8, or fp32 for the rest (fp16 weights are dequantized to
+    float at load; hybrid and int16 ops are costed as float)."""
+    return "int8" if op.precision == "int8" else "fp32"
+
+
 def kind(graph: Graph, op: Op, op_models: dict | None = None) -> str:
     """The op's cost kind, "BASE/precision"; with op_models (a profile's kernel models), a kind they
     cover is "BASE@grid/precision"."""
@@ -167,7 +173,7 @@ def kind(graph: Graph, op: Op, op_models: dict | None = None) -> str:
         shape = graph.tensors[op.inputs[1]].shape
         if len(shape) == 4 and shape[1] * shape[2] > MAX_UNIPASS_DEPTHWISE_TAPS:
             base = "DEPTHWISE_CONV_2D_multipass"
-    precision = "int8" if op.precision == "int8" else "fp32"
+    precision = cost_precision(op)
     if op_models and f"{base}/{precision}" in op_models:
         return f"{base}{GRID_MARK}/{precision}"
     if base == "TRANSPOSE_CONV" and op_models and f"CONV_2D/{precision}" in op_models:
@@ -246,8 +252,7 @@ def op_features(graph: Graph, op: Op, names: tuple[str, ...], op_models: dict | 
     if names == MODELLED_FEATURES:
         return np.array([modelled_seconds(graph, op, op_models)])
     if names == TRANSPOSED_FEATURES:
-        precision = "int8" if op.precision == "int8" else "fp32"
-        macs, outputs = transposed_work(graph, op, tuple(op_models[f"CONV_2D/{precision}"]["tiles"]))
+        macs, outputs = transposed_work(graph, op, tuple(op_models[f"CONV_2D/{cost_precision(op)}"]["tiles"]))
         return np.array([1.0, macs, outputs, op.bytes_weights])
     elements = op.elements or (op.bytes_in + op.bytes_out)
     if op.window > 1:  # a pool reads its window per output value (edgekit.tflite.graph._pool_window)

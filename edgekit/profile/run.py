@@ -151,8 +151,11 @@ def fit_threads(samples: list[dict], statistic: str = "min_median", band: bool =
     curve = base["stream_curve"] if base and op_models else stream_curve(samples, statistic, op_models)
     secs = [s[f"{statistic}_ms"] / 1e3 for s in samples]
     weights = [NETWORK_WEIGHT if s["probe"].startswith("net_") else 1.0 for s in samples]
-    spill = base.get("spill") if base else fit_spill(samples, secs, weights, curve, op_models)
-    rows = [costmodel.op_rows(s["graph"], s["cache_bytes"], curve, op_models, spill) for s in samples]
+    if base:
+        spill = base.get("spill")
+        rows = [costmodel.op_rows(s["graph"], s["cache_bytes"], curve, op_models, spill) for s in samples]
+    else:
+        spill, rows = fit_spill(samples, secs, weights, curve, op_models)
     plain = [costmodel.terms_of(r) for r in rows]
     # Local corrections only at one thread. With more, a single-op probe also pays the thread pool's
     # per-invoke wake-up and per-op barriers, which an op inside a network mostly does not: the
@@ -205,20 +208,23 @@ def fit_threads(samples: list[dict], statistic: str = "min_median", band: bool =
 
 
 def fit_spill(samples: list[dict], secs: list[float], weights: list[float], curve: list | None,
-              op_models: dict | None) -> dict:
+              op_models: dict | None) -> tuple[dict, list]:
     """The spill rule (edgekit.profile.costmodel.SPILL_RULES) whose per-kind fit misses the probes
-    least (median |log error|, in sample); ties keep the earlier rule (a suite where no probe's
-    activations exceed the cache fits every rule alike)."""
+    least (median |log error|, in sample), and the samples' rows (costmodel.op_rows) under it; ties
+    keep the earlier rule (a suite where no probe's activations exceed the cache fits every rule alike)."""
+    # the per-op part of a row does not depend on the rule: computed once, the whole-model part per rule
+    ops = [costmodel.op_rows(s["graph"], s["cache_bytes"], curve, op_models)[1] for s in samples]
     best = None
     for rule in costmodel.SPILL_RULES:
-        plain = [costmodel.terms_of(costmodel.op_rows(s["graph"], s["cache_bytes"], curve, op_models, rule))
-                 for s in samples]
+        rows = [(costmodel.global_features(s["graph"], s["cache_bytes"], curve, op_models, rule), o)
+                for s, o in zip(samples, ops)]
+        plain = [costmodel.terms_of(r) for r in rows]
         coefs = costmodel.fit(plain, secs, weights)
         fitted = np.array([costmodel.predict_seconds_terms(t, coefs) for t in plain])
         miss = float(np.median(np.abs(np.log(np.maximum(fitted, 1e-12) / np.array(secs)))))
         if best is None or miss < best[0]:
-            best = (miss, rule)
-    return dict(best[1])
+            best = (miss, dict(rule), rows)
+    return best[1], best[2]
 
 
 def fit_op_models(grid: list[dict], statistic: str) -> dict:
