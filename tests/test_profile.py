@@ -6,6 +6,7 @@ import math
 import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -359,6 +360,29 @@ def test_partitions_match_the_interpreter_on_the_probe_networks():
         if p.name.startswith("net_") or p.op in ("SOFTMAX", "HARD_SWISH", "CONCATENATION", "RELU"):
             data = build(p)
             assert costmodel.partitions(read_graph(data)) == _interpreter_partitions(data)[0], p.name
+
+
+def test_a_synthetic_network_takes_squeeze_and_excitation_blocks():
+    """benchmarks/profile_context.py's networks: after each of the 8 depthwise convolutions a MEAN,
+    two 1x1 convolutions on the one pixel left, a LOGISTIC and a broadcast MUL; they run in both
+    precisions (fp32 into a softmax that sums to 1), and the cost model counts the delegate partitions
+    the interpreter makes."""
+    for precision in ("fp32", "int8"):
+        plain = Probe("net", "NETWORK", precision, (1, 96, 96, 3), cout=16)
+        excited = Probe("net_se", "NETWORK", precision, (1, 96, 96, 3), cout=16, broadcast=True)
+        graphs = {p.name: read_graph(build(p)) for p in (plain, excited)}
+        counts = {name: Counter(op.type for op in g.ops) for name, g in graphs.items()}
+        assert counts["net_se"] - counts["net"] == Counter(MEAN=8, CONV_2D=16, LOGISTIC=8, MUL=8), precision
+        one_pixel = [op for op in graphs["net_se"].ops if op.type == "CONV_2D"
+                     and graphs["net_se"].tensors[op.outputs[0]].shape[1:3] == (1, 1)]
+        assert len(one_pixel) == 16
+        data = build(excited)
+        assert costmodel.partitions(read_graph(data)) == _interpreter_partitions(data)[0]
+        model = Model(data, excited.name, threads=1)
+        probabilities = model.run([np.random.default_rng(0).random(i.shape, np.float32) for i in model.inputs])[0]
+        assert probabilities.shape[-1] == 1000
+        if precision == "fp32":  # int8 probes' random filters at fixed scales saturate: they only have to run
+            assert abs(float(probabilities.sum()) - 1) < 1e-3 and np.isfinite(probabilities).all()
 
 
 def test_mediapipe_transposed_convolution_is_costed_as_the_builtin_the_delegate_runs():

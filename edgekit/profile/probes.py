@@ -32,7 +32,8 @@ class Probe:
     kernel: int = 1
     stride: int = 1
     repeat: int = 1
-    broadcast: bool = False  # MUL by a per-channel vector (squeeze-and-excitation), a second input
+    broadcast: bool = False  # MUL by a per-channel vector (squeeze-and-excitation), a second input;
+                             # a NETWORK: squeeze-and-excitation blocks (_excite)
     activation: bool = False  # ADD, MUL: a fused RELU (edgekit.profile.costmodel.CLAMPED_KINDS)
     core: bool = False   # in the reduced suite (tests, --quick)
     grid: bool = False   # a kernel-model probe (edgekit.profile.opmodel): one thread, interpreter invoke alone
@@ -229,10 +230,12 @@ def _layer(b: _Builder, p: Probe, x: int) -> int:
     return y
 
 
-def _network(b: _Builder, x: int, width: int, activation: str | None) -> int:
+def _network(b: _Builder, x: int, width: int, activation: str | None, excite: bool = False) -> int:
     """A MobileNetV2-style body: stem, inverted residual blocks (expand 1x1, depthwise 3x3, project
     1x1, residual ADD), head 1x1, global MEAN, classifier. Ops in context: weights of earlier layers
-    evicted from the cache, activations handed from op to op, as in a converted network."""
+    evicted from the cache, activations handed from op to op, as in a converted network. excite: a
+    squeeze-and-excitation block after every depthwise convolution, as MobileNetV3, EfficientNet and
+    MediaPipe's MobileNetV3-based models have them (_excite)."""
     def layer(op, cout=0, kernel=1, stride=1, y=None):
         return _layer(b, Probe("", op, "int8" if b.int8 else "fp32", (), cout=cout, kernel=kernel, stride=stride),
                       x if y is None else y)
@@ -245,6 +248,8 @@ def _network(b: _Builder, x: int, width: int, activation: str | None) -> int:
         cin, cout = int(b.tensors[x].shape[-1]), int(width * mult)
         y = act(layer("CONV_2D", cin * 6))
         y = act(layer("DEPTHWISE_CONV_2D", kernel=3, stride=stride, y=y))
+        if excite:
+            y = _excite(b, y)
         y = layer("CONV_2D", cout, y=y)
         if stride == 1 and cin == cout:
             out = b.act(list(b.tensors[y].shape), scale=0.1)
@@ -261,12 +266,27 @@ def _network(b: _Builder, x: int, width: int, activation: str | None) -> int:
     return _layer(b, Probe("", "SOFTMAX", "", ()), x)
 
 
+def _excite(b: _Builder, y: int) -> int:
+    """Squeeze-and-excitation of y: global MEAN, 1x1 convolutions to a quarter of the channels and
+    back on the one pixel left, LOGISTIC, and y scaled by the result channel by channel (a broadcast
+    MUL): five small ops per block."""
+    precision = "int8" if b.int8 else "fp32"
+    channels = int(b.tensors[y].shape[-1])
+    s = _layer(b, Probe("", "MEAN", precision, ()), y)
+    s = _layer(b, Probe("", "CONV_2D", precision, (), cout=max(8, channels // 4)), s)
+    s = _layer(b, Probe("", "CONV_2D", precision, (), cout=channels), s)
+    s = _layer(b, Probe("", "LOGISTIC", precision, ()), s)
+    out = b.act(list(b.tensors[y].shape), scale=0.05)
+    b.op("MUL", [y, s], [out], "MulOptions", b.s.MulOptionsT(), 2 if b.int8 else 1)
+    return out
+
+
 def build(p: Probe, seed: int = 0) -> bytes:
     """The probe as .tflite bytes."""
     b = _Builder(p.precision, seed)
-    if p.op == "NETWORK":  # cout: width, kernel: 0 = ReLU6 fused only, 1 = + HARD_SWISH
+    if p.op == "NETWORK":  # cout: width, kernel: 0 = ReLU6 fused only, 1 = + HARD_SWISH; broadcast: + SE
         x0 = b.act(list(p.shape), scale=0.05)
-        return b.finish([x0], [_network(b, x0, p.cout, "HARD_SWISH" if p.kernel else None)])
+        return b.finish([x0], [_network(b, x0, p.cout, "HARD_SWISH" if p.kernel else None, p.broadcast)])
     x0 = b.act(list(p.shape), scale=0.05)
     if p.op == "RESHAPE":  # input and output handling alone: the reshape is a view, free in the cost model
         shape = b.tensor([len(p.shape)], "int32", np.array(p.shape, np.int32))
@@ -376,6 +396,10 @@ def _suite() -> list[Probe]:
     # 8 and 33 MB of fp32 filters (1-thread median error 8.5 % -> 12.9 %), deep 1x1 GEMMs of 128-512
     # channels at 56-14 px (2 threads: 69 % -> 55 % within +-10 %)
     add("net_192_w24", "NETWORK", (1, 192, 192, 3), cout=24, kernel=0)
+    # Tried and left out: the same bodies with squeeze-and-excitation blocks (net_se_96_w16 and
+    # net_se_64_w48, broadcast=True; timing run 44 holds them). The blocks gain less from a second
+    # thread inside a network than the scaling prices (benchmarks/profile_context.py), but the fit
+    # had no term to take it in: development networks at 2 threads 97 -> 94 % within +-10 %.
     add("softmax_1000", "SOFTMAX", (1, 1000))
     # upsampling in segmentation and detection heads (MediaPipe's selfie segmenter, palm and pose
     # detectors): bilinear x2 resizes, and transposed convolutions from a wide narrow-channel map to
