@@ -370,15 +370,15 @@ def test_a_synthetic_network_takes_squeeze_and_excitation_blocks():
     for precision in ("fp32", "int8"):
         plain = Probe("net", "NETWORK", precision, (1, 96, 96, 3), cout=16)
         excited = Probe("net_se", "NETWORK", precision, (1, 96, 96, 3), cout=16, broadcast=True)
-        graphs = {p.name: read_graph(build(p)) for p in (plain, excited)}
+        data = {p.name: build(p) for p in (plain, excited)}
+        graphs = {name: read_graph(model) for name, model in data.items()}
         counts = {name: Counter(op.type for op in g.ops) for name, g in graphs.items()}
         assert counts["net_se"] - counts["net"] == Counter(MEAN=8, CONV_2D=16, LOGISTIC=8, MUL=8), precision
         one_pixel = [op for op in graphs["net_se"].ops if op.type == "CONV_2D"
                      and graphs["net_se"].tensors[op.outputs[0]].shape[1:3] == (1, 1)]
         assert len(one_pixel) == 16
-        data = build(excited)
-        assert costmodel.partitions(read_graph(data)) == _interpreter_partitions(data)[0]
-        model = Model(data, excited.name, threads=1)
+        assert costmodel.partitions(graphs["net_se"]) == _interpreter_partitions(data["net_se"])[0]
+        model = Model(data["net_se"], excited.name, threads=1)
         probabilities = model.run([np.random.default_rng(0).random(i.shape, np.float32) for i in model.inputs])[0]
         assert probabilities.shape[-1] == 1000
         if precision == "fp32":  # int8 probes' random filters at fixed scales saturate: they only have to run

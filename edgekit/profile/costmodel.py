@@ -488,12 +488,18 @@ def transferable(residuals: list | None) -> list | None:
 def op_rows(graph: Graph, cache_bytes: int = DEFAULT_CACHE_BYTES, curve: list | None = None,
             op_models: dict | None = None, spill: dict | None = None):
     """The global features and, per costed op, (kind, features, shape key): what terms sum."""
+    return global_features(graph, cache_bytes, curve, op_models, spill), costed_op_rows(graph, op_models)
+
+
+def costed_op_rows(graph: Graph, op_models: dict | None = None) -> list:
+    """Per costed op, (kind, features, shape key): the part of op_rows that no whole-model setting
+    (cache, streaming curve, spill rule) changes."""
     ops = []
     for op in graph.ops:
         if not free(graph, op):
             k = kind(graph, op, op_models)
             ops.append((k, op_features(graph, op, family(k), op_models), shape_key(graph, op)))
-    return global_features(graph, cache_bytes, curve, op_models, spill), ops
+    return ops
 
 
 def terms_of(rows, residuals: list | None = None) -> dict[str, np.ndarray]:

@@ -270,12 +270,11 @@ def _excite(b: _Builder, y: int) -> int:
     """Squeeze-and-excitation of y: global MEAN, 1x1 convolutions to a quarter of the channels and
     back on the one pixel left, LOGISTIC, and y scaled by the result channel by channel (a broadcast
     MUL): five small ops per block."""
-    precision = "int8" if b.int8 else "fp32"
-    channels = int(b.tensors[y].shape[-1])
-    s = _layer(b, Probe("", "MEAN", precision, ()), y)
-    s = _layer(b, Probe("", "CONV_2D", precision, (), cout=max(8, channels // 4)), s)
-    s = _layer(b, Probe("", "CONV_2D", precision, (), cout=channels), s)
-    s = _layer(b, Probe("", "LOGISTIC", precision, ()), s)
+    channels = int(b.tensors[y].shape[-1])  # the builder's precision is the layers' (as in _network)
+    s = _layer(b, Probe("", "MEAN", "", ()), y)
+    s = _layer(b, Probe("", "CONV_2D", "", (), cout=max(8, channels // 4)), s)
+    s = _layer(b, Probe("", "CONV_2D", "", (), cout=channels), s)
+    s = _layer(b, Probe("", "LOGISTIC", "", ()), s)
     out = b.act(list(b.tensors[y].shape), scale=0.05)
     b.op("MUL", [y, s], [out], "MulOptions", b.s.MulOptionsT(), 2 if b.int8 else 1)
     return out

@@ -213,7 +213,7 @@ def fit_spill(samples: list[dict], secs: list[float], weights: list[float], curv
     least (median |log error|, in sample), and the samples' rows (costmodel.op_rows) under it; ties
     keep the earlier rule (a suite where no probe's activations exceed the cache fits every rule alike)."""
     # the per-op part of a row does not depend on the rule: computed once, the whole-model part per rule
-    ops = [costmodel.op_rows(s["graph"], s["cache_bytes"], curve, op_models)[1] for s in samples]
+    ops = [costmodel.costed_op_rows(s["graph"], op_models) for s in samples]
     best = None
     for rule in costmodel.SPILL_RULES:
         rows = [(costmodel.global_features(s["graph"], s["cache_bytes"], curve, op_models, rule), o)
