@@ -33,9 +33,11 @@ sys.path.insert(0, str(ROOT))
 STAT_KEYS = ("min_median_ms", "p50_ms", "p10_ms", "block_spread", "seconds")
 
 
-def save_raw(path: Path, samples: list[dict], refs: dict, nets: dict[str, tuple[Path, str]], host: dict) -> None:
+def save_raw(path: Path, samples: list[dict], refs: dict, nets: dict[str, tuple[Path, str]], host: dict,
+             retimed: dict | None = None) -> None:
     """samples: edgekit.profile.run.measure's probe entries; refs: (network, threads) -> stats;
-    nets: network -> (path, set name); host: load, wall time, anything about the run."""
+    nets: network -> (path, set name); host: load, wall time, anything about the run; retimed:
+    (network, threads) -> stats of a second timing in the same run (kept apart: never scored)."""
     from edgekit.profile.probes import SUITE
 
     specs = {p.name: spec(p) for p in SUITE}
@@ -44,7 +46,9 @@ def save_raw(path: Path, samples: list[dict], refs: dict, nets: dict[str, tuple[
                        "stream_bytes": s["stream_bytes"], "spec": specs.get(s["probe"]),
                        **{k: s[k] for k in STAT_KEYS}} for s in samples],
            "networks": [{"network": name, "threads": n, "set": nets[name][1], "path": str(nets[name][0]),
-                         **{k: ref[k] for k in STAT_KEYS}} for (name, n), ref in sorted(refs.items())]}
+                         **{k: ref[k] for k in STAT_KEYS}} for (name, n), ref in sorted(refs.items())],
+           "retimed": [{"network": name, "threads": n, **{k: ref[k] for k in STAT_KEYS}}
+                       for (name, n), ref in sorted((retimed or {}).items())]}
     path.write_text(json.dumps(doc, indent=1))
 
 

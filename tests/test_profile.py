@@ -927,3 +927,20 @@ def test_kernel_models_own_the_filter_and_activation_sizes_the_grid_timed():
     assert swept_and_spilled(wide, models)[1] == swept_and_spilled(wide)[1] > 0
     narrow = Probe("c", "CONV_2D", "fp32", (1, 56, 56, 32), cout=64)           # 1.2 MB in + out
     assert swept_and_spilled(narrow)[1] > 0 and swept_and_spilled(narrow, models)[1] == 0
+
+
+def test_a_network_can_be_timed_twice_in_the_same_rounds(artifacts):
+    """benchmarks/profile_accuracy.py times each unseen network a second time, first in every round
+    where its scored timing comes last (measure's lead and extra): both come back, each with a block
+    per round, and on a 1-thread CPU-clock timing of the same model they agree."""
+    from edgekit.profile.run import measure
+
+    model = artifacts / "digits_cnn_int8.tflite"
+    probes = [p for p in suite(quick=True) if p.name.startswith("io_")]
+    samples, refs = measure(probes, [1], 0.05, rounds=3, extra={"digits": (model, 0.15)},
+                            lead={"digits again": (model, 0.15)})
+    assert {s["probe"] for s in samples} == {p.name for p in probes}
+    assert set(refs) == {("digits", 1), ("digits again", 1)}
+    first, again = refs[("digits", 1)], refs[("digits again", 1)]
+    assert first["blocks"] == again["blocks"] == 3
+    assert again["min_median_ms"] == pytest.approx(first["min_median_ms"], rel=0.5)

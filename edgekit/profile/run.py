@@ -86,11 +86,14 @@ def interleaved(items: list[tuple], rounds: int = ROUNDS,
 
 def measure(probes: list[Probe], threads: list[int], seconds_per_probe: float,
             progress: Callable[[str], None] | None = None, rounds: int = ROUNDS,
-            extra: dict[str, tuple[Path, float]] | None = None) -> list[dict] | tuple[list[dict], dict]:
+            extra: dict[str, tuple[Path, float]] | None = None,
+            lead: dict[str, tuple[Path, float]] | None = None) -> list[dict] | tuple[list[dict], dict]:
     """min-median, p50 and p10 milliseconds of every probe at every thread count (kernel-grid probes:
     at one thread, by their invoke alone). extra: other models
     (name -> (path, seconds); the benchmarks' reference networks) timed in the same rounds, so the
-    host's load drift reaches probes and references alike; their stats come back as a second value."""
+    host's load drift reaches probes and references alike; their stats come back as a second value.
+    lead: more such models, timed first in each round where extra's come last (a network timed in
+    both is measured twice, a round's length apart: how repeatable the host's timing is)."""
     out, cache = [], cache_bytes()
     with tempfile.TemporaryDirectory(prefix="edgekit-probes-") as tmp:
         paths = {}
@@ -101,6 +104,7 @@ def measure(probes: list[Probe], threads: list[int], seconds_per_probe: float,
         items = [(p.name, paths[p.name], n, min(GRID_SECONDS, seconds_per_probe) if p.grid else seconds_per_probe, p.grid)
                  for n in threads for p in probes if not p.grid or n == 1]
         items += [(name, path, n, seconds) for n in threads for name, (path, seconds) in (extra or {}).items()]
+        items = [(name, path, n, seconds) for n in threads for name, (path, seconds) in (lead or {}).items()] + items
         stats = interleaved(items, rounds, progress)
         graphs = {p.name: read_graph(paths[p.name].read_bytes()) for p in probes}
         for n in threads:
@@ -109,9 +113,9 @@ def measure(probes: list[Probe], threads: list[int], seconds_per_probe: float,
                     out.append({"probe": p.name, "threads": n, **stats[(p.name, n)], "graph": graphs[p.name],
                                 "cache_bytes": cache, "stream_bytes": weight_bytes(p) if is_stream(p) else None,
                                 "grid": p.grid})
-    if extra is None:
+    if extra is None and lead is None:
         return out
-    return out, {key: v for key, v in stats.items() if key[0] in extra}
+    return out, {key: v for key, v in stats.items() if key[0] in (extra or {}) or key[0] in (lead or {})}
 
 
 def stream_curve(samples: list[dict], statistic: str, op_models: dict | None = None) -> list[list[float]]:
