@@ -115,7 +115,8 @@ def measure(probes: list[Probe], threads: list[int], seconds_per_probe: float,
                                 "grid": p.grid})
     if extra is None and lead is None:
         return out
-    return out, {key: v for key, v in stats.items() if key[0] in (extra or {}) or key[0] in (lead or {})}
+    references = {**(extra or {}), **(lead or {})}
+    return out, {key: v for key, v in stats.items() if key[0] in references}
 
 
 def stream_curve(samples: list[dict], statistic: str, op_models: dict | None = None) -> list[list[float]]:
