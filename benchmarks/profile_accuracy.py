@@ -53,6 +53,8 @@ DEV_FILES = {
     "mobilenet_v3_large_224_fp32": "mobilenet_v3_large_1.0_224_fp32.tflite",
     "mobilenet_v3_large_224_int8": "mobilenet_v3_large_1.0_224_int8.tflite",
     "mobilenet_v3_small_224_fp32": "mobilenet_v3_small_1.0_224_fp32.tflite",
+    # the int8 sibling of the unseen MobileNetV3Small 128 int8 (built by emulator_accuracy.build_tflite)
+    "mobilenet_v3_small_224_int8": "mobilenet_v3_small_1.0_224_int8.tflite",
     "inception_v3_fp32": "inception_v3_fp32.tflite", "inception_v3_int8": "inception_v3_int8.tflite",
     "mobilenetv2_035_128_int8": "batch_bench/mobilenetv2_035_128/mobilenetv2_035_128_int8.tflite",
     "digits_resnet_fp32": "compress/sweep/artifacts/digits_resnet_fp32.tflite",
