@@ -27,8 +27,8 @@
    length (about a minute) apart (--no-retime: once). Printed per thread count: how often the two
    timings agree within +-10 % - the share a perfect estimate could reach against a timing this
    noisy - and the estimate's score against the second timing. On this host (Zen 1, 2 KVM vCPUs;
-   timing runs 46 and 47) one thread agreed 88 % and 100 %, two threads 94 % and 53 % (in run 47
-   the second timings ran 10-17 % slower than the first for six of the networks).
+   timing runs 46, 47 and 48) one thread agreed 88, 100 and 100 %, two threads 94, 53 and 100 % (in
+   run 47 the second timings ran 10-17 % slower than the first for six of the networks).
 """
 from __future__ import annotations
 

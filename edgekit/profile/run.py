@@ -101,11 +101,12 @@ def measure(probes: list[Probe], threads: list[int], seconds_per_probe: float,
             paths[p.name] = Path(tmp) / f"{p.name}.tflite"
             paths[p.name].write_bytes(build(p))
         # kernel-grid probes at one thread only (more threads scale one-thread op costs), invoke alone
-        items = [(p.name, paths[p.name], n, min(GRID_SECONDS, seconds_per_probe) if p.grid else seconds_per_probe, p.grid)
-                 for n in threads for p in probes if not p.grid or n == 1]
-        items += [(name, path, n, seconds) for n in threads for name, (path, seconds) in (extra or {}).items()]
-        items = [(name, path, n, seconds) for n in threads for name, (path, seconds) in (lead or {}).items()] + items
-        stats = interleaved(items, rounds, progress)
+        probe_items = [(p.name, paths[p.name], n, min(GRID_SECONDS, seconds_per_probe) if p.grid else seconds_per_probe, p.grid)
+                       for n in threads for p in probes if not p.grid or n == 1]
+
+        def references(models: dict | None) -> list[tuple]:
+            return [(name, path, n, seconds) for n in threads for name, (path, seconds) in (models or {}).items()]
+        stats = interleaved(references(lead) + probe_items + references(extra), rounds, progress)
         graphs = {p.name: read_graph(paths[p.name].read_bytes()) for p in probes}
         for n in threads:
             for p in probes:
