@@ -821,6 +821,44 @@ def test_kernel_model_finds_a_wider_kernel_for_wide_layers():
         assert price[c] == pytest.approx(device[c], rel=0.02), c
 
 
+def _fitted_depthwise_device(precision: str, tiles: tuple, remainder: tuple | None) -> tuple:
+    """The depthwise kernel model fitted on the grid's depthwise shapes (its odd-channel probes
+    included) as timed by a device with these tiles and this leftover-channel pass; with the device's
+    own price of 5x5 24x24 layers at 8-32 channels: (entry, price, device)."""
+    from edgekit.profile import opmodel
+    from edgekit.profile.probes import GRID
+
+    def dims(p):
+        g = read_graph(build(p))
+        return opmodel.dims(g, g.ops[0])
+
+    def device(d):
+        return float(np.dot([2e-6, 2e-11, 0, 0, 0], opmodel.features("DEPTHWISE_CONV_2D", precision, d, tiles,
+                                                                     remainder=remainder)))
+
+    shapes = [dims(p) for p in GRID if p.op == "DEPTHWISE_CONV_2D" and p.precision == precision]
+    entry = opmodel.fit_kind("DEPTHWISE_CONV_2D", precision, shapes, [device(d) for d in shapes])
+    layer = {c: dims(Probe("u", "DEPTHWISE_CONV_2D", precision, (1, 24, 24, c), kernel=5))
+             for c in (8, 11, 12, 16, 20, 22, 24, 28, 32)}
+    return entry, {c: opmodel.predict(entry, "DEPTHWISE_CONV_2D", precision, d) for c, d in layer.items()}, \
+        {c: device(d) for c, d in layer.items()}
+
+
+def test_kernel_model_finds_a_dear_pass_for_leftover_depthwise_channels():
+    """A device like this Zen 1's fp32 depthwise convolutions: 16-wide tiles, and the channels past the
+    last 8 in a masked pass costing 2.5 tiles (measured, 5x5 24x24: 8 channels 36 us, 16: 39, 11 or
+    12: 87, 22: 91, 28: 114). The grid's odd-channel probes show it and the fit names it, so 11
+    channels cost more than 16, as on the device; a device without it (int8 here, 8 at a time) gets
+    no such pass and 11 channels cost what 16 do."""
+    entry, price, device = _fitted_depthwise_device("fp32", (1, 16, 1), (8, 2.5))
+    assert tuple(entry["tiles"]) == (1, 16, 1) and entry["remainder"] == [8, 2.5]
+    assert price[11] > 1.5 * price[16] and price[24] == pytest.approx(price[32], rel=0.02)
+    for c in price:
+        assert price[c] == pytest.approx(device[c], rel=0.02), c
+    entry, price, device = _fitted_depthwise_device("int8", (1, 8, 1), None)
+    assert "remainder" not in entry and price[11] == pytest.approx(price[16], rel=0.02)
+
+
 def test_kernel_model_finds_a_narrow_kernel_for_narrow_layers():
     """A device like a Zen 1's fp32 convolutions: an 8-wide kernel up to 8 output channels, a 16-wide
     one above whose columns cost 1.25x (measured, 3x3 28x28x32: 8 channels 123 us, 16: 250, 24 and 32:
@@ -944,3 +982,31 @@ def test_a_network_can_be_timed_twice_in_the_same_rounds(artifacts):
     first, again = refs[("digits", 1)], refs[("digits again", 1)]
     assert first["blocks"] == again["blocks"] == 3
     assert again["min_median_ms"] == pytest.approx(first["min_median_ms"], rel=0.5)
+
+
+def test_chained_blocks_keep_their_shape_and_run():
+    """benchmarks/profile_chains.py's chains: a block chained 4 and 16 deep keeps the tensor's shape
+    (so the chain is the block's ops times the length, nothing else), the runtime runs both in both
+    precisions, and an estimate prices 16 blocks dearer than 4."""
+    from edgekit.emulator import estimate, load_device
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from profile_chains import BLOCKS, LENGTHS, chain
+
+    ops_per_block = {"conv1x1": 1, "dw3x3": 1, "conv1x1+dw3x3": 2, "add": 1, "mul": 1, "logistic": 1,
+                     "hard_swish": 1, "mean*input": 2, "excitation": 5}
+    assert set(ops_per_block) == set(BLOCKS)
+    device = load_device("rpi4")
+    for name, block in BLOCKS.items():
+        for precision in ("fp32", "int8"):
+            estimates = []
+            for length in LENGTHS:
+                data = chain(precision, (1, 6, 6, 32), block, length)
+                graph = read_graph(data)
+                assert len(graph.ops) == ops_per_block[name] * length, (name, precision)
+                assert graph.tensors[graph.outputs[0]].shape == (1, 6, 6, 32)
+                model = Model(data, name, threads=1)
+                out = model.run([np.random.default_rng(0).random(i.shape, np.float32) for i in model.inputs])[0]
+                assert out.shape == (1, 6, 6, 32) and np.isfinite(out).all(), (name, precision)
+                estimates.append(estimate(graph, device, 1).estimate_ms)
+            assert estimates[1] > estimates[0], (name, precision)

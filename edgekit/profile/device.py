@@ -99,7 +99,7 @@ def _validated(raw, where: str) -> MeasuredDevice:
         if not isinstance(models, dict) or any(not _op_model_ok(k, m) for k, m in models.items()):
             raise bad(f"'threads.{n}.op_models'", "an object of op kind -> {tiles: 3 positive integers, "
                       "coefficients: 5 non-negative numbers, points: lists of 5 shape key numbers and a log ratio within +-log 3, "
-                      "optionally wide: [width, cost per column > 0]}")
+                      "optionally wide: [width, cost per column > 0] and remainder: [width, cost in tiles > 0]}")
         scaling = entry.get("scaling")
         if scaling is not None:
             base = threads.get(str(entry.get("base_threads")))
@@ -126,11 +126,12 @@ def _op_model_ok(kind_name, m) -> bool:
     if not isinstance(kind_name, str) or kind_name.split("/")[0] not in opmodel.MODELLED or not isinstance(m, dict):
         return False
     tiles, coefs, points = m.get("tiles"), m.get("coefficients"), m.get("points", [])
-    wide = m.get("wide")  # absent in profiles written before it, and where one kernel width fits best
-    if wide is not None and not (isinstance(wide, list) and len(wide) == 2 and isinstance(wide[0], int)
-                                 and not isinstance(wide[0], bool) and 1 <= wide[0] <= opmodel.MAX_TILE
-                                 and _number(wide[1]) and 0 < wide[1] <= 16):
-        return False
+    # absent in profiles written before them, and where one kernel width fits best / no leftover pass does
+    for extra in (m.get("wide"), m.get("remainder")):
+        if extra is not None and not (isinstance(extra, list) and len(extra) == 2 and isinstance(extra[0], int)
+                                      and not isinstance(extra[0], bool) and 1 <= extra[0] <= opmodel.MAX_TILE
+                                      and _number(extra[1]) and 0 < extra[1] <= 16):
+            return False
     return (kind_name.split("/")[-1] in ("fp32", "int8")
             and isinstance(tiles, list) and len(tiles) == 3
             and all(isinstance(t, int) and not isinstance(t, bool) and 1 <= t <= opmodel.MAX_TILE for t in tiles)

@@ -54,6 +54,18 @@ N_FEATURES = 5       # what features() returns per op: a profile's kernel model 
 WIDE_TILES = (16, 32, 64)
 WIDE_WEIGHTS = (0.5, 0.6, 0.65, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0)
 WIDE_SEARCH = 12  # tile sizes (the best fitting without a wide kernel) tried with one
+# Depthwise channels left over past the last full vector. XNNPACK's fp32 depthwise kernels here (Zen 1,
+# AVX2) take channels 16 then 8 at a time and the rest through a masked pass that costs more than a
+# whole tile: 5x5 convolutions of 24x24 px (invoke alone) take 36 us at 8 channels, 39 at 16, 60 at 24
+# and 62 at 32, but 87 at 11 or 12, 89-91 at 20 or 22 and 114 at 28 - the leftover 3-6 channels ~51 us,
+# 2.3 16-wide tiles. The tile counts price 11 channels as 16 (NASNet's 11-, 22- and 44-channel depthwise
+# layers: 1.94 ms alone against 1.06 priced at one thread). int8 ones here go 8 at a time with no such
+# step (32, 55, 75, 98 us at 8, 16, 24, 32; 11 and 12 like 16: the fit may say that as 4-wide tiles and an
+# 8-wide pass). So the fit tries a leftover pass of each vector width, costing a weight in NR-wide tiles,
+# with every tile width, and keeps it where it fits the grid clearly better (its odd-channel probes,
+# probes.GRID_ODD_DEPTHWISE, are what can show it; without them it finds ~nothing to gain).
+REMAINDER_WIDTHS = (4, 8)
+REMAINDER_WEIGHTS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0)
 
 
 def dims(graph: Graph, op: Op) -> tuple[float, float, float, float, float]:
@@ -73,15 +85,19 @@ def dims(graph: Graph, op: Op) -> tuple[float, float, float, float, float]:
 
 
 def features(op_type: str, precision: str, d: tuple, tiles: tuple[int, int, int],
-             wide: tuple[int, float] | None = None) -> np.ndarray:
+             wide: tuple[int, float] | None = None, remainder: tuple[int, float] | None = None) -> np.ndarray:
     """[1, tiled multiply-accumulates, input reads, output bytes, filter reads]; wide: (width, cost
-    per column against an NR-wide one) of the kernel a convolution at least that wide takes."""
+    per column against an NR-wide one) of the kernel a convolution at least that wide takes;
+    remainder: (vector width, cost in NR-wide tiles) of a depthwise convolution's leftover channels."""
     m, n, k, taps, stride = d
     mr, nr, kr = tiles
     value_bytes = 1.0 if precision == "int8" else 4.0
     row_tiles, col_tiles = math.ceil(m / mr), math.ceil(n / nr)
     if op_type == "DEPTHWISE_CONV_2D":  # channels in tiles of NR, every pixel; filter bytes once
-        return np.array([1.0, m * col_tiles * nr * taps, m * stride * stride * n * value_bytes,
+        channels = col_tiles * nr
+        if remainder and n % remainder[0]:  # whole vectors in tiles, the rest in a pass of its own
+            channels = math.ceil(n // remainder[0] * remainder[0] / nr) * nr + remainder[1] * nr
+        return np.array([1.0, m * channels * taps, m * stride * stride * n * value_bytes,
                          m * n * value_bytes, n * taps * value_bytes])
     if op_type == "FULLY_CONNECTED":
         return np.array([1.0, col_tiles * nr * k, k * value_bytes, n * value_bytes, n * k * value_bytes])
@@ -108,11 +124,11 @@ def fit_kind(op_type: str, precision: str, shapes: list[tuple], seconds: list[fl
     depthwise, fc = op_type == "DEPTHWISE_CONV_2D", op_type == "FULLY_CONNECTED"
     candidates = [(mr, nr, kr) for mr in ((1,) if depthwise or fc else ROW_TILES) for nr in COLUMN_TILES
                   for kr in ((1,) if depthwise or fc else DEPTH_TILES)]
-    def trial(tiles, wide=None):
-        a = np.array([features(op_type, precision, d, tiles, wide) for d in shapes])
+    def trial(tiles, wide=None, remainder=None):
+        a = np.array([features(op_type, precision, d, tiles, wide, remainder) for d in shapes])
         coefs = nnls_relative(a, y)
         fitted = np.maximum(a @ coefs, 1e-12)
-        return float(np.mean(np.abs(np.log(fitted / y)))), tiles, wide, coefs, fitted
+        return float(np.mean(np.abs(np.log(fitted / y)))), tiles, wide, coefs, fitted, remainder
 
     plain = [trial(tiles) for tiles in candidates]
     best = min(plain, key=lambda r: r[0])  # ties keep the smaller tiles (listed first)
@@ -124,20 +140,31 @@ def fit_kind(op_type: str, precision: str, shapes: list[tuple], seconds: list[fl
                     result = trial(tiles, (width, weight))
                     if result[0] < min(best[0], bar):
                         best = result
-    miss, tiles, wide, coefs, fitted = best
+    if depthwise:  # a leftover-channel pass with each tile width, only where it fits clearly better
+        bar = best[0] * 0.98
+        for tiles in candidates:
+            for width in REMAINDER_WIDTHS:
+                for weight in REMAINDER_WEIGHTS:
+                    result = trial(tiles, remainder=(width, weight))
+                    if result[0] < min(best[0], bar):
+                        best = result
+    miss, tiles, wide, coefs, fitted, remainder = best
     points = [[*map(lambda v: round(float(v), 3), key(d)),
                round(float(np.clip(math.log(s / f), -MAX_LOG_RATIO, MAX_LOG_RATIO)), 4)]
               for d, s, f in zip(shapes, y, fitted)]
     entry = {"tiles": list(tiles), "coefficients": [float(c) for c in coefs], "points": points,
              "fit_mean_abs_log_error": round(miss, 4)}
+    if remainder:
+        entry["remainder"] = list(remainder)
     return {**entry, "wide": list(wide)} if wide else entry
 
 
 def predict(entry: dict, op_type: str, precision: str, d: tuple) -> float:
     """Seconds for one op of this kind: the tiled linear cost times the nearest probes' correction."""
-    wide = entry.get("wide")
+    wide, remainder = entry.get("wide"), entry.get("remainder")
     base = float(np.dot(entry["coefficients"], features(op_type, precision, d, tuple(entry["tiles"]),
-                                                        tuple(wide) if wide else None)))
+                                                        tuple(wide) if wide else None,
+                                                        tuple(remainder) if remainder else None)))
     points = entry.get("points") or []
     if not points or base <= 0:
         return max(base, 0.0)

@@ -452,6 +452,12 @@ GRID_FC_WEIGHT_BYTES = 8e6   # classifiers (1280 x 1000 fp32 is 5 MB) stream the
 GRID_STEMS = 12
 GRID_STEM_RESOLUTIONS = (96, 128, 160, 192, 224, 256)
 GRID_STEM_CHANNELS = (8, 16, 24, 32, 48, 64)
+# Depthwise convolutions whose channels are not whole vectors (NASNet's 11-, 22- and 44-channel
+# layers, MediaPipe's 28-, 36- and 42-channel ones): the drawn grid's channels are all multiples of 8,
+# and a fp32 depthwise kernel here runs the leftover channels through a pass dearer than a whole tile
+# (opmodel.REMAINDER_WIDTHS). Drawn apart too.
+GRID_ODD_DEPTHWISE = 10
+GRID_ODD_CHANNELS = (4, 6, 11, 12, 20, 22, 28, 36, 44, 60, 92, 100, 132)
 
 
 def _grid_shape(op: str, precision: str, rng: np.random.Generator) -> Probe | None:
@@ -494,6 +500,12 @@ def _grid_stem(precision: str, rng: np.random.Generator) -> Probe | None:
     return _grid_probe("CONV_2D", precision, h, 3, cout, int(rng.choice((3, 3, 5, 7))), 2)
 
 
+def _grid_odd_depthwise(precision: str, rng: np.random.Generator) -> Probe | None:
+    h, channels = int(rng.choice(GRID_RESOLUTIONS)), int(rng.choice(GRID_ODD_CHANNELS))
+    return _grid_probe("DEPTHWISE_CONV_2D", precision, h, channels, channels, int(rng.choice((3, 3, 5))),
+                       int(rng.choice((1, 1, 2))))
+
+
 def grid(counts: dict[str, int] = GRID_COUNTS, seed: int = 0) -> list[Probe]:
     """The kernel grid (same shapes on every device), plus per precision a model with nothing to
     compute: what an invoke costs by itself, taken off every grid probe's time."""
@@ -514,6 +526,12 @@ def grid(counts: dict[str, int] = GRID_COUNTS, seed: int = 0) -> list[Probe]:
             if p is not None and (p.shape, p.cout, p.kernel) not in seen:
                 out.append(replace(p, name=f"grid_stem_{len(seen)}_{precision}"))
                 seen.add((p.shape, p.cout, p.kernel))
+        odd, seen = np.random.default_rng([seed, precision == "int8", 2]), set()
+        while len(seen) < GRID_ODD_DEPTHWISE:
+            p = _grid_odd_depthwise(precision, odd)
+            if p is not None and (p.shape, p.kernel, p.stride) not in seen:
+                out.append(replace(p, name=f"grid_dw_odd_{len(seen)}_{precision}"))
+                seen.add((p.shape, p.kernel, p.stride))
     return out
 
 
@@ -533,7 +551,7 @@ def weight_bytes(p: Probe) -> int:
 
 GRID = grid()
 # the reduced suite's grid: the first few draws of each, so a name always means one shape
-QUICK_GRID = [p for p in GRID if is_grid_invoke(p.name) or not p.name.startswith("grid_stem_") and int(
+QUICK_GRID = [p for p in GRID if is_grid_invoke(p.name) or not p.name.startswith(("grid_stem_", "grid_dw_odd_")) and int(
     p.name.split("_")[-2]) < GRID_QUICK_COUNTS["CONV_2D_1x1" if p.op == "CONV_2D" and p.kernel == 1 else p.op]]
 SUITE = _suite() + GRID
 
