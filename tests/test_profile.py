@@ -95,6 +95,8 @@ def test_emulate_refuses_a_thread_count_not_profiled(quick_profile, artifacts):
     (lambda d: d["threads"]["1"]["op_models"]["CONV_2D/fp32"].update(tiles=[10 ** 400, 1, 1]), "'threads.1.op_models'"),
     (lambda d: d["threads"]["1"]["op_models"]["CONV_2D/fp32"].update(wide=[32, -0.5]), "'threads.1.op_models'"),
     (lambda d: d["threads"]["1"]["op_models"]["CONV_2D/fp32"].update(wide="32"), "'threads.1.op_models'"),
+    (lambda d: d["threads"]["1"]["op_models"]["CONV_2D/fp32"].update(remainder=[8, 0]), "'threads.1.op_models'"),
+    (lambda d: d["threads"]["1"]["op_models"]["CONV_2D/fp32"].update(remainder=[True, 2.5]), "'threads.1.op_models'"),
     (lambda d: d["threads"]["1"].update(spill={"threshold": -1.0, "excess": True}), "'threads.1.spill'"),
     (lambda d: d["threads"]["1"].update(spill={"threshold": 1.0, "excess": "yes"}), "'threads.1.spill'"),
 ])
@@ -106,6 +108,30 @@ def test_wrong_profile_fields_are_one_line(quick_profile, artifacts, tmp_path, m
     result = run_cli("emulate", artifacts / "digits_cnn_int8.tflite", "--target", bad)
     assert result.exit_code == 2, result.stderr
     assert field in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_profile_with_a_leftover_channel_pass_prices_odd_depthwise_layers_dearer(quick_profile, tmp_path):
+    """A profile whose fp32 depthwise model has a leftover-channel pass (written by a device whose grid
+    showed one) loads, and prices an 11-channel depthwise layer above a 16-channel one; without the
+    pass (profiles written before it) 11 channels cost no more than 16, a partial tile a full one."""
+    from edgekit.emulator import estimate
+    from edgekit.profile.device import load_profile
+
+    data = json.loads(quick_profile.read_text())
+    model = data["threads"]["1"]["op_models"]["DEPTHWISE_CONV_2D/fp32"]
+    model.update(tiles=[1, 16, 1], points=[])
+    layers = {c: read_graph(build(Probe("d", "DEPTHWISE_CONV_2D", "fp32", (1, 24, 24, c), kernel=5))) for c in (11, 16)}
+    prices = {}
+    for label, remainder in (("without", None), ("with", [8, 2.5])):
+        if remainder:
+            model["remainder"] = remainder
+        path = tmp_path / f"{label}.json"
+        path.write_text(json.dumps(data))
+        device = load_profile(path)
+        prices[label] = {c: estimate(g, device, 1).estimate_ms for c, g in layers.items()}
+    assert prices["without"][11] <= prices["without"][16]  # less: only its input and output bytes are fewer
+    assert prices["with"][16] == pytest.approx(prices["without"][16], rel=1e-9)
+    assert prices["with"][11] > prices["with"][16] and prices["with"][11] > prices["without"][11]
 
 
 def test_unreadable_or_missing_profile_is_one_line(artifacts, tmp_path):
