@@ -520,18 +520,21 @@ def grid(counts: dict[str, int] = GRID_COUNTS, seed: int = 0) -> list[Probe]:
                 if p is not None:
                     out.append(replace(p, name=f"grid_{op.lower()}_{drawn}_{precision}"))
                     drawn += 1
-        stems, seen = np.random.default_rng([seed, precision == "int8", 1]), set()
-        while len(seen) < GRID_STEMS:
-            p = _grid_stem(precision, stems)
-            if p is not None and (p.shape, p.cout, p.kernel) not in seen:
-                out.append(replace(p, name=f"grid_stem_{len(seen)}_{precision}"))
-                seen.add((p.shape, p.cout, p.kernel))
-        odd, seen = np.random.default_rng([seed, precision == "int8", 2]), set()
-        while len(seen) < GRID_ODD_DEPTHWISE:
-            p = _grid_odd_depthwise(precision, odd)
-            if p is not None and (p.shape, p.kernel, p.stride) not in seen:
-                out.append(replace(p, name=f"grid_dw_odd_{len(seen)}_{precision}"))
-                seen.add((p.shape, p.kernel, p.stride))
+        # drawn apart, each set from a generator of its own: adding a set leaves every other shape as it was
+        for stream, (draw, count, prefix) in enumerate(((_grid_stem, GRID_STEMS, "grid_stem"),
+                                                        (_grid_odd_depthwise, GRID_ODD_DEPTHWISE, "grid_dw_odd")), 1):
+            out += _distinct(draw, precision, np.random.default_rng([seed, precision == "int8", stream]), count, prefix)
+    return out
+
+
+def _distinct(draw, precision: str, rng: np.random.Generator, count: int, prefix: str) -> list[Probe]:
+    """`count` probes of distinct shapes from `draw`, named prefix_i_precision."""
+    out, seen = [], set()
+    while len(seen) < count:
+        p = draw(precision, rng)
+        if p is not None and (p.shape, p.cout, p.kernel, p.stride) not in seen:
+            out.append(replace(p, name=f"{prefix}_{len(seen)}_{precision}"))
+            seen.add((p.shape, p.cout, p.kernel, p.stride))
     return out
 
 
