@@ -96,6 +96,7 @@ def main() -> None:
     from edgekit.profile.device import load_profile
     from edgekit.profile.run import interleaved
     from edgekit.tflite.graph import read_graph
+    from profile_prefix import print_load
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", type=Path, required=True, help="a profile written by edgekit profile run")
@@ -148,8 +149,7 @@ def main() -> None:
         print(f"{r['block']:14} {r['precision']:4} {size:>9} {r['values']:7d} {r[f'measured_us_{few}']:9.2f} "
               f"{r[f'priced_us_{few}']:8.2f} {r[f'measured_us_{more}']:9.2f} {r[f'priced_us_{more}']:8.2f} "
               f"{r['speedup_measured']:8.2f} {r['speedup_priced']:7.2f}")
-    after = os.getloadavg()
-    print(f"host load average (1/5/15 min) {[round(v, 1) for v in load]} before, {[round(v, 1) for v in after]} after")
+    after = print_load(load)
     if args.json:
         args.json.write_text(json.dumps({"profile": str(args.profile), "threads": args.threads, "lengths": LENGTHS,
                                          "load_before": load, "load_after": after, "rows": rows}, indent=1))

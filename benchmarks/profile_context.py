@@ -57,6 +57,7 @@ def main() -> None:
     from edgekit.profile.probes import build
     from edgekit.profile.run import interleaved
     from edgekit.tflite.graph import read_graph
+    from profile_prefix import print_load
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", type=Path, required=True, help="a profile written by edgekit profile run")
@@ -95,8 +96,7 @@ def main() -> None:
         print(f"{r['network']:24} {r['threads']:3d} {r['plain_ms']:9.3f} {r['plain_error']:+7.1%} "
               f"{r['with_blocks_ms']:10.3f} {r['with_blocks_error']:+7.1%} {r['blocks_ms']:11.3f} "
               f"{r['blocks_estimated_ms']:9.3f}")
-    after = os.getloadavg()
-    print(f"host load average (1/5/15 min) {[round(v, 1) for v in load]} before, {[round(v, 1) for v in after]} after")
+    after = print_load(load)
     if args.json:
         args.json.write_text(json.dumps({"profile": str(args.profile), "load_before": load, "load_after": after,
                                          "rows": rows}, indent=1))

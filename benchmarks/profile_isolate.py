@@ -65,7 +65,7 @@ def isolated(data: bytes, index: int, static: set[int], clamp: int | None = None
 
 
 def main() -> None:
-    from profile_prefix import Invoke
+    from profile_prefix import Invoke, print_load
 
     from edgekit.profile import costmodel
     from edgekit.profile.device import estimate_measured, load_profile
@@ -114,8 +114,7 @@ def main() -> None:
         print(f"{name:32} {n:4d} {1e3 * ms:10.1f} {1e3 * est:10.1f} {est / ms:12.2f}")
     print(f"whole network invoke {min(whole.medians):.3f} ms; its ops alone summed {sum(alone.values()):.3f} ms; "
           f"priced ops {sum(priced.values()):.3f} ms, whole estimate (I/O included) {estimate.estimate_ms:.3f} ms")
-    print(f"host load average (1/5/15 min) {[round(v, 1) for v in load]} before, "
-          f"{[round(v, 1) for v in os.getloadavg()]} after")
+    print_load(load)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,14 @@ def prefix(data: bytes, k: int, static: set[int]) -> bytes:
     return packed(model)
 
 
+def print_load(before: tuple) -> tuple:
+    """Print the host's load average before the timing and now - a diagnostic's times are only as good
+    as the machine was quiet - and return now's (profile_isolate, profile_context, profile_chains too)."""
+    after = os.getloadavg()
+    print(f"host load average (1/5/15 min) {[round(v, 1) for v in before]} before, {[round(v, 1) for v in after]} after")
+    return after
+
+
 class Invoke:
     """One prefix loaded once, its invoke timed block by block."""
 
@@ -134,8 +142,7 @@ def main() -> None:
         print(f"ops {previous_k:4d}-{k - 1:4d}: measured +{measured[k] - previous_ms:8.3f} ms, estimated "
               f"+{added_est:8.3f} ms  (prefix {measured[k]:.3f} ms)  {', '.join(kinds)[:100]}")
         previous_k, previous_ms = k, measured[k]
-    print(f"host load average (1/5/15 min) {[round(v, 1) for v in load]} before, "
-          f"{[round(v, 1) for v in os.getloadavg()]} after")
+    print_load(load)
 
 
 if __name__ == "__main__":
