@@ -39,6 +39,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -76,9 +78,31 @@ def _mean_scales_input(b, x):
     return out
 
 
+def _scale_by_constant(b, x):
+    """A MUL of the tensor by a constant per-channel vector (a batch norm's scale left unfolded, as in
+    DenseNet's pre-activation blocks): the broadcast MUL of a squeeze-and-excitation block without the
+    squeeze that computes its vector."""
+    shape = [1, 1, 1, int(b.tensors[x].shape[-1])]
+    values = b.rng.uniform(0.5, 1.5, shape).astype(np.float32)
+    # int8: one scale for the whole vector, as the converter quantizes a MUL's constant operand
+    vector = (b.tensor(shape, "int8", np.round(values / 1.5 * 127).astype(np.int8), 1.5 / 127, 0) if b.int8
+              else b.tensor(shape, "float32", values))
+    out = b.act(list(b.tensors[x].shape), scale=0.05)
+    b.op("MUL", [x, vector], [out], "MulOptions", b.s.MulOptionsT(), 2 if b.int8 else 1)
+    return out
+
+
+def _after_depthwise(block):
+    """The block fed by a depthwise convolution, split over the threads as a network's would be: what
+    the block adds is this chain's time less the dw3x3 chain's."""
+    return lambda b, x: block(b, _one("DEPTHWISE_CONV_2D")(b, x))
+
+
 BLOCKS = {"conv1x1": _one("CONV_2D"), "dw3x3": _one("DEPTHWISE_CONV_2D"), "conv1x1+dw3x3": _conv_then_depthwise,
           "add": _one("ADD"), "mul": _one("MUL"), "logistic": _one("LOGISTIC"), "hard_swish": _one("HARD_SWISH"),
-          "mean*input": _mean_scales_input, "excitation": _excitation}
+          "mean*input": _mean_scales_input, "excitation": _excitation,
+          "scale": _scale_by_constant, "dw3x3+mean*input": _after_depthwise(_mean_scales_input),
+          "dw3x3+scale": _after_depthwise(_scale_by_constant)}
 
 
 def chain(precision: str, shape: tuple, block, length: int) -> bytes:

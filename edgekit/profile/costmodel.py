@@ -42,6 +42,16 @@ MULTIPASS_FEATURES = ("ops", "macs")
 TRANSPOSED_FEATURES = ("ops", "tiled_macs", "pixels", "weight_bytes")
 TILED_TRANSPOSED = "TRANSPOSE_CONV_tiled"
 ELEMENTWISE_FEATURES = ("ops", "values")
+# A per-channel vector times a feature map (a broadcast MUL: a squeeze-and-excitation gate, DenseNet's
+# batch-norm scale) and PRELU (a per-channel slope) run XNNPACK's kernel once per pixel over that
+# pixel's channels, so they pay per row of channels besides per value. Chained 16 deep here (Zen 1, one
+# thread, benchmarks/profile_chains.py's scale block): an fp32 scale of 36,864 values takes
+# 16.7 us as 48x48x16, 8.3 as 24x24x64, 6.1 as 6x6x1024 (int8 27.0 / 16.8 / 15.2), 96x96x8 twice
+# 48x48x16's time per value; a same-shape MUL or ADD takes the same at every split. ~5-7 ns per row.
+ROW_FEATURES = ("ops", "values", "rows")
+ROW_KINDS = {"MUL_broadcast", "PRELU"}
+# per-kind features added after profiles were written: a profile without one costs it at 0, as it then did
+LATER_KIND_FEATURES = {"rows"}
 # a kind the device's kernel grid models (edgekit.profile.opmodel): its op time as that model predicts
 # it for the op in isolation, scaled by one fitted factor (what being inside a network changes). Such
 # kinds are named with GRID_MARK ("CONV_2D_1x1@grid/int8"), so a profile's coefficients say which form they take
@@ -218,7 +228,15 @@ def family(kind_name: str) -> tuple[str, ...]:
         return CONV_FEATURES
     if base in ("FULLY_CONNECTED", "BATCH_MATMUL"):
         return FC_FEATURES
+    if base in ROW_KINDS:
+        return ROW_FEATURES
     return ELEMENTWISE_FEATURES
+
+
+def elementwise(kind_name: str) -> bool:
+    """A kind priced per op and per value (a fallback's source): the plain elementwise ones and those
+    that also pay per row."""
+    return family(kind_name) in (ELEMENTWISE_FEATURES, ROW_FEATURES)
 
 
 def _pixels(graph: Graph, op: Op) -> float:
@@ -259,7 +277,7 @@ def op_features(graph: Graph, op: Op, names: tuple[str, ...], op_models: dict | 
         out = graph.tensors[op.outputs[0]].shape if op.outputs else ()
         elements = max(elements, float(np.prod(out)) * op.window if out else elements)
     values = {"ops": 1.0, "macs": op.macs, "pixels": _pixels(graph, op), "act_bytes": op.bytes_in + op.bytes_out,
-              "weight_bytes": op.bytes_weights, "values": elements}
+              "weight_bytes": op.bytes_weights, "values": elements, "rows": _pixels(graph, op)}
     return np.array([values[n] for n in names], dtype=np.float64)
 
 
@@ -618,11 +636,11 @@ def fallback(coefs: dict, kind_name: str) -> dict[str, float]:
         return {"ops": c.get("ops", 0.0), "macs": c.get("macs", 0.0)}
     if precision == "int8" and base in NOT_DELEGATED_INT8:
         reference = [c for k, c in coefs.items() if k.split("/")[0] in NOT_DELEGATED_INT8 and k.endswith("/int8")
-                     and family(k) == ELEMENTWISE_FEATURES]
+                     and elementwise(k)]
         if reference:
             return {n: float(np.median([c.get(n, 0.0) for c in reference])) for n in ELEMENTWISE_FEATURES}
-    same = [c for k, c in coefs.items() if k.endswith("/" + precision) and family(k) == ELEMENTWISE_FEATURES]
-    same = same or [c for k, c in coefs.items() if k != "_global" and family(k) == ELEMENTWISE_FEATURES]
+    same = [c for k, c in coefs.items() if k.endswith("/" + precision) and elementwise(k)]
+    same = same or [c for k, c in coefs.items() if k != "_global" and elementwise(k)]
     if not same:
         return {"ops": 0.0, "values": 0.0}
     return {n: float(np.median([c.get(n, 0.0) for c in same])) for n in ELEMENTWISE_FEATURES}

@@ -142,9 +142,9 @@ def _op_model_ok(kind_name, m) -> bool:
 
 
 def _later(group: str, feature: str, coefficients) -> bool:
-    """A whole-model feature added after this profile was written: it may be missing (costed at 0)."""
-    return (group == "_global" and feature in costmodel.LATER_GLOBAL_FEATURES
-            and isinstance(coefficients, dict) and feature not in coefficients)
+    """A whole-model or per-kind feature added after this profile was written: it may be missing (costed at 0)."""
+    later = costmodel.LATER_GLOBAL_FEATURES if group == "_global" else costmodel.LATER_KIND_FEATURES
+    return feature in later and isinstance(coefficients, dict) and feature not in coefficients
 
 
 def _number(v) -> bool:

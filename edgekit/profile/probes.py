@@ -338,6 +338,10 @@ def _suite() -> list[Probe]:
     add("prelu_128x8", "PRELU", (1, 128, 128, 8), repeat=2)
     add("mul_se_28x144_x4", "MUL", (1, 28, 28, 144), broadcast=True, repeat=4)
     add("mul_se_7x1152_x4", "MUL", (1, 7, 7, 1152), broadcast=True, repeat=4)
+    # the same over narrow channels: a broadcast MUL pays per row of channels (costmodel.ROW_FEATURES),
+    # which the two above (784 and 49 rows) leave to trade against their values
+    add("mul_se_56x16_x4", "MUL", (1, 56, 56, 16), broadcast=True, repeat=4)
+    add("mul_se_96x8_x4", "MUL", (1, 96, 96, 8), broadcast=True, repeat=4)
     # depthwise
     add("dw3x3_56x32", "DEPTHWISE_CONV_2D", (1, 56, 56, 32), kernel=3, repeat=4, core=True)
     add("dw3x3_14x192", "DEPTHWISE_CONV_2D", (1, 14, 14, 192), kernel=3, repeat=4)
