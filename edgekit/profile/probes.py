@@ -342,6 +342,10 @@ def _suite() -> list[Probe]:
     # which the two above (784 and 49 rows) leave to trade against their values
     add("mul_se_56x16_x4", "MUL", (1, 56, 56, 16), broadcast=True, repeat=4)
     add("mul_se_96x8_x4", "MUL", (1, 96, 96, 8), broadcast=True, repeat=4)
+    # PRELU pays per row too: with three shapes the fit could trade its per-op, per-value and per-row
+    # costs freely (one fit put all of a 32x32x64 layer's time on the op and its rows)
+    add("prelu_8x128", "PRELU", (1, 8, 8, 128), repeat=4)
+    add("prelu_32x64", "PRELU", (1, 32, 32, 64), repeat=4)
     # depthwise
     add("dw3x3_56x32", "DEPTHWISE_CONV_2D", (1, 56, 56, 32), kernel=3, repeat=4, core=True)
     add("dw3x3_14x192", "DEPTHWISE_CONV_2D", (1, 14, 14, 192), kernel=3, repeat=4)
