@@ -25,6 +25,11 @@ What it found on this host (Zen 1, 2 KVM vCPUs; profile of timing run 48; sessio
 - The global MEAN that scales its own input (the two ends of a squeeze-and-excitation block) takes
   1.6-2.8x its one-thread time at two threads up to 9 K fp32 values (int8 1.3-1.4x up to 3.5 K), where
   the profile prices 0.5-1.1x; int8 HARD_SWISH (reference kernels) 0.94-1.01x, priced 0.98x.
+Session 16 (profile of timing run 52): a MUL by a constant per-channel vector (`scale`) costs per row of
+channels besides per value - 36,864 fp32 values chained take 16.7 us as 48x48x16 and 6.1 as 6x6x1024 at one
+thread (`--blocks scale --sizes 48x48x16,24x24x64,12x12x256,6x6x1024`), which the cost model now prices
+(edgekit.profile.costmodel.ROW_FEATURES); fed by a depthwise convolution, a MEAN scaling its input adds
+2.0-5.9 us at two threads up to 24x24x32, 0.7-7.2 at one (`dw3x3+mean*input` less `dw3x3`).
 Put in the suite as probes (chains of 16: 1x1 convolutions at 3-24 px, depthwise ones at 3-12 px, ADDs
 at 6 and 24 px; fp32 and int8; timed in run 49), they priced chains closer and the development networks
 worse (README, "A network is not a chain of its ops"), so the suite holds none of them: this is evidence
@@ -126,15 +131,22 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, required=True, help="a profile written by edgekit profile run")
     parser.add_argument("--blocks", default=",".join(BLOCKS), help=f"comma-separated, of: {', '.join(BLOCKS)}")
     parser.add_argument("--threads", type=int, nargs=2, default=[1, 2], metavar=("FEW", "MORE"))
+    parser.add_argument("--sizes", help="comma-separated HxWxC shapes instead of the six defaults, e.g. 48x48x16,6x6x1024")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
     args = parser.parse_args()
     unknown = sorted(set(args.blocks.split(",")) - set(BLOCKS))
     if unknown:
         parser.error(f"unknown block(s) {', '.join(unknown)}; expected some of {', '.join(BLOCKS)}")
+    try:
+        sizes = [(1, *map(int, size.split("x"))) for size in args.sizes.split(",")] if args.sizes else list(SIZES)
+    except ValueError:
+        sizes = []
+    if not sizes or any(len(size) != 4 or min(size) < 1 for size in sizes):
+        parser.error(f"--sizes: expected HxWxC shapes of positive integers, got {args.sizes!r}")
     device = load_profile(args.profile)
     load = os.getloadavg()
     cases = [(name, precision, shape) for name in args.blocks.split(",") for precision in ("fp32", "int8")
-             for shape in SIZES]
+             for shape in sizes]
     with tempfile.TemporaryDirectory(prefix="edgekit-chains-") as tmp:
         items, graphs = [], {}
         for name, precision, shape in cases:
