@@ -276,8 +276,9 @@ def op_features(graph: Graph, op: Op, names: tuple[str, ...], op_models: dict | 
     if op.window > 1:  # a pool reads its window per output value (edgekit.tflite.graph._pool_window)
         out = graph.tensors[op.outputs[0]].shape if op.outputs else ()
         elements = max(elements, float(np.prod(out)) * op.window if out else elements)
-    values = {"ops": 1.0, "macs": op.macs, "pixels": _pixels(graph, op), "act_bytes": op.bytes_in + op.bytes_out,
-              "weight_bytes": op.bytes_weights, "values": elements, "rows": _pixels(graph, op)}
+    pixels = _pixels(graph, op)  # a row of channels per output pixel, for the kinds that pay per row
+    values = {"ops": 1.0, "macs": op.macs, "pixels": pixels, "act_bytes": op.bytes_in + op.bytes_out,
+              "weight_bytes": op.bytes_weights, "values": elements, "rows": pixels}
     return np.array([values[n] for n in names], dtype=np.float64)
 
 
