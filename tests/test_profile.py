@@ -57,6 +57,33 @@ def test_nnls_recovers_non_negative_coefficients():
     assert np.allclose(costmodel.nnls(a, a @ truth), truth, atol=1e-8)
 
 
+def test_a_tied_coefficient_is_kept_and_the_rest_fitted_around_it():
+    """More threads keep the one-thread cost of weights streamed from memory (costmodel.TIED_GLOBAL_FEATURES):
+    the two-thread fit holds it as given, even where its probes alone would pull it elsewhere, and fits
+    the other terms on what is left of each probe's time."""
+    rng = np.random.default_rng(1)
+    cold = costmodel.GLOBAL_FEATURES.index("cold_weight_bytes")
+    rows = []
+    for _ in range(30):
+        glob = np.zeros(len(costmodel.GLOBAL_FEATURES))
+        glob[0], glob[cold] = 1.0, rng.uniform(0, 2e7)  # one invoke, up to 20 MB streamed
+        t = rng.uniform(1e-5, 5e-3)
+        rows.append((glob, [("gemm/fp32", np.array([t, min(t, costmodel.SMALL_OP_SECONDS), 1.0]))]))
+    truth = {"invokes": 2e-5, "cold_weight_bytes": 3e-11, "scaled": 0.55}
+
+    def seconds(cold_per_byte):
+        return [truth["invokes"] + cold_per_byte * g[cold] + truth["scaled"] * ops[0][1][0] for g, ops in rows]
+    # probes that stream at 18 ps/B: refitted, the coefficient follows them; tied, it stays at 30
+    free = costmodel.fit_scaled(rows, seconds(1.8e-11))
+    tied = costmodel.fit_scaled(rows, seconds(3e-11), tied={"cold_weight_bytes": 3e-11})
+    assert free["_global"]["cold_weight_bytes"] == pytest.approx(1.8e-11, rel=1e-6)
+    assert tied["_global"]["cold_weight_bytes"] == 3e-11
+    assert tied["_global"]["invokes"] == pytest.approx(truth["invokes"], rel=1e-6)
+    assert tied["gemm/fp32"]["scaled"] == pytest.approx(truth["scaled"], rel=1e-6)
+    pulled = costmodel.fit_scaled(rows, seconds(1.8e-11), tied={"cold_weight_bytes": 3e-11})
+    assert pulled["_global"]["cold_weight_bytes"] == 3e-11
+
+
 def test_quick_profile_is_valid_and_emulate_uses_it(quick_profile, artifacts):
     data = json.loads(quick_profile.read_text())
     assert data["edgekit_profile"] == 1 and list(data["threads"]) == ["1"]
@@ -531,11 +558,13 @@ def test_a_profile_written_before_a_thread_family_scales_its_ops_as_it_then_did(
 
 def test_more_threads_scale_the_one_thread_op_costs(two_thread_profile, artifacts):
     """At 2 threads the profile stores a scaling of the 1-thread op costs per thread family; emulate
-    sums it op by op (plus the refitted invoke, I/O and cache terms), and a profile whose scaling
+    sums it op by op (plus the invoke, I/O and cache terms), and a profile whose scaling
     names no base thread count is refused in one line."""
     data = json.loads(two_thread_profile.read_text())
     one, two = data["threads"]["1"], data["threads"]["2"]
     assert "scaling" not in one and two["base_threads"] == 1 and two["residuals"] == []
+    # weights streamed from memory cost as at one thread (costmodel.TIED_GLOBAL_FEATURES)
+    assert two["scaling"]["_global"]["cold_weight_bytes"] == one["coefficients"]["_global"]["cold_weight_bytes"]
     # the quick suite has no transposed convolution: that family is left to the GEMMs' scaling
     assert set(two["scaling"]) == {"_global", *costmodel.THREAD_FAMILIES} - set(costmodel.LATER_THREAD_FAMILIES)
     result = run_cli("emulate", artifacts / "digits_cnn_int8.tflite", "--target", two_thread_profile,

@@ -581,15 +581,17 @@ def nnls(a: np.ndarray, b: np.ndarray, iterations: int = 500) -> np.ndarray:
     return x
 
 
-def nnls_relative(a: np.ndarray, seconds, weights=None) -> np.ndarray:
-    """Non-negative x minimising the relative error of a x against seconds: every probe counts alike
-    (times its weight), a 20 us one as a 2 ms one; columns are scaled to unit norm for the solver."""
+def nnls_relative(a: np.ndarray, seconds, weights=None, known=None) -> np.ndarray:
+    """Non-negative x minimising the relative error of a x (+ known) against seconds: every probe counts
+    alike (times its weight), a 20 us one as a 2 ms one; columns are scaled to unit norm for the solver.
+    known: seconds each row already holds from terms whose coefficients are not fitted here."""
     y = np.asarray(seconds, dtype=np.float64)
     w = np.ones(len(y)) if weights is None else np.sqrt(np.asarray(weights, dtype=np.float64))
+    target = w if known is None else (1.0 - np.asarray(known, dtype=np.float64) / y) * w
     a = a / y[:, None] * w[:, None]
     scale = np.linalg.norm(a, axis=0)
     scale[scale == 0] = 1.0
-    return nnls(a / scale, w) / scale
+    return nnls(a / scale, target) / scale
 
 
 def fit(rows: list[dict[str, np.ndarray]], seconds: list[float], weights: list[float] | None = None) -> dict[str, dict[str, float]]:
@@ -677,7 +679,8 @@ def predict_seconds_terms(terms: dict[str, np.ndarray], coefs: dict) -> float:
 # mostly small, and carried their barrier cost into the big layers of networks (MobileNetV1/V2 at 224
 # estimated 20-40 % too slow at 2 threads). Here each op's one-thread time t (the one-thread fit,
 # shape corrections included) becomes  a * t + b * min(t, SMALL_OP_SECONDS) + c  per thread family,
-# and the invoke, I/O and cache terms are refitted: 3 numbers per family instead of ~5 per op kind.
+# and the invoke, I/O and cache terms are refitted (but cold weights: TIED_GLOBAL_FEATURES): 3 numbers per
+# family instead of ~5 per op kind.
 SMALL_OP_SECONDS = 1e-4
 THREAD_FAMILIES = ("gemm/fp32", "gemm/int8", "dw/fp32", "dw/int8", "elementwise/fp32", "elementwise/int8",
                    "reference", "transposed/fp32", "transposed/int8")
@@ -689,6 +692,18 @@ THREAD_FAMILIES = ("gemm/fp32", "gemm/int8", "dw/fp32", "dw/int8", "elementwise/
 # A profile written before a family has no scaling for it: such ops take the family they then had.
 LATER_THREAD_FAMILIES = {"transposed/fp32": "gemm/fp32", "transposed/int8": "gemm/int8"}
 THREAD_FEATURES = ("scaled", "small", "ops")
+# Weights streamed from memory in a network (cold_weight_bytes) cost it at two threads about what they
+# cost at one, so more threads take the one-thread coefficient rather than refit it. The streaming
+# probes gain from a second thread themselves (a 16.8 MB filter over 2x2 pixels: 0.58-0.61 of their
+# one-thread time here, refitted 18-19 ps/B against 33 at one thread), but a network does not:
+# MobileNetV3Small 224 fp32 op by op (benchmarks/profile_isolate.py, run 51's profile), its ops alone
+# 5.67 ms at one thread and 3.05 at two, the whole network 6.37 and 3.64 - 0.69 ms beyond its ops at
+# one thread and 0.59 at two, with 9.9 MB of filters to stream (8 MB of L3). Stored runs 44-56
+# re-fitted (benchmarks/profile_refit.py), two threads, mean share within +-10 %: development
+# networks 87.9 -> 90.0 %, test networks 72.4 -> 77.8 %; one thread unchanged. Tied only for the
+# layers XNNPACK splits by pixel tiles (each thread reads the whole filter; a one-tile layer, a
+# classifier, is split by output channels as the probes are): 88.8 / 74.2 %, so it is all of them.
+TIED_GLOBAL_FEATURES = ("cold_weight_bytes",)
 
 
 def thread_family(graph: Graph, op: Op) -> str:
@@ -729,11 +744,24 @@ def scaled_design(rows: list) -> np.ndarray:
     return np.array(out)
 
 
-def fit_scaled(rows: list, seconds: list[float], weights: list[float] | None = None) -> dict:
+def tied_globals(base: dict) -> dict[str, float]:
+    """The whole-model coefficients more threads take from the one-thread fit (TIED_GLOBAL_FEATURES)."""
+    return {n: float(base["coefficients"]["_global"].get(n, 0.0)) for n in TIED_GLOBAL_FEATURES}
+
+
+def fit_scaled(rows: list, seconds: list[float], weights: list[float] | None = None,
+               tied: dict[str, float] | None = None) -> dict:
     """{"_global": {feature: s/unit}, family: {scaled, small, ops}} by non-negative least squares on
-    relative error, as fit() does per kind."""
+    relative error, as fit() does per kind; tied: whole-model coefficients kept as given, not refitted
+    (tied_globals)."""
     design = scaled_design(rows)
-    x = nnls_relative(design, seconds, weights)
+    held = [GLOBAL_FEATURES.index(n) for n in (tied or {})]
+    known = design[:, held] @ np.array([tied[GLOBAL_FEATURES[i]] for i in held]) if held else None
+    free = design.copy()
+    free[:, held] = 0.0  # a zero column: the solver leaves its coefficient at 0, set below
+    x = nnls_relative(free, seconds, weights, known)
+    for i in held:
+        x[i] = tied[GLOBAL_FEATURES[i]]
     out = {"_global": dict(zip(GLOBAL_FEATURES, map(float, x[:len(GLOBAL_FEATURES)])))}
     rest, measured = x[len(GLOBAL_FEATURES):], design[:, len(GLOBAL_FEATURES):].any(axis=0)
     for i, f in enumerate(THREAD_FAMILIES):

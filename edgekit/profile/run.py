@@ -180,7 +180,7 @@ def fit_threads(samples: list[dict], statistic: str = "min_median", band: bool =
         if scaled is None:
             return per_kind(keep)
         return {"scaling": costmodel.fit_scaled([scaled[i] for i in keep], [secs[i] for i in keep],
-                                                [weights[i] for i in keep])}
+                                                [weights[i] for i in keep], costmodel.tied_globals(base))}
 
     def predict(i: int, model: dict, linear_only: bool = False) -> float:
         if scaled is not None:
