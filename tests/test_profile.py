@@ -58,9 +58,11 @@ def test_nnls_recovers_non_negative_coefficients():
 
 
 def test_a_tied_coefficient_is_kept_and_the_rest_fitted_around_it():
-    """More threads keep the one-thread cost of weights streamed from memory (costmodel.TIED_GLOBAL_FEATURES):
-    the two-thread fit holds it as given, even where its probes alone would pull it elsewhere, and fits
-    the other terms on what is left of each probe's time."""
+    """More threads may keep the one-thread cost of weights streamed from memory (costmodel.TIED_GLOBAL_FEATURES):
+    a tied fit holds it as given, even where its probes alone would pull it elsewhere, and fits the other
+    terms on what is left of each probe's time; a device ties it where its streaming probes say so."""
+    from edgekit.profile.run import fit_tied
+
     rng = np.random.default_rng(1)
     cold = costmodel.GLOBAL_FEATURES.index("cold_weight_bytes")
     rows = []
@@ -82,6 +84,12 @@ def test_a_tied_coefficient_is_kept_and_the_rest_fitted_around_it():
     assert tied["gemm/fp32"]["scaled"] == pytest.approx(truth["scaled"], rel=1e-6)
     pulled = costmodel.fit_scaled(rows, seconds(1.8e-11), tied={"cold_weight_bytes": 3e-11})
     assert pulled["_global"]["cold_weight_bytes"] == 3e-11
+    # a device chooses by its streaming probes (edgekit.profile.run.fit_tied): the 10 rows streaming most
+    base = {"coefficients": {"_global": {"cold_weight_bytes": 3e-11}}}
+    streaming = sorted(range(len(rows)), key=lambda i: -rows[i][0][cold])[:10]
+    assert fit_tied(rows, seconds(3e-11), [1.0] * len(rows), base, streaming) == {"cold_weight_bytes": 3e-11}
+    assert fit_tied(rows, seconds(1.8e-11), [1.0] * len(rows), base, streaming) == {}
+    assert fit_tied(rows, seconds(3e-11), [1.0] * len(rows), base, []) == {}
 
 
 def test_quick_profile_is_valid_and_emulate_uses_it(quick_profile, artifacts):
@@ -563,8 +571,10 @@ def test_more_threads_scale_the_one_thread_op_costs(two_thread_profile, artifact
     data = json.loads(two_thread_profile.read_text())
     one, two = data["threads"]["1"], data["threads"]["2"]
     assert "scaling" not in one and two["base_threads"] == 1 and two["residuals"] == []
-    # weights streamed from memory cost as at one thread (costmodel.TIED_GLOBAL_FEATURES)
-    assert two["scaling"]["_global"]["cold_weight_bytes"] == one["coefficients"]["_global"]["cold_weight_bytes"]
+    # weights streamed from memory: refitted, or at the one-thread cost where the streaming probe says so
+    assert two["tied"] in ([], ["cold_weight_bytes"])
+    cold = [e["_global"]["cold_weight_bytes"] for e in (one["coefficients"], two["scaling"])]
+    assert (cold[0] == cold[1]) if two["tied"] else (cold[1] >= 0)
     # the quick suite has no transposed convolution: that family is left to the GEMMs' scaling
     assert set(two["scaling"]) == {"_global", *costmodel.THREAD_FAMILIES} - set(costmodel.LATER_THREAD_FAMILIES)
     result = run_cli("emulate", artifacts / "digits_cnn_int8.tflite", "--target", two_thread_profile,

@@ -679,8 +679,8 @@ def predict_seconds_terms(terms: dict[str, np.ndarray], coefs: dict) -> float:
 # mostly small, and carried their barrier cost into the big layers of networks (MobileNetV1/V2 at 224
 # estimated 20-40 % too slow at 2 threads). Here each op's one-thread time t (the one-thread fit,
 # shape corrections included) becomes  a * t + b * min(t, SMALL_OP_SECONDS) + c  per thread family,
-# and the invoke, I/O and cache terms are refitted (but cold weights: TIED_GLOBAL_FEATURES): 3 numbers per
-# family instead of ~5 per op kind.
+# and the invoke, I/O and cache terms are refitted (cold weights perhaps not: TIED_GLOBAL_FEATURES): 3
+# numbers per family instead of ~5 per op kind.
 SMALL_OP_SECONDS = 1e-4
 THREAD_FAMILIES = ("gemm/fp32", "gemm/int8", "dw/fp32", "dw/int8", "elementwise/fp32", "elementwise/int8",
                    "reference", "transposed/fp32", "transposed/int8")
@@ -692,17 +692,14 @@ THREAD_FAMILIES = ("gemm/fp32", "gemm/int8", "dw/fp32", "dw/int8", "elementwise/
 # A profile written before a family has no scaling for it: such ops take the family they then had.
 LATER_THREAD_FAMILIES = {"transposed/fp32": "gemm/fp32", "transposed/int8": "gemm/int8"}
 THREAD_FEATURES = ("scaled", "small", "ops")
-# Weights streamed from memory in a network (cold_weight_bytes) cost it at two threads about what they
-# cost at one, so more threads take the one-thread coefficient rather than refit it. The streaming
-# probes gain from a second thread themselves (a 16.8 MB filter over 2x2 pixels: 0.58-0.61 of their
-# one-thread time here, refitted 18-19 ps/B against 33 at one thread), but a network does not:
-# MobileNetV3Small 224 fp32 op by op (benchmarks/profile_isolate.py, run 51's profile), its ops alone
-# 5.67 ms at one thread and 3.05 at two, the whole network 6.37 and 3.64 - 0.69 ms beyond its ops at
-# one thread and 0.59 at two, with 9.9 MB of filters to stream (8 MB of L3). Stored runs 44-56
-# re-fitted (benchmarks/profile_refit.py), two threads, mean share within +-10 %: development
-# networks 87.9 -> 90.0 %, test networks 72.4 -> 77.8 %; one thread unchanged. Tied only for the
-# layers XNNPACK splits by pixel tiles (each thread reads the whole filter; a one-tile layer, a
-# classifier, is split by output channels as the probes are): 88.8 / 74.2 %, so it is all of them.
+# Weights streamed from memory in a network (cold_weight_bytes) may cost it at two threads what they cost
+# at one; then more threads should take the one-thread coefficient rather than refit it from probes
+# that gain. On the Zen 1 host of runs 37-57, MobileNetV3Small 224 fp32 op by op
+# (benchmarks/profile_isolate.py, run 51's profile): its ops alone 5.67 ms at one thread and 3.05 at
+# two, the whole network 6.37 and 3.64 - 0.69 ms beyond its ops at one thread and 0.59 at two, with
+# 9.9 MB of filters to stream; the streaming probes themselves take 0.48-0.65 of their one-thread time
+# at two. Tied on every run there, the networks at two threads gain (below); on the Xeon of runs 26-36
+# they lose badly, so each device's fit chooses (edgekit.profile.run.fit_tied).
 TIED_GLOBAL_FEATURES = ("cold_weight_bytes",)
 
 
