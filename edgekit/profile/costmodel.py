@@ -694,7 +694,7 @@ LATER_THREAD_FAMILIES = {"transposed/fp32": "gemm/fp32", "transposed/int8": "gem
 THREAD_FEATURES = ("scaled", "small", "ops")
 # Weights streamed from memory in a network (cold_weight_bytes) may cost it at two threads what they cost
 # at one; then more threads should take the one-thread coefficient rather than refit it from probes
-# that gain. On the Zen 1 host of runs 37-57, MobileNetV3Small 224 fp32 op by op
+# that gain. On the Zen 1 host of runs 37-58, MobileNetV3Small 224 fp32 op by op
 # (benchmarks/profile_isolate.py, run 51's profile): its ops alone 5.67 ms at one thread and 3.05 at
 # two, the whole network 6.37 and 3.64 - 0.69 ms beyond its ops at one thread and 0.59 at two, with
 # 9.9 MB of filters to stream; the streaming probes themselves take 0.48-0.65 of their one-thread time

@@ -242,10 +242,10 @@ def fit_tied(rows: list, secs: list[float], weights: list[float], base: dict,
     than refits, or none - whichever misses the streaming probes (rows `streaming`) less (median |log
     error|, in sample; a tie refits). Stored runs re-fitted, two threads, mean share of networks within
     +-10 % (development / test): the Xeon of runs 26-36 refits in all 11 runs (74.7 / 58.3 %, tied
-    every time 54.5 / 42.2 %); the Zen 1 of runs 37-57 ties in 14 of 21 (refitted every time 85.5 / 70.9 %,
-    chosen 86.7 / 73.7 %, tied every time 87.6 / 75.6 %). The streaming probes tell the hosts apart
+    every time 54.5 / 42.2 %); the Zen 1 of runs 37-58 ties in 15 of 22 (refitted every time 86.1 / 71.1 %,
+    chosen 87.0 / 74.3 %, tied every time 87.8 / 76.2 %). The streaming probes tell the hosts apart
     (the tied fit misses them by a median 43-71 % there, 6-17 % here) but only just choose on this one."""
-    if not streaming:  # a --quick suite: nothing to tell them apart
+    if not streaming:  # no streaming probe timed: nothing to tell them apart
         return {}
     best = None
     for tied in ({}, costmodel.tied_globals(base)):
