@@ -9,7 +9,6 @@ fit did not see rather than how well it memorised the probes.
 from __future__ import annotations
 
 import datetime
-import math
 import os
 import platform
 import tempfile
@@ -216,6 +215,12 @@ def fit_threads(samples: list[dict], statistic: str = "min_median", band: bool =
                          "high": round(max(0.05, float(np.percentile(log_err, 90))), 4)}}
 
 
+def median_log_miss(fitted, seconds) -> float:
+    """How far estimates miss measurements: the median |log(estimate / measured)| (what fit_spill and
+    fit_tied choose by)."""
+    return float(np.median(np.abs(np.log(np.maximum(fitted, 1e-12) / np.asarray(seconds)))))
+
+
 def fit_spill(samples: list[dict], secs: list[float], weights: list[float], curve: list | None,
               op_models: dict | None) -> tuple[dict, list]:
     """The spill rule (edgekit.profile.costmodel.SPILL_RULES) whose per-kind fit misses the probes
@@ -230,7 +235,7 @@ def fit_spill(samples: list[dict], secs: list[float], weights: list[float], curv
         plain = [costmodel.terms_of(r) for r in rows]
         coefs = costmodel.fit(plain, secs, weights)
         fitted = np.array([costmodel.predict_seconds_terms(t, coefs) for t in plain])
-        miss = float(np.median(np.abs(np.log(np.maximum(fitted, 1e-12) / np.array(secs)))))
+        miss = median_log_miss(fitted, secs)
         if best is None or miss < best[0]:
             best = (miss, dict(rule), rows)
     return best[1], best[2]
@@ -250,8 +255,8 @@ def fit_tied(rows: list, secs: list[float], weights: list[float], base: dict,
     best = None
     for tied in ({}, costmodel.tied_globals(base)):
         scaling = costmodel.fit_scaled(rows, secs, weights, tied)
-        miss = float(np.median([abs(math.log(max(costmodel.scaled_seconds(rows[i], scaling), 1e-12) / secs[i]))
-                                for i in streaming]))
+        miss = median_log_miss([costmodel.scaled_seconds(rows[i], scaling) for i in streaming],
+                               [secs[i] for i in streaming])
         if best is None or miss < best[0]:
             best = (miss, tied)
     return best[1]
