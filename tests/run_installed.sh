@@ -4,6 +4,12 @@
 #
 #   bash tests/run_installed.sh                 # every tier (what .ci/run runs)
 #   TIERS="device serve" bash tests/run_installed.sh
+#   EDGEKIT_TEST_WORK=/tmp/t bash tests/run_installed.sh   # keep the venvs' folder and logs afterwards
+#
+# Disk: each venv is removed after its last tier and a work folder this script made is removed at exit,
+# so a full run peaks at ~10 GB (torch's CUDA build) and leaves nothing behind. It once left 6 GB per run
+# in /tmp, which later filled the disk under CI ("No space left on device" in four installs); an install
+# now checks the free space first and fails its tiers with one line saying so.
 #
 # pytest runs from a scratch folder, never from the checkout: `python -m pytest` in the repo root
 # would import ./edgekit instead of the wheel (a `pip install -e` hid a broken wheel in round 1),
@@ -11,7 +17,8 @@
 set -euo pipefail
 
 ROOT="${EDGEKIT_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}"
-WORK="${EDGEKIT_TEST_WORK:-$(mktemp -d -t edgekit-tests.XXXXXX)}"
+if [ -n "${EDGEKIT_TEST_WORK:-}" ]; then WORK="$EDGEKIT_TEST_WORK"
+else WORK="$(mktemp -d -t edgekit-tests.XXXXXX)"; trap 'rm -rf "$WORK"' EXIT; fi
 PYTHON="${PYTHON:-python3}"
 TIERS="${TIERS:-pi packaging device exec serve convert torch batch charts slow}"
 PIP_FLAGS=(-q --disable-pip-version-check)
@@ -23,12 +30,28 @@ say() { printf '\n== %s\n' "$*"; }
 # pip on machines with an extra local index prints a warning per package for each missing folder
 quiet() { "$@" 2> >(grep -v "^WARNING: Location '" >&2); }
 
-fresh_venv() {  # fresh_venv NAME "wheel[extras]" -> prints the venv path
-    local venv="$WORK/venv-$1"
+free_gb() { df -Pk "$WORK" | awk 'NR == 2 {print int($4 / 1048576)}'; }
+
+fresh_venv() {  # fresh_venv NAME "wheel[extras]" NEEDED-GB -> prints the venv path, or fails saying why
+    local venv="$WORK/venv-$1" free
     rm -rf "$venv"
-    "$PYTHON" -m venv "$venv"
-    quiet "$venv/bin/pip" install "${PIP_FLAGS[@]}" "$2" "pytest>=8" >&2
+    free="$(free_gb)"
+    if [ "$free" -lt "$3" ]; then
+        echo "Error: the $1 install needs ~$3 GB free in $WORK, $free GB are; free some disk or set EDGEKIT_TEST_WORK to a folder on a larger one" >&2
+        return 1
+    fi
+    if ! { "$PYTHON" -m venv "$venv" && quiet "$venv/bin/pip" install "${PIP_FLAGS[@]}" "$2" "pytest>=8" >&2; }; then
+        echo "Error: installing $2 into $venv failed (pip's message above)" >&2
+        rm -rf "$venv"
+        return 1
+    fi
     echo "$venv"
+}
+
+install_failed() {  # install_failed LABEL...: each tier that could not run is a failed tier, in the times table
+    local label
+    for label in "$@"; do printf '%s\t0\tnot-installed\n' "$label" >> "$TIMES"; done
+    failed=1
 }
 
 run_tier() {  # run_tier VENV LABEL MARK-EXPRESSION
@@ -74,13 +97,15 @@ if wanted pi; then
 fi
 if wanted device; then
     say "device install: the wheel alone (numpy + LiteRT, no TensorFlow)"
-    venv="$(fresh_venv device "$WHEEL")"
-    if "$venv/bin/python" -c "import tensorflow" 2>/dev/null; then
-        echo "the device venv has tensorflow: the device tier would not prove anything"; exit 1
-    fi
-    site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-    echo "device venv site-packages: $(du -sm "$site" | cut -f1) MB (pytest included)"
-    run_tier "$venv" device "device" || failed=1
+    if venv="$(fresh_venv device "$WHEEL" 1)"; then
+        if "$venv/bin/python" -c "import tensorflow" 2>/dev/null; then
+            echo "the device venv has tensorflow: the device tier would not prove anything"; exit 1
+        fi
+        site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+        echo "device venv site-packages: $(du -sm "$site" | cut -f1) MB (pytest included)"
+        run_tier "$venv" device "device" || failed=1
+        rm -rf "$venv"
+    else install_failed device; fi
 fi
 if wanted exec; then
     # emulate --exec: the device install in a Debian bookworm arm64 sysroot under qemu (root,
@@ -88,51 +113,64 @@ if wanted exec; then
     # folder under CI (CI=true: nothing cached between runs); elsewhere into the user's cache, reused by
     # later runs (a 10-minute build per local test run would be waste on a shared machine).
     say "exec install: the wheel alone, then edgekit device-env build rpi4"
-    venv="$(fresh_venv exec "$WHEEL")"
-    if [ "${CI:-}" = "true" ]; then export EDGEKIT_CACHE_DIR="${EDGEKIT_CACHE_DIR:-$WORK/cache}"
-    else export EDGEKIT_CACHE_DIR="${EDGEKIT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/edgekit}"; fi
-    start=$(date +%s)
-    if (cd "$WORK" && "$venv/bin/edgekit" device-env build rpi4); then
-        echo "device sysroot: $(du -sm --one-file-system "$EDGEKIT_CACHE_DIR" | cut -f1) MB, $(( $(date +%s) - start )) s"
-    else
-        echo "edgekit device-env build failed: the exec tests say why (and fail under CI=true)"
-    fi
-    PYTEST_ADDOPTS="-rs" run_tier "$venv" exec "exec" || failed=1
+    if venv="$(fresh_venv exec "$WHEEL" 2)"; then
+        if [ "${CI:-}" = "true" ]; then export EDGEKIT_CACHE_DIR="${EDGEKIT_CACHE_DIR:-$WORK/cache}"
+        else export EDGEKIT_CACHE_DIR="${EDGEKIT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/edgekit}"; fi
+        start=$(date +%s)
+        if (cd "$WORK" && "$venv/bin/edgekit" device-env build rpi4); then
+            echo "device sysroot: $(du -sm --one-file-system "$EDGEKIT_CACHE_DIR" | cut -f1) MB, $(( $(date +%s) - start )) s"
+        else
+            echo "edgekit device-env build failed: the exec tests say why (and fail under CI=true)"
+        fi
+        PYTEST_ADDOPTS="-rs" run_tier "$venv" exec "exec" || failed=1
+        rm -rf "$venv"
+    else install_failed exec; fi
 fi
 if wanted serve; then
     # [serve-test]: tritonclient and websocket-client, the clients tests/test_serve_conformance.py and
     # test_serve_ui.py drive the server with (test-only; a user's install is edgekit[serve])
     say "serve install: edgekit[serve] + [serve-test]"
-    venv="$(fresh_venv serve "$WHEEL[serve,serve-test]")"
-    run_tier "$venv" serve "serve" || failed=1
+    if venv="$(fresh_venv serve "$WHEEL[serve,serve-test]" 1)"; then
+        run_tier "$venv" serve "serve" || failed=1
+        rm -rf "$venv"
+    else install_failed serve; fi
 fi
 if wanted convert; then
     # [charts]: `edgekit sweep` draws its frontier chart with matplotlib (README: sweep needs both)
     say "convert install: edgekit[convert,charts] (README command 1 installs [convert]; sweep needs [charts])"
-    venv="$(fresh_venv convert "$WHEEL[convert,charts]")"
-    run_tier "$venv" convert "convert and not slow" || failed=1
+    if venv="$(fresh_venv convert "$WHEEL[convert,charts]" 4)"; then
+        run_tier "$venv" convert "convert and not slow" || failed=1
+        rm -rf "$venv"
+    else install_failed convert; fi
 fi
 if wanted torch; then
     # PyTorch/ONNX sources: [onnx] brings [torch] and [convert]; [torch-test] torchvision + the ONNX exporter;
     # [charts]: `edgekit sweep` of a .pt2/.onnx draws its frontier chart with matplotlib, as for Keras
     say "torch install: edgekit[onnx,torch-test,charts]"
-    venv="$(fresh_venv torch "$WHEEL[onnx,torch-test,charts]")"
-    run_tier "$venv" torch "torch" || failed=1
-    rm -rf "$venv"  # ~8 GB (torch's CUDA build): free it for the tiers after this one
+    if venv="$(fresh_venv torch "$WHEEL[onnx,torch-test,charts]" 12)"; then
+        run_tier "$venv" torch "torch" || failed=1
+        rm -rf "$venv"  # ~8 GB (torch's CUDA build)
+    else install_failed torch; fi
 fi
 if wanted batch; then
     # Ray and psycopg are extras (not on a Pi); the PostgreSQL server is the system's (.ci/run installs it)
     say "batch install: edgekit[ray,sql]"
-    venv="$(fresh_venv batch "$WHEEL[ray,sql]")"
-    PYTEST_ADDOPTS="-rs" run_tier "$venv" batch "batch" || failed=1
+    if venv="$(fresh_venv batch "$WHEEL[ray,sql]" 2)"; then
+        PYTEST_ADDOPTS="-rs" run_tier "$venv" batch "batch" || failed=1
+        rm -rf "$venv"
+    else install_failed batch; fi
 fi
 if wanted packaging || wanted charts || wanted slow; then
     say "dev install: edgekit[dev]"
-    venv="$(fresh_venv dev "$WHEEL[dev]")"
-    if wanted packaging; then run_tier "$venv" packaging "packaging" || failed=1; fi
-    # matplotlib is the [charts] extra, in [dev] only; the browser check uses the system's chromium
-    if wanted charts; then run_tier "$venv" charts "charts" || failed=1; fi
-    if wanted slow; then run_tier "$venv" slow "slow" || failed=1; fi
+    if venv="$(fresh_venv dev "$WHEEL[dev]" 4)"; then
+        if wanted packaging; then run_tier "$venv" packaging "packaging" || failed=1; fi
+        # matplotlib is the [charts] extra, in [dev] only; the browser check uses the system's chromium
+        if wanted charts; then run_tier "$venv" charts "charts" || failed=1; fi
+        if wanted slow; then run_tier "$venv" slow "slow" || failed=1; fi
+        rm -rf "$venv"
+    else
+        for tier in packaging charts slow; do if wanted "$tier"; then install_failed "$tier"; fi; done
+    fi
 fi
 
 say "tier times (seconds; exit status)"
@@ -140,5 +178,7 @@ column -t "$TIMES" 2>/dev/null || cat "$TIMES"
 # one closing line over every tier, from each tier's own pytest summary line
 count() { cat "$WORK"/tier-*.log 2>/dev/null | grep -E "^[0-9]+ (passed|failed|skipped|error)|, [0-9]+ (passed|failed|skipped|error)" \
     | grep -oE "[0-9]+ $1" | awk '{n += $1} END {print n + 0}'; }
-printf '\ntotal: %s passed, %s failed, %s skipped\n' "$(count passed)" "$(( $(count failed) + $(count error) ))" "$(count skipped)"
+not_installed="$(grep -c "not-installed" "$TIMES" || true)"
+printf '\ntotal: %s passed, %s failed, %s skipped%s\n' "$(count passed)" "$(( $(count failed) + $(count error) ))" \
+    "$(count skipped)" "$([ "$not_installed" -eq 0 ] || echo ", $not_installed tiers not run: their install failed")"
 exit "$failed"
