@@ -97,9 +97,12 @@ def _replicas(folder: Path, copies: int) -> Path:
 
 def test_ray_engine_into_postgres_same_rows_as_local_and_resumes(ray_local, pg_url, tmp_path):
     url = f"{pg_url}?table=ray_rows"
+    actor_copies = set(Path(tempfile.gettempdir()).glob("edgekit-actor-*"))
     first = run_cli("predict", INT8, SAMPLES / "validation", "--engine", "ray", "--actors", "2", "--out", url)
     assert first.exit_code == 0, first.output + first.stderr
     assert "predicted 150, already done 0, failed 0" in first.stdout
+    # each actor got the artifact's bytes and wrote a copy to load: none of them is left behind
+    assert set(Path(tempfile.gettempdir()).glob("edgekit-actor-*")) == actor_copies
     assert _count(pg_url, "ray_rows") == (150, 150)
     again = run_cli("predict", INT8, SAMPLES / "validation", "--engine", "ray", "--out", url)
     assert again.exit_code == 0 and "predicted 0, already done 150, failed 0" in again.stdout, again.output

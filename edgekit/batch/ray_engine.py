@@ -19,9 +19,11 @@ import hashlib
 import io
 import logging
 import os
+import shutil
 import tempfile
 import time
 import warnings
+import weakref
 from pathlib import Path
 from typing import Callable
 
@@ -71,6 +73,13 @@ class PredictActor:
 
         # rows carry drift statistics (the manifest's reference_stats), as the local engine's do
         self.model = watch(edgekit.load(artifact_path, threads=threads), every=0)
+        if artifact is not None:
+            # the interpreter has mapped the copy: on POSIX the mapping outlives the name, so the folder
+            # goes now rather than at an exit a killed actor never reaches (one model copy per actor per job)
+            if os.name == "posix":
+                shutil.rmtree(folder, ignore_errors=True)
+            else:
+                weakref.finalize(self, shutil.rmtree, folder, True)
         self.model_name, self.model_sha, self.top_k, self.prefix = model_name, model_sha, top_k, prefix
         self.done = done or frozenset()
 
