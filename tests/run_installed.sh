@@ -7,7 +7,7 @@
 #   EDGEKIT_TEST_WORK=/tmp/t bash tests/run_installed.sh   # keep the venvs' folder and logs afterwards
 #
 # Disk: each venv is removed after its last tier and a work folder this script made is removed at exit,
-# so a full run peaks at ~10 GB (torch's CUDA build) and leaves nothing behind. It once left 6 GB per run
+# so a full run needs ~12 GB free at its peak (torch's CUDA build) and leaves nothing behind. It once left 6 GB per run
 # in /tmp, which later filled the disk under CI ("No space left on device" in four installs); an install
 # now checks the free space first and fails its tiers with one line saying so.
 #
