@@ -4,12 +4,12 @@
 #
 #   bash tests/run_installed.sh                 # every tier (what .ci/run runs)
 #   TIERS="device serve" bash tests/run_installed.sh
-#   EDGEKIT_TEST_WORK=/tmp/t bash tests/run_installed.sh   # keep the venvs' folder and logs afterwards
+#   EDGEKIT_TEST_WORK=/tmp/t bash tests/run_installed.sh   # keep the work folder (wheel, logs) afterwards
 #
-# Disk: each venv is removed after its last tier and a work folder this script made is removed at exit,
-# so a full run needs ~12 GB free at its peak (torch's CUDA build) and leaves nothing behind. It once left 6 GB per run
-# in /tmp, which later filled the disk under CI ("No space left on device" in four installs); an install
-# now checks the free space first and fails its tiers with one line saying so.
+# Disk: each venv is removed after its last tier and a work folder this script made is removed at
+# exit, so a full run needs ~12 GB free at its peak (torch's CUDA build) and leaves nothing behind.
+# It once left 6 GB per run in /tmp, which later filled the disk under CI ("No space left on device"
+# in four installs); an install now checks the free space first and fails its tiers in one line.
 #
 # pytest runs from a scratch folder, never from the checkout: `python -m pytest` in the repo root
 # would import ./edgekit instead of the wheel (a `pip install -e` hid a broken wheel in round 1),
