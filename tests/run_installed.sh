@@ -17,8 +17,9 @@
 set -euo pipefail
 
 ROOT="${EDGEKIT_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}"
+# --one-file-system: never into a mount a failed debootstrap left inside the exec tier's sysroot
 if [ -n "${EDGEKIT_TEST_WORK:-}" ]; then WORK="$EDGEKIT_TEST_WORK"
-else WORK="$(mktemp -d -t edgekit-tests.XXXXXX)"; trap 'rm -rf "$WORK"' EXIT; fi
+else WORK="$(mktemp -d -t edgekit-tests.XXXXXX)"; trap 'rm -rf --one-file-system "$WORK"' EXIT; fi
 PYTHON="${PYTHON:-python3}"
 TIERS="${TIERS:-pi packaging device exec serve convert torch batch charts slow}"
 PIP_FLAGS=(-q --disable-pip-version-check)
