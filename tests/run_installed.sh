@@ -55,6 +55,15 @@ install_failed() {  # install_failed LABEL...: each tier that could not run is a
     failed=1
 }
 
+# venv_tier NAME "wheel[extras]" NEEDED-GB MARK-EXPRESSION: a tier in a venv of its own, removed after it
+venv_tier() {
+    local venv
+    if venv="$(fresh_venv "$1" "$2" "$3")"; then
+        run_tier "$venv" "$1" "$4" || failed=1
+        rm -rf "$venv"
+    else install_failed "$1"; fi
+}
+
 run_tier() {  # run_tier VENV LABEL MARK-EXPRESSION
     local venv="$1" label="$2" marks="$3" start end status=0
     say "tier $label: pytest -m \"$marks\" in $(basename "$venv")"
@@ -131,35 +140,23 @@ if wanted serve; then
     # [serve-test]: tritonclient and websocket-client, the clients tests/test_serve_conformance.py and
     # test_serve_ui.py drive the server with (test-only; a user's install is edgekit[serve])
     say "serve install: edgekit[serve] + [serve-test]"
-    if venv="$(fresh_venv serve "$WHEEL[serve,serve-test]" 1)"; then
-        run_tier "$venv" serve "serve" || failed=1
-        rm -rf "$venv"
-    else install_failed serve; fi
+    venv_tier serve "$WHEEL[serve,serve-test]" 1 "serve"
 fi
 if wanted convert; then
     # [charts]: `edgekit sweep` draws its frontier chart with matplotlib (README: sweep needs both)
     say "convert install: edgekit[convert,charts] (README command 1 installs [convert]; sweep needs [charts])"
-    if venv="$(fresh_venv convert "$WHEEL[convert,charts]" 4)"; then
-        run_tier "$venv" convert "convert and not slow" || failed=1
-        rm -rf "$venv"
-    else install_failed convert; fi
+    venv_tier convert "$WHEEL[convert,charts]" 4 "convert and not slow"
 fi
 if wanted torch; then
     # PyTorch/ONNX sources: [onnx] brings [torch] and [convert]; [torch-test] torchvision + the ONNX exporter;
     # [charts]: `edgekit sweep` of a .pt2/.onnx draws its frontier chart with matplotlib, as for Keras
     say "torch install: edgekit[onnx,torch-test,charts]"
-    if venv="$(fresh_venv torch "$WHEEL[onnx,torch-test,charts]" 12)"; then
-        run_tier "$venv" torch "torch" || failed=1
-        rm -rf "$venv"  # ~8 GB (torch's CUDA build)
-    else install_failed torch; fi
+    venv_tier torch "$WHEEL[onnx,torch-test,charts]" 12 "torch"  # ~8 GB installed (torch's CUDA build)
 fi
 if wanted batch; then
     # Ray and psycopg are extras (not on a Pi); the PostgreSQL server is the system's (.ci/run installs it)
     say "batch install: edgekit[ray,sql]"
-    if venv="$(fresh_venv batch "$WHEEL[ray,sql]" 2)"; then
-        PYTEST_ADDOPTS="-rs" run_tier "$venv" batch "batch" || failed=1
-        rm -rf "$venv"
-    else install_failed batch; fi
+    PYTEST_ADDOPTS="-rs" venv_tier batch "$WHEEL[ray,sql]" 2 "batch"
 fi
 if wanted packaging || wanted charts || wanted slow; then
     say "dev install: edgekit[dev]"

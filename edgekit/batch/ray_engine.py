@@ -61,6 +61,7 @@ class PredictActor:
                  threads: int, prefix: str, done=None):
         import edgekit
 
+        folder = None
         if artifact is not None:  # a single-file artifact shipped by the driver: [ObjectRef of its bytes]
             import ray
 
@@ -71,15 +72,17 @@ class PredictActor:
                 fh.write(artifact)
         from edgekit.monitor.model import watch
 
-        # rows carry drift statistics (the manifest's reference_stats), as the local engine's do
-        self.model = watch(edgekit.load(artifact_path, threads=threads), every=0)
-        if artifact is not None:
-            # the interpreter has mapped the copy: on POSIX the mapping outlives the name, so the folder
-            # goes now rather than at an exit a killed actor never reaches (one model copy per actor per job)
-            if os.name == "posix":
-                shutil.rmtree(folder, ignore_errors=True)
-            else:
-                weakref.finalize(self, shutil.rmtree, folder, True)
+        try:
+            # rows carry drift statistics (the manifest's reference_stats), as the local engine's do
+            self.model = watch(edgekit.load(artifact_path, threads=threads), every=0)
+        finally:
+            if folder is not None:
+                # the interpreter has mapped the copy: on POSIX the mapping outlives the name, so the folder
+                # goes now (or the load failed) rather than at an exit a killed actor never reaches
+                if os.name == "posix":
+                    shutil.rmtree(folder, ignore_errors=True)
+                else:
+                    weakref.finalize(self, shutil.rmtree, folder, True)
         self.model_name, self.model_sha, self.top_k, self.prefix = model_name, model_sha, top_k, prefix
         self.done = done or frozenset()
 
