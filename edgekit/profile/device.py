@@ -99,7 +99,7 @@ def _validated(raw, where: str) -> MeasuredDevice:
         if not isinstance(models, dict) or any(not _op_model_ok(k, m) for k, m in models.items()):
             raise bad(f"'threads.{n}.op_models'", "an object of op kind -> {tiles: 3 positive integers, "
                       "coefficients: 5 non-negative numbers, points: lists of 5 shape key numbers and a log ratio within +-log 3, "
-                      "optionally wide: [width, cost per column > 0] and remainder: [width, cost in tiles > 0]}")
+                      "optionally wide: [width, cost per column > 0], remainder: [width, cost in tiles > 0] and tap_floor: 1..64}")
         scaling = entry.get("scaling")
         if scaling is not None:
             base = threads.get(str(entry.get("base_threads")))
@@ -132,6 +132,9 @@ def _op_model_ok(kind_name, m) -> bool:
                                       and not isinstance(extra[0], bool) and 1 <= extra[0] <= opmodel.MAX_TILE
                                       and _number(extra[1]) and 0 < extra[1] <= 16):
             return False
+    floor = m.get("tap_floor")  # absent where the grid shows none (and in profiles written before it)
+    if floor is not None and not (isinstance(floor, int) and not isinstance(floor, bool) and 1 <= floor <= 64):
+        return False
     return (kind_name.split("/")[-1] in ("fp32", "int8")
             and isinstance(tiles, list) and len(tiles) == 3
             and all(isinstance(t, int) and not isinstance(t, bool) and 1 <= t <= opmodel.MAX_TILE for t in tiles)

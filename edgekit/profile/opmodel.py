@@ -66,6 +66,25 @@ WIDE_SEARCH = 12  # tile sizes (the best fitting without a wide kernel) tried wi
 # probes.GRID_ODD_DEPTHWISE, are what can show it; without them it finds ~nothing to gain).
 REMAINDER_WIDTHS = (4, 8)
 REMAINDER_WEIGHTS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0)
+# The fewest taps a depthwise kernel computes. XNNPACK runs a depthwise convolution through the
+# smallest unipass kernel whose tap count (its "primary tile") holds the filter, so a 1x1 depthwise
+# layer (a per-channel scale: MediaPipe's hand models have a dozen) pays for a few taps, not one.
+# Zen 4 (session 19, invoke alone): 1x1 depthwise fp32 layers take 0.30-0.40 of a 3x3 one of the same
+# shape (128x128x8: 58 us against 192; 32x32x128: 20.5 against 51.6), int8 ones 0.48-0.51; counted as
+# one tap they were priced at 0.23-0.5 of their time while the 3x3 ones were right (0.93-1.02). The grid's
+# 1x1 depthwise probes (probes.GRID_POINTWISE_DEPTHWISE) show the floor; the fit keeps one where it
+# fits the grid clearly better, so a device whose kernels have a 1-tap path keeps counting taps.
+TAP_FLOORS = (2, 3, 4, 6, 8, 9)
+# A depthwise filter too large for the kernel to keep in L1. XNNPACK's depthwise kernels read the whole
+# packed filter at every output pixel; while it stays in the 32 KB L1 with the inputs it meets, that is
+# free, past it each pixel refetches it from L2. Zen 4 (session 19, fp32, invoke alone): 3x3 layers take
+# 0.044-0.048 ns per multiply-accumulate up to 384 channels (a 13.8 KB filter) and 0.054-0.078 from 480
+# (17.3 KB); 5x5 ones 0.046-0.049 up to 160 channels (16 KB), 0.051-0.068 from 192 (19.2 KB). One cost
+# per MAC fitted all of them at a mean |log error| of 0.14, pricing MobileNet/EfficientNet's wide fp32
+# layers 20-40 % low. A Zen 1 at 2.0 GHz computes 3x slower and barely shows it (5x5 wide ones ~1.1x).
+# Which size and what it costs are fitted, and kept where the grid shows them.
+FILTER_SPILL_BYTES = (8192, 12288, 16384, 24576, 32768, 49152)
+FILTER_SPILL_WEIGHTS = (1.15, 1.3, 1.5, 1.75, 2.0)
 
 
 def dims(graph: Graph, op: Op) -> tuple[float, float, float, float, float]:
@@ -85,10 +104,14 @@ def dims(graph: Graph, op: Op) -> tuple[float, float, float, float, float]:
 
 
 def features(op_type: str, precision: str, d: tuple, tiles: tuple[int, int, int],
-             wide: tuple[int, float] | None = None, remainder: tuple[int, float] | None = None) -> np.ndarray:
+             wide: tuple[int, float] | None = None, remainder: tuple[int, float] | None = None,
+             tap_floor: int | None = None, filter_spill: tuple[int, float] | None = None) -> np.ndarray:
     """[1, tiled multiply-accumulates, input reads, output bytes, filter reads]; wide: (width, cost
     per column against an NR-wide one) of the kernel a convolution at least that wide takes;
-    remainder: (vector width, cost in NR-wide tiles) of a depthwise convolution's leftover channels."""
+    remainder: (vector width, cost in NR-wide tiles) of a depthwise convolution's leftover channels;
+    tap_floor: the fewest taps a depthwise kernel computes (TAP_FLOORS); filter_spill: (filter bytes,
+    cost per multiply-accumulate against a smaller filter's) of a depthwise filter too large for the
+    kernel to keep close (FILTER_SPILL_BYTES)."""
     m, n, k, taps, stride = d
     mr, nr, kr = tiles
     value_bytes = 1.0 if precision == "int8" else 4.0
@@ -97,14 +120,20 @@ def features(op_type: str, precision: str, d: tuple, tiles: tuple[int, int, int]
         channels = col_tiles * nr
         if remainder and n % remainder[0]:  # whole vectors in tiles, the rest in a pass of its own
             channels = math.ceil(n // remainder[0] * remainder[0] / nr) * nr + remainder[1] * nr
-        return np.array([1.0, m * channels * taps, m * stride * stride * n * value_bytes,
-                         m * n * value_bytes, n * taps * value_bytes])
+        taps = max(taps, float(tap_floor or 1))
+        filter_bytes = n * taps * value_bytes
+        spill = filter_spill[1] if filter_spill and filter_bytes > filter_spill[0] else 1.0
+        return np.array([1.0, m * channels * taps * spill, m * stride * stride * n * value_bytes,
+                         m * n * value_bytes, filter_bytes])
     if op_type == "FULLY_CONNECTED":
         return np.array([1.0, col_tiles * nr * k, k * value_bytes, n * value_bytes, n * k * value_bytes])
     k = taps * math.ceil(k / taps / kr) * kr  # each tap's input channels padded to KR
     columns = math.ceil(n / wide[0]) * wide[0] * wide[1] if wide and n >= wide[0] else col_tiles * nr
     return np.array([1.0, row_tiles * mr * columns * k, m * k * value_bytes, m * n * value_bytes,
                      row_tiles * n * k * value_bytes])
+
+
+TRAITS = ("wide", "remainder", "tap_floor", "filter_spill")  # a kernel model's optional entries
 
 
 def key(d: tuple) -> np.ndarray:
@@ -124,11 +153,11 @@ def fit_kind(op_type: str, precision: str, shapes: list[tuple], seconds: list[fl
     depthwise, fc = op_type == "DEPTHWISE_CONV_2D", op_type == "FULLY_CONNECTED"
     candidates = [(mr, nr, kr) for mr in ((1,) if depthwise or fc else ROW_TILES) for nr in COLUMN_TILES
                   for kr in ((1,) if depthwise or fc else DEPTH_TILES)]
-    def trial(tiles, wide=None, remainder=None):
-        a = np.array([features(op_type, precision, d, tiles, wide, remainder) for d in shapes])
+    def trial(tiles, **traits):
+        a = np.array([features(op_type, precision, d, tiles, **traits) for d in shapes])
         coefs = nnls_relative(a, y)
         fitted = np.maximum(a @ coefs, 1e-12)
-        return float(np.mean(np.abs(np.log(fitted / y)))), tiles, wide, coefs, fitted, remainder
+        return float(np.mean(np.abs(np.log(fitted / y)))), tiles, traits, coefs, fitted
 
     def clearly_better(best, results):
         """The best of `results` where it misses the grid clearly less (2 %) than `best`, else `best`:
@@ -142,29 +171,32 @@ def fit_kind(op_type: str, precision: str, shapes: list[tuple], seconds: list[fl
     plain = [trial(tiles) for tiles in candidates]
     best = min(plain, key=lambda r: r[0])  # ties keep the smaller tiles (listed first)
     if op_type == "CONV_2D":  # a wide kernel on the best few tile sizes
-        best = clearly_better(best, (trial(tiles, (width, weight))
+        best = clearly_better(best, (trial(tiles, wide=(width, weight))
                                      for tiles in [r[1] for r in sorted(plain, key=lambda r: r[0])[:WIDE_SEARCH]]
                                      for width in WIDE_TILES if width > tiles[1] for weight in WIDE_WEIGHTS))
     if depthwise:  # a leftover-channel pass with each tile width
         best = clearly_better(best, (trial(tiles, remainder=(width, weight)) for tiles in candidates
                                      for width in REMAINDER_WIDTHS for weight in REMAINDER_WEIGHTS))
-    miss, tiles, wide, coefs, fitted, remainder = best
+        # then, with the tiles and leftover pass found, a tap floor (only 1x1 or 2x2 grid probes can show
+        # one) and a filter too large to keep close, together: either alone takes up some of the other's
+        # miss (a device with a floor of 4 and no spill was fitted a floor of 2 and a spill)
+        floors = (None,) + (TAP_FLOORS if any(d[3] < max(TAP_FLOORS) for d in shapes) else ())
+        spills = (None,) + tuple((size, weight) for size in FILTER_SPILL_BYTES for weight in FILTER_SPILL_WEIGHTS)
+        best = clearly_better(best, (trial(best[1], **best[2], tap_floor=f, filter_spill=sp)
+                                     for f in floors for sp in spills if f or sp))
+    miss, tiles, traits, coefs, fitted = best
     points = [[*map(lambda v: round(float(v), 3), key(d)),
                round(float(np.clip(math.log(s / f), -MAX_LOG_RATIO, MAX_LOG_RATIO)), 4)]
               for d, s, f in zip(shapes, y, fitted)]
     entry = {"tiles": list(tiles), "coefficients": [float(c) for c in coefs], "points": points,
              "fit_mean_abs_log_error": round(miss, 4)}
-    if remainder:
-        entry["remainder"] = list(remainder)
-    return {**entry, "wide": list(wide)} if wide else entry
+    return {**entry, **{name: list(v) if isinstance(v, tuple) else v for name, v in traits.items() if v}}
 
 
 def predict(entry: dict, op_type: str, precision: str, d: tuple) -> float:
     """Seconds for one op of this kind: the tiled linear cost times the nearest probes' correction."""
-    wide, remainder = entry.get("wide"), entry.get("remainder")
-    base = float(np.dot(entry["coefficients"], features(op_type, precision, d, tuple(entry["tiles"]),
-                                                        tuple(wide) if wide else None,
-                                                        tuple(remainder) if remainder else None)))
+    traits = {name: tuple(v) if isinstance(v, list) else v for name in TRAITS if (v := entry.get(name))}
+    base = float(np.dot(entry["coefficients"], features(op_type, precision, d, tuple(entry["tiles"]), **traits)))
     points = entry.get("points") or []
     if not points or base <= 0:
         return max(base, 0.0)

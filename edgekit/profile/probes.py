@@ -466,6 +466,10 @@ GRID_STEM_CHANNELS = (8, 16, 24, 32, 48, 64)
 # (opmodel.REMAINDER_WIDTHS). Drawn apart too.
 GRID_ODD_DEPTHWISE = 10
 GRID_ODD_CHANNELS = (4, 6, 11, 12, 20, 22, 28, 36, 44, 60, 92, 100, 132)
+# 1x1 depthwise convolutions (a per-channel scale; a dozen in MediaPipe's hand models): the drawn grid's
+# depthwise filters are 3x3 and 5x5, and XNNPACK runs a 1x1 one through a kernel of a few taps, not one
+# (opmodel.TAP_FLOORS): without these the kernel model priced them at a quarter to a half of their time.
+GRID_POINTWISE_DEPTHWISE = 8
 
 
 def _grid_shape(op: str, precision: str, rng: np.random.Generator) -> Probe | None:
@@ -514,6 +518,11 @@ def _grid_odd_depthwise(precision: str, rng: np.random.Generator) -> Probe | Non
                        int(rng.choice((1, 1, 2))))
 
 
+def _grid_pointwise_depthwise(precision: str, rng: np.random.Generator) -> Probe | None:
+    h, channels = int(rng.choice(GRID_RESOLUTIONS)), int(rng.choice(GRID_CHANNELS))
+    return _grid_probe("DEPTHWISE_CONV_2D", precision, h, channels, channels, 1, 1)
+
+
 def grid(counts: dict[str, int] = GRID_COUNTS, seed: int = 0) -> list[Probe]:
     """The kernel grid (same shapes on every device), plus per precision a model with nothing to
     compute: what an invoke costs by itself, taken off every grid probe's time."""
@@ -530,7 +539,9 @@ def grid(counts: dict[str, int] = GRID_COUNTS, seed: int = 0) -> list[Probe]:
                     drawn += 1
         # drawn apart, each set from a generator of its own: adding a set leaves every other shape as it was
         for stream, (draw, count, prefix) in enumerate(((_grid_stem, GRID_STEMS, "grid_stem"),
-                                                        (_grid_odd_depthwise, GRID_ODD_DEPTHWISE, "grid_dw_odd")), 1):
+                                                        (_grid_odd_depthwise, GRID_ODD_DEPTHWISE, "grid_dw_odd"),
+                                                        (_grid_pointwise_depthwise, GRID_POINTWISE_DEPTHWISE,
+                                                         "grid_dw_1x1")), 1):
             out += _distinct(draw, precision, np.random.default_rng([seed, precision == "int8", stream]), count, prefix)
     return out
 
@@ -562,7 +573,7 @@ def weight_bytes(p: Probe) -> int:
 
 GRID = grid()
 # the reduced suite's grid: the first few draws of each, so a name always means one shape
-QUICK_GRID = [p for p in GRID if is_grid_invoke(p.name) or not p.name.startswith(("grid_stem_", "grid_dw_odd_")) and int(
+QUICK_GRID = [p for p in GRID if is_grid_invoke(p.name) or not p.name.startswith(("grid_stem_", "grid_dw_odd_", "grid_dw_1x1_")) and int(
     p.name.split("_")[-2]) < GRID_QUICK_COUNTS["CONV_2D_1x1" if p.op == "CONV_2D" and p.kernel == 1 else p.op]]
 SUITE = _suite() + GRID
 
