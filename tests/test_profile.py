@@ -134,6 +134,8 @@ def test_emulate_refuses_a_thread_count_not_profiled(quick_profile, artifacts):
     (lambda d: d["threads"]["1"]["op_models"]["CONV_2D/fp32"].update(remainder=[True, 2.5]), "'threads.1.op_models'"),
     (lambda d: d["threads"]["1"]["op_models"]["DEPTHWISE_CONV_2D/fp32"].update(tap_floor=0), "'threads.1.op_models'"),
     (lambda d: d["threads"]["1"]["op_models"]["DEPTHWISE_CONV_2D/fp32"].update(tap_floor="4"), "'threads.1.op_models'"),
+    (lambda d: d["threads"]["1"]["op_models"]["DEPTHWISE_CONV_2D/fp32"].update(filter_spill="16K"), "'threads.1.op_models'"),
+    (lambda d: d["threads"]["1"]["op_models"]["DEPTHWISE_CONV_2D/fp32"].update(filter_spill=[16384, -1.5]), "'threads.1.op_models'"),
     (lambda d: d["threads"]["1"].update(spill={"threshold": -1.0, "excess": True}), "'threads.1.spill'"),
     (lambda d: d["threads"]["1"].update(spill={"threshold": 1.0, "excess": "yes"}), "'threads.1.spill'"),
 ])
@@ -169,6 +171,29 @@ def test_a_profile_with_a_leftover_channel_pass_prices_odd_depthwise_layers_dear
     assert prices["without"][11] <= prices["without"][16]  # less: only its input and output bytes are fewer
     assert prices["with"][16] == pytest.approx(prices["without"][16], rel=1e-9)
     assert prices["with"][11] > prices["with"][16] and prices["with"][11] > prices["without"][11]
+
+
+def test_a_profile_with_depthwise_traits_loads_and_prices_them(quick_profile, tmp_path):
+    """A profile whose fp32 depthwise model has a tap floor and a filter spill (written by a device whose
+    grid showed them) loads, and prices a 1x1 depthwise layer and a wide 3x3 one above a profile
+    without them; layers the traits do not touch (a narrow 3x3 one) cost the same."""
+    from edgekit.emulator import estimate
+    from edgekit.profile.device import load_profile
+
+    data = json.loads(quick_profile.read_text())
+    model = data["threads"]["1"]["op_models"]["DEPTHWISE_CONV_2D/fp32"]
+    model.update(points=[])
+    layers = {name: read_graph(build(Probe("d", "DEPTHWISE_CONV_2D", "fp32", (1, 14, 14, c), kernel=k)))
+              for name, c, k in (("1x1", 64, 1), ("wide", 768, 3), ("narrow", 64, 3))}
+    prices = {}
+    for label, traits in (("without", {}), ("with", {"tap_floor": 4, "filter_spill": [16384, 1.5]})):
+        model.update(traits)
+        path = tmp_path / f"{label}.json"
+        path.write_text(json.dumps(data))
+        device = load_profile(path)
+        prices[label] = {name: estimate(g, device, 1).estimate_ms for name, g in layers.items()}
+    assert prices["with"]["1x1"] > prices["without"]["1x1"] and prices["with"]["wide"] > prices["without"]["wide"]
+    assert prices["with"]["narrow"] == pytest.approx(prices["without"]["narrow"], rel=1e-9)
 
 
 def test_unreadable_or_missing_profile_is_one_line(artifacts, tmp_path):
@@ -929,7 +954,7 @@ def test_kernel_model_finds_a_wider_kernel_for_wide_layers():
 
 
 def _fitted_depthwise_device(precision: str, tiles: tuple, remainder: tuple | None, tap_floor: int | None = None,
-                             kernel: int = 5) -> tuple:
+                             kernel: int = 5, filter_spill: tuple | None = None, channels: tuple = ()) -> tuple:
     """The depthwise kernel model fitted on the grid's depthwise shapes (its odd-channel and 1x1
     probes included) as timed by a device with these tiles, this leftover-channel pass and this tap
     floor; with the device's own price of kernel x kernel 24x24 layers at 8-32 channels:
@@ -943,12 +968,13 @@ def _fitted_depthwise_device(precision: str, tiles: tuple, remainder: tuple | No
 
     def device(d):
         return float(np.dot([2e-6, 2e-11, 0, 0, 0], opmodel.features("DEPTHWISE_CONV_2D", precision, d, tiles,
-                                                                     remainder=remainder, tap_floor=tap_floor)))
+                                                                     remainder=remainder, tap_floor=tap_floor,
+                                                                     filter_spill=filter_spill)))
 
     shapes = [dims(p) for p in GRID if p.op == "DEPTHWISE_CONV_2D" and p.precision == precision]
     entry = opmodel.fit_kind("DEPTHWISE_CONV_2D", precision, shapes, [device(d) for d in shapes])
     layer = {c: dims(Probe("u", "DEPTHWISE_CONV_2D", precision, (1, 24, 24, c), kernel=kernel))
-             for c in (8, 11, 12, 16, 20, 22, 24, 28, 32)}
+             for c in channels or (8, 11, 12, 16, 20, 22, 24, 28, 32)}
     return entry, {c: opmodel.predict(entry, "DEPTHWISE_CONV_2D", precision, d) for c, d in layer.items()}, \
         {c: device(d) for c, d in layer.items()}
 
@@ -983,6 +1009,21 @@ def test_kernel_model_prices_a_1x1_depthwise_layer_at_the_kernels_fewest_taps():
     assert "tap_floor" not in entry
     for c in price:
         assert price[c] == pytest.approx(device[c], rel=0.02), c
+
+
+def test_kernel_model_prices_wide_depthwise_filters_past_the_l1_dearer():
+    """A device like this Zen 4's fp32 depthwise convolutions: past a 16 KB filter each multiply-accumulate
+    costs 1.5x (measured, 3x3: 0.044-0.048 ns per MAC to 384 channels, 0.054-0.078 from 480). The grid's
+    wide depthwise probes show it and the fit names it, so a 768-channel 3x3 layer is priced as the
+    device runs it; a device without it (int8) gets none."""
+    entry, price, device = _fitted_depthwise_device("fp32", (1, 16, 1), None, filter_spill=(16384, 1.5), kernel=3,
+                                                    channels=(256, 384, 480, 768))
+    assert entry["filter_spill"] == [16384, 1.5] and "tap_floor" not in entry
+    assert price[480] / price[384] > 1.5 * 480 / 384 * 0.9
+    for c in price:
+        assert price[c] == pytest.approx(device[c], rel=0.02), c
+    entry, _, _ = _fitted_depthwise_device("int8", (1, 8, 1), None, kernel=3, channels=(384, 768))
+    assert "filter_spill" not in entry
 
 
 def test_kernel_model_finds_a_narrow_kernel_for_narrow_layers():

@@ -99,7 +99,8 @@ def _validated(raw, where: str) -> MeasuredDevice:
         if not isinstance(models, dict) or any(not _op_model_ok(k, m) for k, m in models.items()):
             raise bad(f"'threads.{n}.op_models'", "an object of op kind -> {tiles: 3 positive integers, "
                       "coefficients: 5 non-negative numbers, points: lists of 5 shape key numbers and a log ratio within +-log 3, "
-                      "optionally wide: [width, cost per column > 0], remainder: [width, cost in tiles > 0] and tap_floor: 1..64}")
+                      "optionally wide: [width, cost per column > 0], remainder: [width, cost in tiles > 0], tap_floor: 1..64 "
+                      "and filter_spill: [bytes, cost per MAC > 0]}")
         scaling = entry.get("scaling")
         if scaling is not None:
             base = threads.get(str(entry.get("base_threads")))
@@ -132,8 +133,13 @@ def _op_model_ok(kind_name, m) -> bool:
                                       and not isinstance(extra[0], bool) and 1 <= extra[0] <= opmodel.MAX_TILE
                                       and _number(extra[1]) and 0 < extra[1] <= 16):
             return False
-    floor = m.get("tap_floor")  # absent where the grid shows none (and in profiles written before it)
+    # absent where the grid shows none (and in profiles written before them)
+    floor, spill = m.get("tap_floor"), m.get("filter_spill")
     if floor is not None and not (isinstance(floor, int) and not isinstance(floor, bool) and 1 <= floor <= 64):
+        return False
+    if spill is not None and not (isinstance(spill, list) and len(spill) == 2 and isinstance(spill[0], int)
+                                  and not isinstance(spill[0], bool) and 1 <= spill[0] <= 2 ** 30
+                                  and _number(spill[1]) and 0 < spill[1] <= 16):
         return False
     return (kind_name.split("/")[-1] in ("fp32", "int8")
             and isinstance(tiles, list) and len(tiles) == 3
