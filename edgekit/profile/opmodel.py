@@ -69,9 +69,9 @@ REMAINDER_WEIGHTS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0)
 # The fewest taps a depthwise kernel computes. XNNPACK runs a depthwise convolution through the
 # smallest unipass kernel whose tap count (its "primary tile") holds the filter, so a 1x1 depthwise
 # layer (a per-channel scale: MediaPipe's hand models have a dozen) pays for a few taps, not one.
-# Zen 4 (session 19, invoke alone): 1x1 depthwise fp32 layers take 0.30-0.40 of a 3x3 one of the same
+# Zen 4 (session 19, invoke alone): 1x1 depthwise fp32 layers take 0.29-0.40 of a 3x3 one of the same
 # shape (128x128x8: 58 us against 192; 32x32x128: 20.5 against 51.6), int8 ones 0.48-0.51; counted as
-# one tap they were priced at 0.23-0.5 of their time while the 3x3 ones were right (0.93-1.02). The grid's
+# one tap they were priced at 0.23-0.5 of their time, the 3x3 ones at 0.93-1.08 (bar two narrow fp32). The grid's
 # 1x1 depthwise probes (probes.GRID_POINTWISE_DEPTHWISE) show the floor; the fit keeps one where it
 # fits the grid clearly better, so a device whose kernels have a 1-tap path keeps counting taps.
 TAP_FLOORS = (2, 3, 4, 6, 8, 9)
