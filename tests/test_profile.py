@@ -956,8 +956,8 @@ def test_kernel_model_finds_a_wider_kernel_for_wide_layers():
 def _fitted_depthwise_device(precision: str, tiles: tuple, remainder: tuple | None, tap_floor: int | None = None,
                              kernel: int = 5, filter_spill: tuple | None = None, channels: tuple = ()) -> tuple:
     """The depthwise kernel model fitted on the grid's depthwise shapes (its odd-channel and 1x1
-    probes included) as timed by a device with these tiles, this leftover-channel pass and this tap
-    floor; with the device's own price of kernel x kernel 24x24 layers at 8-32 channels:
+    probes included) as timed by a device with these tiles, leftover-channel pass, tap floor and filter
+    spill; with the device's own price of kernel x kernel 24x24 layers at `channels` (8-32 unless given):
     (entry, price, device)."""
     from edgekit.profile import opmodel
     from edgekit.profile.probes import GRID
@@ -996,7 +996,7 @@ def test_kernel_model_finds_a_dear_pass_for_leftover_depthwise_channels():
 
 def test_kernel_model_prices_a_1x1_depthwise_layer_at_the_kernels_fewest_taps():
     """A device like this Zen 4's fp32 depthwise convolutions: a 1x1 filter runs through a kernel of a
-    few taps (measured, invoke alone: 1x1 depthwise layers 0.30-0.40 of a 3x3 one of the same shape).
+    few taps (measured, invoke alone: 1x1 depthwise layers 0.29-0.40 of a 3x3 one of the same shape).
     The grid's 1x1 probes show it and the fit names the floor, so a 1x1 layer costs what the device's
     kernel takes, not a ninth of a 3x3 one; a device with a one-tap path gets no floor."""
     entry, price, device = _fitted_depthwise_device("fp32", (1, 16, 1), None, tap_floor=4, kernel=1)
