@@ -122,28 +122,29 @@ def _validated(raw, where: str) -> MeasuredDevice:
                           int(raw["cache_bytes"]), threads, where)
 
 
+def _whole(value, most: int) -> bool:
+    """An integer (not a bool) from 1 to `most`."""
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= most
+
+
+def _trait_ok(value, most: int) -> bool:
+    """An optional kernel trait [size from 1 to `most`, cost factor in (0, 16]]; absent is fine."""
+    return value is None or (isinstance(value, list) and len(value) == 2 and _whole(value[0], most)
+                             and _number(value[1]) and 0 < value[1] <= 16)
+
+
 def _op_model_ok(kind_name, m) -> bool:
     """A kernel model (edgekit.profile.opmodel) of a kind it can model, with numbers where they belong."""
     if not isinstance(kind_name, str) or kind_name.split("/")[0] not in opmodel.MODELLED or not isinstance(m, dict):
         return False
     tiles, coefs, points = m.get("tiles"), m.get("coefficients"), m.get("points", [])
-    # absent in profiles written before them, and where one kernel width fits best / no leftover pass does
-    for extra in (m.get("wide"), m.get("remainder")):
-        if extra is not None and not (isinstance(extra, list) and len(extra) == 2 and isinstance(extra[0], int)
-                                      and not isinstance(extra[0], bool) and 1 <= extra[0] <= opmodel.MAX_TILE
-                                      and _number(extra[1]) and 0 < extra[1] <= 16):
-            return False
-    # absent where the grid shows none (and in profiles written before them)
-    floor, spill = m.get("tap_floor"), m.get("filter_spill")
-    if floor is not None and not (isinstance(floor, int) and not isinstance(floor, bool) and 1 <= floor <= 64):
-        return False
-    if spill is not None and not (isinstance(spill, list) and len(spill) == 2 and isinstance(spill[0], int)
-                                  and not isinstance(spill[0], bool) and 1 <= spill[0] <= 2 ** 30
-                                  and _number(spill[1]) and 0 < spill[1] <= 16):
+    # the traits are absent in profiles written before them, and where the device's grid shows none
+    if not (_trait_ok(m.get("wide"), opmodel.MAX_TILE) and _trait_ok(m.get("remainder"), opmodel.MAX_TILE)
+            and _trait_ok(m.get("filter_spill"), 2 ** 30)
+            and (m.get("tap_floor") is None or _whole(m["tap_floor"], 64))):
         return False
     return (kind_name.split("/")[-1] in ("fp32", "int8")
-            and isinstance(tiles, list) and len(tiles) == 3
-            and all(isinstance(t, int) and not isinstance(t, bool) and 1 <= t <= opmodel.MAX_TILE for t in tiles)
+            and isinstance(tiles, list) and len(tiles) == 3 and all(_whole(t, opmodel.MAX_TILE) for t in tiles)
             and isinstance(coefs, list) and len(coefs) == opmodel.N_FEATURES and all(_number(c) and c >= 0 for c in coefs)
             and isinstance(points, list)
             and all(isinstance(p, list) and len(p) == 6 and all(map(_number, p)) and abs(p[-1]) <= opmodel.MAX_LOG_RATIO + 1e-6

@@ -523,6 +523,13 @@ def _grid_pointwise_depthwise(precision: str, rng: np.random.Generator) -> Probe
     return _grid_probe("DEPTHWISE_CONV_2D", precision, h, channels, channels, 1, 1)
 
 
+# Sets drawn apart from the main draws, each from a generator of its own (stream 1, 2, ...): adding a set
+# leaves every other shape as it was. (draw, count, name prefix); the reduced grid leaves them out.
+DRAWN_APART = ((_grid_stem, GRID_STEMS, "grid_stem"),
+               (_grid_odd_depthwise, GRID_ODD_DEPTHWISE, "grid_dw_odd"),
+               (_grid_pointwise_depthwise, GRID_POINTWISE_DEPTHWISE, "grid_dw_1x1"))
+
+
 def grid(counts: dict[str, int] = GRID_COUNTS, seed: int = 0) -> list[Probe]:
     """The kernel grid (same shapes on every device), plus per precision a model with nothing to
     compute: what an invoke costs by itself, taken off every grid probe's time."""
@@ -537,11 +544,7 @@ def grid(counts: dict[str, int] = GRID_COUNTS, seed: int = 0) -> list[Probe]:
                 if p is not None:
                     out.append(replace(p, name=f"grid_{op.lower()}_{drawn}_{precision}"))
                     drawn += 1
-        # drawn apart, each set from a generator of its own: adding a set leaves every other shape as it was
-        for stream, (draw, count, prefix) in enumerate(((_grid_stem, GRID_STEMS, "grid_stem"),
-                                                        (_grid_odd_depthwise, GRID_ODD_DEPTHWISE, "grid_dw_odd"),
-                                                        (_grid_pointwise_depthwise, GRID_POINTWISE_DEPTHWISE,
-                                                         "grid_dw_1x1")), 1):
+        for stream, (draw, count, prefix) in enumerate(DRAWN_APART, 1):
             out += _distinct(draw, precision, np.random.default_rng([seed, precision == "int8", stream]), count, prefix)
     return out
 
@@ -573,7 +576,7 @@ def weight_bytes(p: Probe) -> int:
 
 GRID = grid()
 # the reduced suite's grid: the first few draws of each, so a name always means one shape
-QUICK_GRID = [p for p in GRID if is_grid_invoke(p.name) or not p.name.startswith(("grid_stem_", "grid_dw_odd_", "grid_dw_1x1_")) and int(
+QUICK_GRID = [p for p in GRID if is_grid_invoke(p.name) or not p.name.startswith(tuple(prefix + "_" for _, _, prefix in DRAWN_APART)) and int(
     p.name.split("_")[-2]) < GRID_QUICK_COUNTS["CONV_2D_1x1" if p.op == "CONV_2D" and p.kernel == 1 else p.op]]
 SUITE = _suite() + GRID
 
